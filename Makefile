@@ -1,0 +1,47 @@
+# heatgate: two commands do all the set-up on a fresh machine.
+#   make test   create .venv, install heatgate with its test extra, install Mosquitto if it is
+#               missing (as root, from Debian's packages), then ruff, mypy and pytest.
+#   make demo   the whole system on this machine (see README.md).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: test lint typecheck pytest install system-deps demo bench schemas clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "heatgate needs Python >= 3.11")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+system-deps:
+	@if command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing mosquitto from Debian's packages"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
+	else \
+		echo "mosquitto is not installed; run: sudo apt-get install mosquitto mosquitto-clients" >&2; exit 1; \
+	fi
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+pytest: install system-deps
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: install system-deps lint typecheck pytest
+
+schemas: install
+	$(PY) -m agent.schemas --write
+
+clean:
+	rm -rf build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,95 @@
+"""The ``heatgate`` command line.
+
+Each subcommand lives in its own module under ``agent/cli/`` with a ``register(subparsers)``
+function that adds its parser and sets ``handler`` to a function taking the parsed arguments
+and returning the exit code. A subcommand is listed in :data:`COMMAND_MODULES` only once it
+works: there are no stubs.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from agent import __version__
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+# Order here is the order in ``heatgate --help``.
+COMMAND_MODULES: tuple[str, ...] = (
+    "agent.cli.check_config",
+)
+
+DESCRIPTION = """\
+heatgate is the edge gateway agent for installed heating and smart-home hardware. It reads
+heat pumps and energy meters (Modbus TCP/RTU), the Dutch smart meter (P1) and Z-Wave sensors,
+keeps only what each purpose needs, pseudonymises identifiers on the device, buffers the
+result encrypted with fixed retention, and publishes service data, telemetry and audit
+records to the service company's MQTT broker over mutual TLS.
+"""
+
+EPILOG = """\
+exit status:
+  0  success
+  1  runtime failure (a device, the broker, the disk)
+  2  bad usage or bad configuration (every problem is listed with its location)
+
+examples:
+  heatgate check-config --config /etc/heatgate/heatgate.toml
+  heatgate <command> --help
+
+Logs are JSON lines when standard error is not a terminal (for journald), readable text otherwise.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="heatgate",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"heatgate {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default: info)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for module_name in COMMAND_MODULES:
+        module = importlib.import_module(module_name)
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    from agent import logs
+
+    logs.configure(level=args.log_level)
+    try:
+        code: int = args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

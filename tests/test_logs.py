@@ -1,0 +1,61 @@
+"""Logs: JSON lines off a terminal; secrets and identifiers never in a line."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import structlog
+
+from agent import logs
+
+
+def _capture(**event: object) -> dict[str, object]:
+    stream = io.StringIO()
+    logs.configure(level="debug", stream=stream, json=True)
+    try:
+        structlog.get_logger("t").info("event", **event)
+    finally:
+        structlog.reset_defaults()
+    line = stream.getvalue().strip()
+    return json.loads(line)
+
+
+def test_json_line_with_level_and_time() -> None:
+    record = _capture(count=3)
+    assert record["event"] == "event"
+    assert record["level"] == "info"
+    assert str(record["timestamp"]).endswith("Z")
+    assert record["count"] == 3
+
+
+def test_sensitive_keys_redacted() -> None:
+    record = _capture(
+        master_key="0f" * 32, password="hunter2", serial_number="SN-12345",
+        equipment_id="4530303331303033", home_id=0xC0FFEE01, mac="aa:bb:cc:dd:ee:ff",
+        key_file="/var/lib/heatgate/keys/master.key", retry_count=2,
+    )
+    for key in ("master_key", "password", "serial_number", "equipment_id", "home_id", "mac"):
+        assert record[key] == logs.REDACTED, key
+    assert record["key_file"] == "/var/lib/heatgate/keys/master.key"
+    assert record["retry_count"] == 2
+
+
+def test_key_material_in_free_text_redacted() -> None:
+    secret = "a1b2c3d4" * 8
+    record = _capture(detail=f"loaded {secret} ok", blob=b"\x00\x01", nested={"token": "abc"})
+    assert secret not in json.dumps(record)
+    assert record["blob"] == logs.REDACTED
+    assert record["nested"] == {"token": logs.REDACTED}
+
+
+def test_level_filter() -> None:
+    stream = io.StringIO()
+    logs.configure(level="warning", stream=stream, json=True)
+    try:
+        structlog.get_logger("t").info("hidden")
+        structlog.get_logger("t").warning("shown")
+    finally:
+        structlog.reset_defaults()
+    assert "hidden" not in stream.getvalue()
+    assert "shown" in stream.getvalue()
