@@ -27,6 +27,10 @@ class NewRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 
     id: str
     stream: str
+    route: str
+    """Topic below the gateway's prefix: ``service/fault``, ``telemetry``,
+    ``analytics/heat-pump``. Stored in clear (it names a purpose, never a person or a device)
+    and bound into the AEAD associated data."""
     priority: int
     """Lane: lower number = published first (service = 0)."""
     created_s: float
@@ -39,6 +43,7 @@ class StoredRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 
     id: str
     stream: str
+    route: str
     priority: int
     created_s: float
     payload: bytes
