@@ -1,0 +1,55 @@
+"""``heatgate doctor``: check an installation end to end, one line per check."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from agent.cli.common import add_config_option, load_or_report
+from agent.doctor import run_checks
+
+DESCRIPTION = """\
+Checks everything an installer must see working before leaving the site, and says what to
+fix for each problem:
+  config valid; privacy policy valid; key files present with safe modes; the clock plausible
+  (certificates and timestamps depend on it); the device certificate matching the gateway id;
+  serial ports present and openable; every source answering a live read; the broker reachable
+  over TLS and accepting the certificate; disk space for the buffer; the buffer's integrity.
+
+Readings taken by the probes are shown only: they are never stored or published.
+exit status: 0 if every check passed, 1 if any failed, 2 on a bad config.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "doctor",
+        help="check an installation end to end and say what to fix",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_option(parser)
+    parser.add_argument("--probe-timeout-s", type=float, default=15.0,
+                        help="how long to wait for each source's first good reading (default: 15)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_or_report(args.config)
+    if loaded is None:
+        return 2
+    console = Console(highlight=False)
+    with console.status("checking the installation…"):
+        checks = run_checks(loaded, probe_timeout_s=args.probe_timeout_s)
+    for check in checks:
+        mark = "[bold green]✔[/]" if check.ok else "[bold red]✘[/]"
+        console.print(f"{mark} {check.name}: {check.detail}", markup=True)
+        if not check.ok and check.fix:
+            console.print(f"    [yellow]fix:[/] {check.fix}")
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        console.print(f"[bold red]{len(failed)} of {len(checks)} checks failed[/]")
+        return 1
+    console.print(f"[bold green]all {len(checks)} checks passed[/]")
+    return 0

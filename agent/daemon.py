@@ -1,0 +1,358 @@
+"""The daemon: one asyncio loop, named tasks in one task group.
+
+    sources ──readings──> pipeline task ──records──> buffer (commit) ──> publisher ──> broker
+                               ▲                         ▲
+          connectivity, audit ─┘        retention sweeper┘        status server, watchdog
+
+A source that fails is restarted with backoff while the others go on. SIGTERM (or SIGINT)
+stops the sources, runs what they delivered through the pipeline, closes the open aggregation
+windows, commits everything, publishes ``offline`` and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent import __version__
+from agent.backoff import Backoff
+from agent.config import LoadedConfig, SourceConfig
+from agent.logs import get_logger
+from agent.sdnotify import LoopWatchdog, Notifier, watchdog_interval_s
+from agent.status import StatusServer
+from buffer.api import NewRecord
+from drivers.reading import DriverError, Reading, Source
+
+__all__ = ["Agent", "StartupError", "build_source"]
+
+log = get_logger("heatgate.daemon")
+
+READING_QUEUE_BATCHES = 4096
+FLUSH_INTERVAL_S = 5.0
+STATUS_NOTIFY_INTERVAL_S = 30.0
+
+
+class StartupError(Exception):
+    """The agent cannot start; ``exit_code`` is 2 for bad config/keys, 1 otherwise."""
+
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def build_source(config: SourceConfig) -> Source:
+    """The driver for one configured source."""
+    from agent.config import ModbusRtuSource, ModbusTcpSource, P1Source, ZwaveSource
+
+    if isinstance(config, ModbusTcpSource | ModbusRtuSource):
+        from drivers.modbus.source import make_modbus_source
+
+        return make_modbus_source(config)
+    if isinstance(config, P1Source):
+        from drivers.p1.source import P1Runner
+
+        return P1Runner(config)
+    if isinstance(config, ZwaveSource):
+        from drivers.zwave.source import ZwaveRunner
+
+        return ZwaveRunner(config)
+    raise AssertionError(f"unknown source type {config!r}")
+
+
+@dataclass
+class _SourceSlot:
+    source: Source
+    type: str
+    restarts: int = 0
+    last_error: str | None = None
+    state: str = "starting"
+    backoff: Backoff = field(default_factory=lambda: Backoff(min_s=1.0, max_s=60.0))
+
+
+class Agent:
+    """Everything ``heatgate run`` does. Construct, then ``await run()`` for the exit code."""
+
+    def __init__(self, loaded: LoadedConfig, *, notifier: Notifier | None = None) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.notifier = notifier or Notifier()
+        self._stop = asyncio.Event()
+        self._readings: asyncio.Queue[Sequence[Reading] | None] = asyncio.Queue(READING_QUEUE_BATCHES)
+        self._extra_records: list[NewRecord] = []
+        self._started_s = time.time()
+        self._slots: dict[str, _SourceSlot] = {}
+        self._readings_dropped = 0
+        self.buffer: Any = None
+        self.pipeline: Any = None
+        self.publisher: Any = None
+        self.privacy_state: Any = None
+        self.policy: Any = None
+        self.commands: Any = None
+
+    # ---- start-up -------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        from agent.privacy.policy import load_policy
+        from agent.typedload import ConfigError
+        from buffer.adapter import open_buffer
+        from buffer.api import BufferError
+        from buffer.keys import load_master_key
+
+        config = self.config
+        try:
+            self.policy = load_policy(config.policy_path)
+        except ConfigError as exc:
+            raise StartupError(exc.render(), exit_code=2) from None
+        try:
+            master_key = load_master_key(config.master_key_path, config.keys.master_key_credential)
+        except BufferError as exc:
+            raise StartupError(str(exc), exit_code=2) from None
+        try:
+            self.buffer = await open_buffer(
+                config.buffer_path,
+                master_key,
+                cap_bytes=config.buffer.cap_bytes,
+                commit_interval_s=config.buffer.commit_interval_s,
+                cipher=config.buffer.cipher,
+                retention_s=self.policy.retention_s(),
+            )
+        except BufferError as exc:
+            raise StartupError(str(exc), exit_code=2) from None
+        finally:
+            del master_key
+
+        from agent.privacy.pipeline import Pipeline
+        from agent.privacy.pseudonym import PseudonymKeys
+        from agent.privacy.state import PrivacyState
+
+        self.privacy_state = await PrivacyState.load(self.buffer)
+        keys = await PseudonymKeys.load(self.buffer, epoch_days=config.privacy.pseudonym_epoch_days)
+        self.pipeline = Pipeline(self.policy, gateway=config.gateway, keys=keys, state=self.privacy_state)
+
+        from agent.publish.publisher import Publisher
+
+        self.publisher = Publisher(
+            config.mqtt,
+            config.gateway.id,
+            self.buffer,
+            version=__version__,
+            health=self._health_line_fields,
+            restricted=self.privacy_state.restricted_streams,
+            on_connectivity=self._on_connectivity,
+        )
+        self.commands = self._build_commands()
+        if self.commands is not None:
+            self.publisher.on_command = self._on_command
+
+        for source_config in config.sources:
+            self._slots[source_config.name] = _SourceSlot(
+                source=build_source(source_config), type=source_config.__struct_config__.tag  # type: ignore[arg-type]
+            )
+
+    def _build_commands(self) -> Any:
+        from agent.command_wiring import build_processor
+
+        return build_processor(self)
+
+    # ---- the tasks ------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; return the process exit code."""
+        try:
+            await self._open()
+        except StartupError as exc:
+            log.error("cannot start", reason=str(exc))
+            return exc.exit_code
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        status_server = StatusServer(self.config.status_socket_path, self.snapshot)
+        await status_server.start()
+        self._record(
+            self.pipeline.audit(
+                "agent.start", "agent", "info",
+                details={"version": __version__, "config_sha256": self.loaded.sha256,
+                         "sources": len(self._slots)},
+            )
+        )
+        exit_code = 0
+        try:
+            async with asyncio.TaskGroup() as group:
+                source_tasks = [
+                    group.create_task(self._supervise(name, slot), name=f"source:{name}")
+                    for name, slot in self._slots.items()
+                ]
+                pipeline_task = group.create_task(self._pipeline_loop(), name="pipeline")
+                helpers = [
+                    group.create_task(self._flush_loop(), name="flusher"),
+                    group.create_task(self._sweep_loop(), name="retention-sweeper"),
+                    group.create_task(self._status_loop(), name="status-notify"),
+                ]
+                publisher_task = group.create_task(self.publisher.run(), name="publisher")
+                watchdog_s = watchdog_interval_s()
+                if watchdog_s:
+                    watchdog = LoopWatchdog(self.notifier, stall_s=watchdog_s)
+                    helpers.append(group.create_task(watchdog.run(), name="watchdog"))
+                self.notifier.ready(self.health_line())
+                log.info("agent started", gateway=self.config.gateway.id, sources=len(self._slots),
+                         version=__version__)
+
+                await self._stop.wait()
+                log.info("stopping")
+                self.notifier.stopping()
+                for task in source_tasks:
+                    task.cancel()
+                await asyncio.gather(*source_tasks, return_exceptions=True)
+                await self._readings.put(None)  # the pipeline drains what the sources delivered
+                await pipeline_task
+                closing = self.pipeline.flush(force=True)
+                closing.append(self.pipeline.audit("agent.stop", "agent", "info"))
+                await self.buffer.put(closing)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.publisher.stop(), timeout=5.0)
+                publisher_task.cancel()
+                for task in helpers:
+                    task.cancel()
+        finally:
+            await status_server.close()
+            await self.buffer.close()
+            self.notifier.close()
+        log.info("stopped")
+        return exit_code
+
+    async def _supervise(self, name: str, slot: _SourceSlot) -> None:
+        """Run one source for ever; restart it with backoff when it fails."""
+        while True:
+            slot.state = "running"
+            try:
+                await slot.source.run(self._sink)
+                slot.state = "ended"
+                return
+            except DriverError as exc:
+                slot.last_error = str(exc)
+            except OSError as exc:
+                slot.last_error = f"{type(exc).__name__}: {exc}"
+            slot.restarts += 1
+            slot.state = "restarting"
+            delay_s = slot.backoff.next_delay_s()
+            log.warning("source failed; restarting", source=name, error=slot.last_error, in_s=round(delay_s, 1))
+            self._record(self.pipeline.connectivity("source_down", name, slot.last_error))
+            await asyncio.sleep(delay_s)
+
+    async def _sink(self, readings: Sequence[Reading]) -> None:
+        await self._readings.put(readings)
+
+    async def _pipeline_loop(self) -> None:
+        """Readings -> records -> committed buffer; wakes the publisher."""
+        while True:
+            batch = await self._readings.get()
+            batches = [batch]
+            while not self._readings.empty():  # take what else is waiting: fewer, bigger commits
+                batches.append(self._readings.get_nowait())
+            done = any(b is None for b in batches)
+            records: list[NewRecord] = []
+            for readings in batches:
+                if readings:
+                    records.extend(self.pipeline.process(readings))
+            records.extend(self._take_extra())
+            if records:
+                await self.buffer.put(records)
+                self.publisher.wake()
+            if done:
+                return
+
+    def _record(self, record: NewRecord) -> None:
+        """Queue a record made outside the reading path (audit, connectivity)."""
+        self._extra_records.append(record)
+        if self._readings.empty():
+            with contextlib.suppress(asyncio.QueueFull):
+                self._readings.put_nowait(())
+
+    def _take_extra(self) -> list[NewRecord]:
+        records, self._extra_records = self._extra_records, []
+        return records
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            records = self.pipeline.flush()
+            if records:
+                self._extra_records.extend(records)
+                with contextlib.suppress(asyncio.QueueFull):
+                    self._readings.put_nowait(())
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            removed = await self.buffer.sweep()
+            if any(removed.values()):
+                log.info("retention sweep", removed=removed)
+            await asyncio.sleep(self.config.buffer.sweep_interval_s)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_NOTIFY_INTERVAL_S)
+            self.notifier.status(self.health_line())
+
+    # ---- connectivity and commands ----------------------------------------------------------
+
+    def _on_connectivity(self, event: str, target: str, reason: str | None) -> None:
+        self._record(self.pipeline.connectivity(event, target, reason))
+
+    async def _on_command(self, topic: str, payload: bytes, properties: dict[str, Any]) -> None:
+        from agent.command_wiring import answer
+
+        await answer(self, topic, payload, properties)
+
+    # ---- health ------------------------------------------------------------------------------
+
+    def _health_line_fields(self) -> dict[str, Any]:
+        return {"sources": len(self._slots), "healthy": not self.problems()}
+
+    def problems(self) -> list[str]:
+        found = []
+        for name, slot in self._slots.items():
+            if slot.state != "running":
+                found.append(f"source {name} {slot.state}" + (f": {slot.last_error}" if slot.last_error else ""))
+        if self.publisher is not None and not self.publisher.status().get("connected"):
+            found.append("broker not connected")
+        return found
+
+    def health_line(self) -> str:
+        problems = self.problems()
+        return "ok: " + f"{len(self._slots)} source(s)" if not problems else "degraded: " + "; ".join(problems)
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The document ``heatgate status`` shows."""
+        from msgspec import to_builtins
+
+        sources = {}
+        for name, slot in self._slots.items():
+            health = dict(slot.source.health())
+            health.setdefault("type", slot.type)
+            health["state"] = slot.state if slot.state != "running" else health.get("state", "running")
+            health["restarts"] = slot.restarts
+            if slot.last_error:
+                health["last_error"] = slot.last_error
+            sources[name] = health
+        buffer_stats = to_builtins(await self.buffer.stats())
+        problems = self.problems()
+        problems.extend(f"buffer alarm: {alarm}" for alarm in buffer_stats.get("alarms", []))
+        broker = dict(self.publisher.status())
+        broker.setdefault("url", self.config.mqtt.url)
+        return {
+            "gateway": self.config.gateway.id,
+            "version": __version__,
+            "uptime_s": time.time() - self._started_s,
+            "healthy": not problems,
+            "problems": problems,
+            "sources": sources,
+            "broker": broker,
+            "buffer": buffer_stats,
+            "privacy": self.privacy_state.describe(),
+            "readings_queue": self._readings.qsize(),
+        }

@@ -1,0 +1,223 @@
+"""Provisioning a gateway: state directory, keys, certificate request, pinned keys, config.
+
+Idempotent: run it again and it keeps what exists (keys are never overwritten without
+``force``), creates what is missing, and says which is which.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import NameOID
+
+__all__ = ["Answers", "ProvisionError", "ProvisionReport", "provision"]
+
+
+class ProvisionError(Exception):
+    """Provisioning cannot go on; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Answers:
+    gateway_id: str
+    region: str
+    state_dir: Path
+    config_path: Path
+    broker_url: str
+    ca_file: Path | None = None
+    command_public_key: Path | None = None
+    approval_public_key: Path | None = None
+    owner: str | None = None
+    sources_toml: str = ""
+    """Extra ``[[sources]]`` tables appended to the written config, as TOML text."""
+
+
+@dataclass
+class ProvisionReport:
+    created: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
+
+    def note(self, created: bool, what: str) -> None:
+        (self.created if created else self.kept).append(what)
+
+
+def _owner_ids(owner: str | None) -> tuple[int, int] | None:
+    if owner is None:
+        return None
+    try:
+        entry = pwd.getpwnam(owner)
+    except KeyError:
+        raise ProvisionError(f"user {owner!r} does not exist: create it first (useradd --system heatgate)") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _chown(path: Path, ids: tuple[int, int] | None) -> None:
+    if ids is not None:
+        os.chown(path, *ids)
+
+
+def _write_private(path: Path, data: bytes, ids: tuple[int, int] | None) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o600)
+    _chown(path, ids)
+
+
+def _load_ed25519_public(path: Path, what: str) -> bytes:
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except FileNotFoundError:
+        raise ProvisionError(f"{what}: {path} not found") from None
+    except ValueError as exc:
+        raise ProvisionError(f"{what}: {path} is not a PEM public key ({exc})") from None
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise ProvisionError(f"{what}: {path} is not an Ed25519 public key")
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def provision(answers: Answers, *, force: bool = False) -> ProvisionReport:
+    """Create or complete an installation from ``answers``; see the module docstring."""
+    from buffer.keys import create_master_key
+
+    report = ProvisionReport()
+    ids = _owner_ids(answers.owner)
+    state = answers.state_dir
+    keys = state / "keys"
+    for directory in (state, keys):
+        existed = directory.is_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        _chown(directory, ids)
+        report.note(not existed, f"directory {directory} (0700)")
+
+    master = keys / "master.key"
+    wrote = create_master_key(master, force=force)
+    _chown(master, ids)
+    report.note(wrote, f"master key {master} (0600)")
+
+    device_key = keys / "device.key"
+    if force or not device_key.exists():
+        private = ec.generate_private_key(ec.SECP256R1())
+        _write_private(
+            device_key,
+            private.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+            ids,
+        )
+        report.note(True, f"device key {device_key} (0600)")
+    else:
+        loaded = serialization.load_pem_private_key(device_key.read_bytes(), password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise ProvisionError(f"{device_key} is not an EC private key; use --force to replace it")
+        private = loaded
+        report.note(False, f"device key {device_key}")
+
+    csr_path = keys / "device.csr"
+    # The subject is the gateway id and nothing else: no customer name, no address.
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, answers.gateway_id)]))
+        .sign(private, hashes.SHA256())
+    )
+    csr_pem = csr.public_bytes(serialization.Encoding.PEM)
+    csr_existed = csr_path.exists() and csr_path.read_bytes() == csr_pem
+    if not csr_existed:
+        csr_path.write_bytes(csr_pem)
+        os.chmod(csr_path, 0o644)
+        _chown(csr_path, ids)
+    report.note(not csr_existed, f"certificate signing request {csr_path} (CN={answers.gateway_id})")
+
+    pins = [
+        ("command verification key", answers.command_public_key, keys / "command.pub"),
+        ("approval verification key", answers.approval_public_key, keys / "approval.pub"),
+    ]
+    for what, given, target in pins:
+        if given is None:
+            if not target.exists():
+                report.next_steps.append(f"pin the backend's {what}: heatgate provision … --{_flag(what)} FILE")
+            continue
+        pem = _load_ed25519_public(given, what)
+        if target.exists() and target.read_bytes() != pem and not force:
+            raise ProvisionError(f"{target} already pins a different {what}; use --force to replace it")
+        changed = not target.exists() or target.read_bytes() != pem
+        if changed:
+            target.write_bytes(pem)
+            os.chmod(target, 0o644)
+            _chown(target, ids)
+        report.note(changed, f"pinned {what} {target}")
+
+    if answers.ca_file is not None:
+        ca_target = keys / "ca.pem"
+        data = answers.ca_file.read_bytes()
+        changed = not ca_target.exists() or ca_target.read_bytes() != data
+        if changed:
+            shutil.copyfile(answers.ca_file, ca_target)
+            os.chmod(ca_target, 0o644)
+            _chown(ca_target, ids)
+        report.note(changed, f"broker CA {ca_target}")
+
+    config_text = render_config(answers)
+    config = answers.config_path
+    if config.exists() and config.read_text() != config_text and not force:
+        report.kept.append(f"config {config} (differs from the answers; --force rewrites it)")
+    else:
+        changed = not config.exists() or config.read_text() != config_text
+        config.parent.mkdir(parents=True, exist_ok=True)
+        if changed:
+            config.write_text(config_text)
+            os.chmod(config, 0o640)
+        report.note(changed, f"config {config}")
+
+    if not (keys / "device.crt").exists():
+        report.next_steps.append(
+            f"have the backend's CA sign {csr_path} and place the certificate at {keys / 'device.crt'}"
+        )
+    report.next_steps.append(f"heatgate doctor --config {config}")
+    return report
+
+
+def _flag(what: str) -> str:
+    return "command-key" if what.startswith("command") else "approval-key"
+
+
+def render_config(answers: Answers) -> str:
+    keys = answers.state_dir / "keys"
+    tls = answers.broker_url.startswith("mqtts://")
+    lines = [
+        "# Written by `heatgate provision`. See the shipped heatgate.example.toml for every key.",
+        "",
+        "[gateway]",
+        f'id = "{answers.gateway_id}"',
+        f'region = "{answers.region}"',
+        f'state_dir = "{answers.state_dir}"',
+        "",
+        "[mqtt]",
+        f'url = "{answers.broker_url}"',
+    ]
+    if tls:
+        if answers.ca_file is not None:
+            lines.append(f'ca_file = "{keys / "ca.pem"}"')
+        lines += [f'cert_file = "{keys / "device.crt"}"', f'key_file = "{keys / "device.key"}"']
+    lines += [
+        "",
+        "[keys]",
+        f'master_key_file = "{keys / "master.key"}"',
+    ]
+    if answers.command_public_key is not None or (keys / "command.pub").exists():
+        lines.append(f'command_public_key_file = "{keys / "command.pub"}"')
+    if answers.approval_public_key is not None or (keys / "approval.pub").exists():
+        lines.append(f'approval_public_key_file = "{keys / "approval.pub"}"')
+    text = "\n".join(lines) + "\n"
+    if answers.sources_toml.strip():
+        text += "\n" + answers.sources_toml.strip() + "\n"
+    return text
