@@ -24,6 +24,7 @@ EXIT_USAGE = 2
 # Order here is the order in ``heatgate --help``.
 COMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.check_config",
+    "agent.cli.status",
 )
 
 DESCRIPTION = """\

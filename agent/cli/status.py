@@ -120,7 +120,10 @@ def render(document: dict[str, Any], console: Console) -> None:
     privacy = document.get("privacy", {})
     objected = set(privacy.get("objections", []))
     restricted = set(privacy.get("restrictions", []))
-    for name, stats in buffer.get("streams", {}).items():
+    stream_stats = buffer.get("streams", {})
+    # A stream the customer objected to is emptied: show it anyway, with its state.
+    for name in sorted(set(stream_stats) | objected | restricted):
+        stats = stream_stats.get(name, {})
         flags = []
         if name in objected:
             flags.append("objected")
