@@ -1,0 +1,45 @@
+"""Buffer exceptions. All derive from :class:`buffer.api.BufferError`; each carries its fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from buffer.api import BufferError
+
+__all__ = ["BufferClosed", "BufferError", "KeyFileError", "MasterKeyMismatch", "UnknownCipher"]
+
+
+class KeyFileError(BufferError):
+    """The master key cannot be used: missing, unreadable, readable by group/others, wrong size.
+    Callers exit 2."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"master key {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class MasterKeyMismatch(BufferError):
+    """The master key does not match the one the database was created with. The database is
+    left untouched. Callers exit 2."""
+
+    def __init__(self, db_path: Path) -> None:
+        super().__init__(
+            f"buffer {db_path}: the master key does not match the one this database was created with "
+            "(wrong key file or credential?); the database was not modified"
+        )
+        self.db_path = db_path
+
+
+class UnknownCipher(BufferError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown cipher {name!r}: use 'chacha20-poly1305' or 'aes-256-gcm'")
+        self.name = name
+
+
+class BufferClosed(BufferError):
+    """An operation was asked of a buffer that is closed (or whose writer thread died)."""
+
+    def __init__(self, reason: str = "closed") -> None:
+        super().__init__(f"buffer is {reason}")
+        self.reason = reason
