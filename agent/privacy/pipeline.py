@@ -1,0 +1,481 @@
+"""Readings in, purpose-stream records out: route, minimise, aggregate, pseudonymise.
+
+``Pipeline.process(readings)`` is synchronous and cheap: each reading is routed by its point
+kind to the streams whose register entry takes it; faults and status changes become service
+records at once; measurements and counters accumulate in memory in per-stream windows.
+``Pipeline.flush(now_s)`` returns the records of the windows that have ended (``force=True``:
+all open windows, at shutdown). A window that a later reading overtakes is closed by
+``process`` itself. Records' payloads are ``agent.payloads.body_encoder.encode(body)``.
+
+What never leaves: identifier readings (serials, equipment ids, MAC addresses, home ids) enter
+no record; they only feed the analytics subject, a keyed pseudonym. Analytics records carry
+no device name and no gateway id, a generalised region, and hour-granular windows.
+
+Fault points hold the current code (0, "" or None: no fault). A change is reported at once on
+the service stream: the new code as ``active``, a code that went away as ``active=False``.
+Status points: every change (and the first value seen) is a service status record.
+Counters aggregate to deltas: a decrease is a wrap (16 or 32 bits, integer values near the
+top) or a reset (the counter started again from zero).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from agent.config import GatewayConfig
+from agent.payloads import (
+    AnalyticsBody,
+    AuditBody,
+    ConnectivityBody,
+    FaultBody,
+    StatusBody,
+    TelemetryBody,
+    body_encoder,
+)
+from agent.privacy.policy import BODY_FIELDS, Policy, StreamPolicy
+from agent.privacy.pseudonym import PseudonymKeys
+from agent.privacy.region import generalise_region
+from agent.privacy.state import PrivacyState
+from buffer.api import NewRecord
+from buffer.ids import new_id
+from drivers.reading import PointKind, Quality, Reading
+
+__all__ = ["Pipeline", "counter_increment", "iso_utc"]
+
+_MEASUREMENT = PointKind.MEASUREMENT
+_COUNTER = PointKind.COUNTER
+_STATUS = PointKind.STATUS
+_FAULT = PointKind.FAULT
+_IDENTIFIER = PointKind.IDENTIFIER
+_OK = Quality.OK
+_WRAPS = (1 << 16, 1 << 32)
+_TOPIC_SAFE = re.compile(r"[^a-z0-9_-]+")
+
+
+def iso_utc(ts: float) -> str:
+    """``2024-05-01T13:00:00Z`` (whole seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def counter_increment(previous: float, current: float) -> float:
+    """How far a counter moved from ``previous`` to ``current``: the difference, or across a
+    16/32-bit wrap for integers near the top, or ``current`` after a reset to zero."""
+    if current >= previous:
+        return current - previous
+    if isinstance(previous, int) and isinstance(current, int):
+        for modulus in _WRAPS:
+            if previous < modulus and previous >= modulus - modulus // 4 and current < modulus // 4:
+                return current + modulus - previous
+    return current
+
+
+def _no_fault(value: object) -> bool:
+    return value is None or value == 0 or value == "" or value == "0"
+
+
+class _Acc:
+    """One point's open window in one stream."""
+
+    __slots__ = ("bad", "delta", "device", "device_type", "hi", "kind", "last", "lo", "n", "point", "prev",
+                 "source", "start", "total", "unit", "window_s")
+
+    def __init__(self, reading: Reading, start: float, window_s: int) -> None:
+        self.source = reading.source
+        self.device = reading.device
+        self.device_type = reading.device_type
+        self.point = reading.point
+        self.unit = reading.unit
+        self.kind = reading.kind
+        self.start = start
+        self.window_s = window_s
+        self.prev: Any = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.n = 0
+        self.bad = 0
+        self.total = 0.0
+        self.lo = math.inf
+        self.hi = -math.inf
+        self.last: Any = None
+        self.delta: float = 0
+
+
+class _Stream:
+    """A stream's register entry compiled for the hot path."""
+
+    def __init__(self, index: int, name: str, policy: StreamPolicy, priority: int) -> None:
+        self.index = index
+        self.name = name
+        self.policy = policy
+        self.priority = priority
+        self.aggs = {kind: tuple(policy.aggregation.for_kind(kind.value)) for kind in PointKind}
+        self.digits = policy.precision_digits
+        self.granularity_s = policy.time_granularity_s
+        self.windows: dict[str, int] = {}
+        allowed = set(policy.fields)
+        self.dropped = BODY_FIELDS[name] - allowed
+        self.routes: dict[str, str] = {}
+
+    def route(self, **values: str) -> str:
+        key = "/".join(values.values())
+        found = self.routes.get(key)
+        if found is None:
+            safe = {k: _TOPIC_SAFE.sub("-", v.lower()).strip("-") or "unknown" for k, v in values.items()}
+            found = self.policy.route.format(**safe) if safe else self.policy.route
+            self.routes[key] = found
+        return found
+
+
+class Pipeline:
+    """The privacy pipeline of one gateway. Not thread-safe: call it from the event loop."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        gateway: GatewayConfig,
+        keys: PseudonymKeys,
+        state: PrivacyState,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy = policy
+        self.keys = keys
+        self.state = state
+        self._clock = clock
+        self.region = generalise_region(gateway.region, policy.region)
+        self._streams = {
+            name: _Stream(index, name, stream, policy.priority(name))
+            for index, (name, stream) in enumerate(policy.streams.items())
+        }
+        self._targets: dict[tuple[PointKind, str, str], tuple[_Stream, ...]] = {}
+        self._accs: dict[tuple[int, str, str, str], _Acc] = {}
+        self._fault_counts: dict[tuple[int, str, str, str, str, float], list[Any]] = {}
+        self._fault_now: dict[tuple[str, str, str], Any] = {}
+        self._status_now: dict[tuple[str, str, str], Any] = {}
+        self._identifiers: dict[tuple[str, str], dict[str, str]] = {}
+        self._iso: dict[float, str] = {}
+        self._seen_version = -1
+        self.counts = {"readings": 0, "late": 0, "dropped_objected": 0}
+
+    # ---- the hot path -------------------------------------------------------------------------
+
+    def process(self, readings: Sequence[Reading]) -> list[NewRecord]:
+        """Route, minimise and pseudonymise ``readings``; return the records ready now
+        (service records, and windows that a reading closed)."""
+        if self.state.version != self._seen_version:
+            self._resync()
+        out: list[NewRecord] = []
+        targets_cache = self._targets
+        accs = self._accs
+        for r in readings:
+            kind = r.kind
+            if kind is _IDENTIFIER:
+                if r.value is not None and r.quality is _OK:
+                    self._identifiers.setdefault((r.source, r.device), {})[r.point] = str(r.value)
+                continue
+            targets = targets_cache.get((kind, r.device_type, r.point))
+            if targets is None:
+                targets = self._compile_targets(kind, r.device_type, r.point)
+            if kind is _FAULT:
+                self._fault(r, targets, out)
+                continue
+            if kind is _STATUS:
+                self._status(r, targets, out)
+                continue
+            value = r.value
+            good = r.quality is _OK and value is not None and not isinstance(value, str)
+            for stream in targets:
+                window_s = stream.windows.get(r.device_type)
+                if window_s is None:
+                    window_s = self._window(stream, r.device_type)
+                ts = r.ts
+                start = ts - ts % window_s
+                key = (stream.index, r.source, r.device, r.point)
+                acc = accs.get(key)
+                if acc is None:
+                    acc = accs[key] = _Acc(r, start, window_s)
+                elif start != acc.start:
+                    if start < acc.start and (acc.n or acc.bad):
+                        self.counts["late"] += 1
+                        continue
+                    if acc.n or acc.bad:
+                        out.extend(self._close(stream, acc))
+                    acc.start = start
+                    acc.window_s = window_s
+                if not good:
+                    acc.bad += 1
+                    continue
+                acc.n += 1
+                if kind is _COUNTER:
+                    prev = acc.prev
+                    if prev is not None:
+                        acc.delta += counter_increment(prev, value)  # type: ignore[arg-type]
+                    acc.prev = value
+                else:
+                    acc.total += value  # type: ignore[operator]
+                    if value < acc.lo:  # type: ignore[operator]
+                        acc.lo = value  # type: ignore[assignment]
+                    if value > acc.hi:  # type: ignore[operator]
+                        acc.hi = value  # type: ignore[assignment]
+                acc.last = value
+        self.counts["readings"] += len(readings)
+        return out
+
+    def _compile_targets(self, kind: PointKind, device_type: str, point: str) -> tuple[_Stream, ...]:
+        objected = self.state.objected_streams()
+        consents = self.state.consents_given()
+        chosen = []
+        for stream in self._streams.values():
+            p = stream.policy
+            if kind not in p.kinds or not stream.aggs[kind]:
+                continue
+            if stream.name in objected or (p.needs_consent and p.needs_consent not in consents):
+                continue
+            if p.takes_device_type(device_type) and p.takes_point(point):
+                chosen.append(stream)
+        result = tuple(chosen)
+        self._targets[(kind, device_type, point)] = result
+        return result
+
+    def _window(self, stream: _Stream, device_type: str) -> int:
+        window_s = stream.policy.window_s(device_type, self.state.consents_given())
+        stream.windows[device_type] = window_s
+        return window_s
+
+    def _resync(self) -> None:
+        """The customer's choices changed: recompile routes and windows, drop what is no longer
+        allowed (an objected stream's open windows; finer windows whose consent was withdrawn)."""
+        self._seen_version = self.state.version
+        self._targets.clear()
+        for stream in self._streams.values():
+            stream.windows.clear()
+        objected = self.state.objected_streams()
+        consents = self.state.consents_given()
+        by_index = {s.index: s for s in self._streams.values()}
+        for key, acc in list(self._accs.items()):
+            stream = by_index[key[0]]
+            p = stream.policy
+            if stream.name in objected or (p.needs_consent and p.needs_consent not in consents):
+                del self._accs[key]
+            elif acc.window_s < p.window_s(acc.device_type, consents):
+                acc.reset()  # made under a consent now withdrawn: never sent
+        for fault_key in list(self._fault_counts):
+            if by_index[fault_key[0]].name in objected:
+                del self._fault_counts[fault_key]
+
+    def drop_stream(self, stream: str) -> int:
+        """Discard a stream's open windows (objection, erasure); returns how many."""
+        index = self._streams[stream].index
+        keys = [k for k in self._accs if k[0] == index]
+        for key in keys:
+            del self._accs[key]
+        fault_keys = [k for k in self._fault_counts if k[0] == index]
+        for fault_key in fault_keys:
+            del self._fault_counts[fault_key]
+        return len(keys) + len(fault_keys)
+
+    # ---- faults and status ------------------------------------------------------------------
+
+    def _fault(self, r: Reading, targets: tuple[_Stream, ...], out: list[NewRecord]) -> None:
+        if r.quality is not _OK:
+            return
+        key = (r.source, r.device, r.point)
+        previous = self._fault_now.get(key)
+        current = r.value
+        if current == previous or (_no_fault(current) and _no_fault(previous)):
+            self._fault_now[key] = current
+            return
+        self._fault_now[key] = current
+        events: list[tuple[Any, bool]] = []
+        if not _no_fault(previous):
+            events.append((previous, False))
+        if not _no_fault(current):
+            events.append((current, True))
+        for stream in targets:
+            aggs = stream.aggs[_FAULT]
+            if "change" in aggs:
+                at = self._at(stream, r.ts)
+                for code, active in events:
+                    body = FaultBody(device=r.device, device_type=r.device_type, point=r.point, code=code,
+                                     text=r.text if active else None, active=active, at=at)
+                    out.append(self._record(stream, body, stream.route(kind="fault")))
+            if "count" in aggs:
+                window_s = stream.windows.get(r.device_type) or self._window(stream, r.device_type)
+                start = r.ts - r.ts % window_s
+                for code, active in events:
+                    if active:
+                        ckey = (stream.index, r.source, r.device, r.point, str(code), start)
+                        entry = self._fault_counts.get(ckey)
+                        if entry is None:
+                            self._fault_counts[ckey] = [1, r.device_type, window_s]
+                        else:
+                            entry[0] += 1
+
+    def _status(self, r: Reading, targets: tuple[_Stream, ...], out: list[NewRecord]) -> None:
+        if r.quality is not _OK:
+            return
+        key = (r.source, r.device, r.point)
+        missing = object()
+        previous = self._status_now.get(key, missing)
+        changed = previous is missing or previous != r.value
+        self._status_now[key] = r.value
+        for stream in targets:
+            aggs = stream.aggs[_STATUS]
+            if "change" in aggs and changed:
+                body = StatusBody(device=r.device, device_type=r.device_type, point=r.point, value=r.value,
+                                  text=r.text, at=self._at(stream, r.ts))
+                out.append(self._record(stream, body, stream.route(kind="status")))
+            if "last" in aggs:
+                window_s = stream.windows.get(r.device_type) or self._window(stream, r.device_type)
+                start = r.ts - r.ts % window_s
+                akey = (stream.index, r.source, r.device, r.point)
+                acc = self._accs.get(akey)
+                if acc is None:
+                    acc = self._accs[akey] = _Acc(r, start, window_s)
+                elif start != acc.start:
+                    if start < acc.start and acc.n:
+                        continue
+                    if acc.n:
+                        out.extend(self._close(stream, acc))
+                    acc.start = start
+                    acc.window_s = window_s
+                acc.n += 1
+                acc.last = r.value
+
+    # ---- windows ------------------------------------------------------------------------------
+
+    def flush(self, now_s: float | None = None, *, force: bool = False) -> list[NewRecord]:
+        """Records of the windows that ended by ``now_s`` (default: the clock); ``force``: of
+        every open window (shutdown)."""
+        if self.state.version != self._seen_version:
+            self._resync()
+        now = self._clock() if now_s is None else now_s
+        out: list[NewRecord] = []
+        by_index = {s.index: s for s in self._streams.values()}
+        for acc_key, acc in list(self._accs.items()):
+            if (acc.n or acc.bad) and (force or acc.start + acc.window_s <= now):
+                out.extend(self._close(by_index[acc_key[0]], acc))
+        for ckey, (count, device_type, window_s) in list(self._fault_counts.items()):
+            start = ckey[5]
+            if force or start + window_s <= now:
+                del self._fault_counts[ckey]
+                stream = by_index[ckey[0]]
+                if stream.name == "analytics":
+                    body: Any = AnalyticsBody(
+                        subject=self._subject(ckey[1], ckey[2], start), device_type=device_type, region=self.region,
+                        point=f"{ckey[3]}#{ckey[4]}", agg="count", value=count, hour=self._iso_of(start))
+                    out.append(self._record(stream, body, stream.route(device_type=device_type)))
+                else:
+                    body = TelemetryBody(device=ckey[2], device_type=device_type, point=f"{ckey[3]}#{ckey[4]}",
+                                         agg="count", value=count, window_start=self._iso_of(start),  # type: ignore[arg-type]
+                                         window_s=window_s, samples=count)
+                    out.append(self._record(stream, body, stream.route()))
+        return out
+
+    def _close(self, stream: _Stream, acc: _Acc) -> list[NewRecord]:
+        records: list[NewRecord] = []
+        kind_aggs = stream.aggs[acc.kind]
+        n = acc.n
+        quality = "ok" if acc.bad == 0 else ("partial" if n else "bad")
+        is_analytics = stream.name == "analytics"
+        if is_analytics and n == 0:
+            acc.reset()
+            return records
+        window_start = self._iso_of(acc.start)
+        digits = stream.digits
+        for agg in kind_aggs:
+            value: Any
+            if n == 0:
+                value = None
+            elif agg == "mean":
+                value = round(acc.total / n, digits)
+            elif agg == "min":
+                value = _round(acc.lo, digits)
+            elif agg == "max":
+                value = _round(acc.hi, digits)
+            elif agg == "delta":
+                value = _round(acc.delta, digits)
+            else:  # last
+                value = _round(acc.last, digits)
+            if is_analytics:
+                body: Any = AnalyticsBody(
+                    subject=self._subject(acc.source, acc.device, acc.start), device_type=acc.device_type,
+                    region=self.region, point=acc.point, agg=agg, value=value, hour=window_start)  # type: ignore[arg-type]
+                route = stream.route(device_type=acc.device_type)
+            else:
+                body = TelemetryBody(device=acc.device, device_type=acc.device_type, point=acc.point, unit=acc.unit,
+                                     agg=agg, value=value, window_start=window_start,  # type: ignore[arg-type]
+                                     window_s=acc.window_s, samples=n, quality=quality)  # type: ignore[arg-type]
+                route = stream.route()
+            records.append(self._record(stream, body, route))
+        acc.reset()
+        return records
+
+    def _subject(self, source: str, device: str, ts: float) -> str:
+        identifiers = self._identifiers.get((source, device))
+        value = "id:" + identifiers[min(identifiers)] if identifiers else f"dev:{source}/{device}"
+        return self.keys.pseudonym("analytics", value, ts)
+
+    # ---- records ----------------------------------------------------------------------------
+
+    def _iso_of(self, start: float) -> str:
+        found = self._iso.get(start)
+        if found is None:
+            if len(self._iso) > 4096:
+                self._iso.clear()
+            found = self._iso[start] = iso_utc(start)
+        return found
+
+    def _at(self, stream: _Stream, ts: float) -> str:
+        return iso_utc(ts - ts % stream.granularity_s)
+
+    def _record(self, stream: _Stream, body: Any, route: str) -> NewRecord:
+        if stream.dropped:
+            body = _drop_fields(body, stream.dropped)
+        return NewRecord(id=new_id(), stream=stream.name, route=route, priority=stream.priority,
+                         created_s=self._clock(), payload=body_encoder.encode(body))
+
+    def audit(self, event: str, actor: str, outcome: str, *, reason: str | None = None,
+              details: dict[str, str | int | float | bool | None] | None = None) -> NewRecord:
+        """A security-stream record. Put no personal data in ``details``."""
+        stream = self._streams["security"]
+        body = AuditBody(event=event, actor=actor, outcome=outcome, reason=reason,  # type: ignore[arg-type]
+                         details=dict(details or {}), at=self._at(stream, self._clock()))
+        return self._record(stream, body, stream.route())
+
+    def connectivity(self, event: str, target: str, reason: str | None = None) -> NewRecord:
+        """A connectivity-stream record (``connected``, ``disconnected``, ``connect_failed``,
+        ``source_up``, ``source_down``)."""
+        stream = self._streams["connectivity"]
+        body = ConnectivityBody(event=event, target=target, reason=reason,  # type: ignore[arg-type]
+                                at=self._at(stream, self._clock()))
+        return self._record(stream, body, stream.route())
+
+    def describe(self) -> dict[str, Any]:
+        return {"region": self.region, "open_windows": len(self._accs) + len(self._fault_counts), **self.counts}
+
+
+def _round(value: Any, digits: int) -> Any:
+    if isinstance(value, float):
+        return round(value, digits)
+    return value
+
+
+def _drop_fields(body: Any, dropped: frozenset[str] | set[str]) -> Any:
+    changes: dict[str, Any] = {}
+    for field in msgspec.structs.fields(type(body)):
+        if field.name in dropped:
+            if field.default is not msgspec.NODEFAULT:
+                changes[field.name] = field.default
+            elif field.default_factory is not msgspec.NODEFAULT:
+                changes[field.name] = field.default_factory()
+            else:
+                changes[field.name] = ""
+    return msgspec.structs.replace(body, **changes) if changes else body
