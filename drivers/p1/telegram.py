@@ -1,0 +1,189 @@
+"""A framed telegram -> dsmr-parser (CRC checked) -> :class:`Reading` values. Pure.
+
+Point names follow the customer's view: *delivered* is energy the grid delivered to the
+home, *returned* is what the home fed back (dsmr-parser calls these ``USED`` and
+``DELIVERED``). Equipment ids are emitted as ``identifier`` readings; only the privacy
+pipeline decides whether they are pseudonymised or dropped. Nothing here logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from dsmr_parser import telegram_specifications as specs
+from dsmr_parser.exceptions import InvalidChecksumError, ParseError
+from dsmr_parser.parsers import TelegramParser
+
+from drivers.p1.errors import P1ChecksumError, P1ParseError
+from drivers.reading import PointKind, Reading
+
+__all__ = ["DEVICE", "DEVICE_TYPE", "GAS_DEVICE", "GAS_DEVICE_TYPE", "P1Decoder", "spec_for"]
+
+DEVICE = "meter"
+DEVICE_TYPE = "smart-meter"
+GAS_DEVICE = "gas"
+GAS_DEVICE_TYPE = "gas-meter"
+
+_SPECS: dict[str, dict[str, Any]] = {
+    "2.2": specs.V2_2,
+    "3": specs.V3,
+    "4": specs.V4,
+    "5": specs.V5,
+    "5B": specs.BELGIUM_FLUVIUS,
+    "5L": specs.LUXEMBOURG_SMARTY,
+    "5S": specs.SWEDEN,
+}
+
+
+def spec_for(dsmr_version: str) -> dict[str, Any]:
+    """dsmr-parser's telegram specification for a config ``dsmr_version``."""
+    return _SPECS[dsmr_version]
+
+
+@dataclass(frozen=True, slots=True)
+class _Point:
+    name: str
+    kind: PointKind
+    unit: str | None
+
+
+_K, _M, _S = PointKind.COUNTER, PointKind.MEASUREMENT, PointKind.STATUS
+
+# dsmr-parser value name -> our point.
+_POINTS: dict[str, _Point] = {
+    "ELECTRICITY_USED_TARIFF_1": _Point("energy_delivered_t1_kwh", _K, "kWh"),
+    "ELECTRICITY_USED_TARIFF_2": _Point("energy_delivered_t2_kwh", _K, "kWh"),
+    "ELECTRICITY_DELIVERED_TARIFF_1": _Point("energy_returned_t1_kwh", _K, "kWh"),
+    "ELECTRICITY_DELIVERED_TARIFF_2": _Point("energy_returned_t2_kwh", _K, "kWh"),
+    "ELECTRICITY_IMPORTED_TOTAL": _Point("energy_delivered_total_kwh", _K, "kWh"),
+    "CURRENT_ELECTRICITY_USAGE": _Point("power_delivered_kw", _M, "kW"),
+    "CURRENT_ELECTRICITY_DELIVERY": _Point("power_returned_kw", _M, "kW"),
+    "SHORT_POWER_FAILURE_COUNT": _Point("power_failures", _K, None),
+    "LONG_POWER_FAILURE_COUNT": _Point("long_power_failures", _K, None),
+    "ELECTRICITY_ACTIVE_TARIFF": _Point("tariff", _S, None),
+}
+for _phase in (1, 2, 3):
+    _POINTS.update({
+        f"INSTANTANEOUS_VOLTAGE_L{_phase}": _Point(f"voltage_l{_phase}_v", _M, "V"),
+        f"INSTANTANEOUS_CURRENT_L{_phase}": _Point(f"current_l{_phase}_a", _M, "A"),
+        f"INSTANTANEOUS_ACTIVE_POWER_L{_phase}_POSITIVE": _Point(f"power_delivered_l{_phase}_kw", _M, "kW"),
+        f"INSTANTANEOUS_ACTIVE_POWER_L{_phase}_NEGATIVE": _Point(f"power_returned_l{_phase}_kw", _M, "kW"),
+        f"VOLTAGE_SAG_L{_phase}_COUNT": _Point(f"voltage_sags_l{_phase}", _K, None),
+        f"VOLTAGE_SWELL_L{_phase}_COUNT": _Point(f"voltage_swells_l{_phase}", _K, None),
+    })
+
+_TARIFF_TEXT = {1: "low", 2: "normal"}
+
+_MBUS_TYPE_NAMES = ("MBUS_DEVICE_TYPE", "DEVICE_TYPE")
+_MBUS_ID_NAMES = ("MBUS_EQUIPMENT_IDENTIFIER", "EQUIPMENT_IDENTIFIER_GAS")
+_MBUS_READING_NAMES = ("MBUS_METER_READING", "HOURLY_GAS_METER_READING", "GAS_METER_READING")
+_MBUS_GAS = 3
+
+
+class P1Decoder:
+    """Parses framed telegrams of one DSMR variant into readings."""
+
+    def __init__(self, dsmr_version: str, *, source: str) -> None:
+        self.dsmr_version = dsmr_version
+        self.source = source
+        self._parser = TelegramParser(spec_for(dsmr_version), apply_checksum_validation=True)
+
+    def decode(self, frame: bytes, *, received_ts: float) -> list[Reading]:
+        """Readings of one telegram. Raises :class:`P1ChecksumError` or :class:`P1ParseError`."""
+        try:
+            text = frame.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise P1ParseError(f"telegram is not ASCII at byte {exc.start}", source=self.source) from exc
+        try:
+            telegram = self._parser.parse(text)
+        except InvalidChecksumError as exc:
+            expected, actual = _crc_fields(text)
+            raise P1ChecksumError(str(exc), expected=expected, actual=actual, source=self.source) from exc
+        except (ParseError, ValueError, IndexError, ArithmeticError) as exc:
+            raise P1ParseError(f"telegram rejected: {exc}", source=self.source) from exc
+        return list(self._readings(telegram, received_ts))
+
+    def _readings(self, telegram: Any, received_ts: float) -> Iterable[Reading]:
+        stamp = getattr(telegram, "P1_MESSAGE_TIMESTAMP", None)
+        ts = _epoch(getattr(stamp, "value", None)) or received_ts
+        names = {name for name, _ in telegram}
+        equipment = getattr(telegram, "EQUIPMENT_IDENTIFIER", None) if "EQUIPMENT_IDENTIFIER" in names else None
+        if equipment is not None and equipment.value:
+            yield self._reading(DEVICE, DEVICE_TYPE, "equipment_id", PointKind.IDENTIFIER, str(equipment.value), ts)
+        for name, obj in telegram:
+            point = _POINTS.get(name)
+            if point is None:
+                continue
+            value = _number(obj.value)
+            if value is None:
+                continue
+            text = None
+            if point.name == "tariff":
+                value = int(value)
+                text = _TARIFF_TEXT.get(value)
+            yield self._reading(DEVICE, DEVICE_TYPE, point.name, point.kind, value, ts, unit=point.unit, text=text)
+        yield from self._gas(telegram, names, received_ts)
+
+    def _gas(self, telegram: Any, names: set[str], received_ts: float) -> Iterable[Reading]:
+        devices = list(getattr(telegram, "MBUS_DEVICES", [])) if "MBUS_DEVICES" in names else []
+        for device in devices:
+            fields = dict(iter(device))
+            kind = next((fields[n].value for n in _MBUS_TYPE_NAMES if n in fields), _MBUS_GAS)
+            if _number(kind) != _MBUS_GAS:
+                continue
+            reading = next((fields[n] for n in _MBUS_READING_NAMES if n in fields), None)
+            gas_ts = received_ts
+            if reading is not None:
+                gas_ts = _epoch(reading.datetime) or received_ts
+                value = _number(reading.value)
+                if value is not None:
+                    yield self._reading(GAS_DEVICE, GAS_DEVICE_TYPE, "gas_delivered_m3", PointKind.COUNTER,
+                                        value, gas_ts, unit="m3")
+            ident = next((fields[n].value for n in _MBUS_ID_NAMES if n in fields), None)
+            if ident:
+                yield self._reading(GAS_DEVICE, GAS_DEVICE_TYPE, "gas_equipment_id", PointKind.IDENTIFIER,
+                                    str(ident), gas_ts)
+            break  # one gas meter per P1 port; further M-Bus channels are ignored
+
+    def _reading(self, device: str, device_type: str, point: str, kind: PointKind,
+                 value: float | int | str, ts: float, *, unit: str | None = None,
+                 text: str | None = None) -> Reading:
+        return Reading(source=self.source, device=device, device_type=device_type, point=point, kind=kind,
+                       value=value, ts=ts, unit=unit, text=text)
+
+
+def _number(value: object) -> float | int | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Decimal | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _epoch(value: object) -> float | None:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.timestamp()
+    return None
+
+
+def _crc_fields(text: str) -> tuple[int, int]:
+    """(expected from the telegram, computed) for the error's fields."""
+    from drivers.p1.crc import crc16_arc
+
+    bang = text.rfind("!")
+    try:
+        expected = int(text[bang + 1 : bang + 5], 16)
+    except ValueError:
+        expected = -1
+    return expected, crc16_arc(text[: bang + 1].encode("ascii"))
