@@ -10,7 +10,7 @@ Times are UTC, ISO 8601 with a ``Z``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Struct
@@ -130,8 +130,10 @@ class Message(Struct, frozen=True, kw_only=True, omit_defaults=True):
     records: list[RecordEnvelope]
 
 
-class StatePayload(Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Retained ``<prefix>/<gateway>/state``: birth, LWT and clean-shutdown message."""
+class StatePayload(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Retained ``<prefix>/<gateway>/state``: birth, LWT and clean-shutdown message.
+
+    Every field is encoded, defaults included, so that ``schema`` is always on the wire."""
 
     schema: str = f"heatgate.state/{SCHEMA_VERSION}"
     state: Literal["online", "offline"]
@@ -143,3 +145,72 @@ class StatePayload(Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 body_encoder = msgspec.json.Encoder()
 body_decoder: msgspec.json.Decoder[Body] = msgspec.json.Decoder(Body)
+
+
+# ---- Per-stream message types (the JSON Schemas) and the publisher's encoding types -------------
+# Added by the publisher (issue 5). Each stream has its own Message type whose records may carry
+# only that stream's bodies; the analytics message has no ``gateway`` field at all (unknown fields
+# are refused), so a payload that names the gateway fails its schema.
+
+RecordId = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-HJKMNP-TV-Z]{26}$", description="record id (ULID)")]
+UtcTime = Annotated[
+    str, msgspec.Meta(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$", description="UTC, ISO 8601, Z")
+]
+
+STREAMS: tuple[str, ...] = ("service", "telemetry", "analytics", "security", "connectivity")
+"""The published streams; anything else (e.g. installer-local data) never leaves the device."""
+
+STREAM_BODIES: dict[str, tuple[type[Struct], ...]] = {
+    "service": (FaultBody, StatusBody),
+    "telemetry": (TelemetryBody,),
+    "analytics": (AnalyticsBody,),
+    "security": (AuditBody,),
+    "connectivity": (ConnectivityBody,),
+}
+
+
+def schema_name(stream: str) -> str:
+    """The ``schema`` field of a stream's messages: ``heatgate.<stream>/<version>``."""
+    return f"heatgate.{stream}/{SCHEMA_VERSION}"
+
+
+def _stream_types(stream: str) -> tuple[type[Struct], type[Struct]]:
+    title = stream.capitalize()
+    bodies = STREAM_BODIES[stream]
+    body_type: object = bodies[0] if len(bodies) == 1 else bodies[0] | bodies[1]
+    record = msgspec.defstruct(
+        f"{title}Record", [("id", RecordId), ("body", body_type)],
+        frozen=True, kw_only=True, forbid_unknown_fields=True, module=__name__,
+    )
+    fields: list[tuple[str, object] | tuple[str, object, object]] = [
+        ("schema", Literal[schema_name(stream)]),
+        ("stream", Literal[stream]),
+    ]
+    if stream != "analytics":
+        fields.append(("gateway", str))
+    fields += [("sent_at", UtcTime), ("records", Annotated[list[record], msgspec.Meta(min_length=1)])]  # type: ignore[valid-type]
+    message = msgspec.defstruct(
+        f"{title}Message", fields, frozen=True, kw_only=True, forbid_unknown_fields=True, module=__name__,
+    )
+    return record, message
+
+
+STREAM_MESSAGES: dict[str, type[Struct]] = {stream: _stream_types(stream)[1] for stream in STREAMS}
+"""Stream name -> its Message type (``ServiceMessage``, ``AnalyticsMessage``...)."""
+
+
+class RawRecord(Struct, frozen=True, kw_only=True, gc=False):
+    """Encoding-side envelope: the buffered body bytes go out as they are, never re-decoded."""
+
+    id: str
+    body: msgspec.Raw
+
+
+class RawMessage(Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """Encoding-side :class:`Message`; encodes to the same JSON."""
+
+    schema: str
+    stream: str
+    gateway: str | None = None
+    sent_at: str
+    records: list[RawRecord]

@@ -1,0 +1,406 @@
+"""The one adapter around paho-mqtt 2.x: one connection, driven by the asyncio loop.
+
+paho runs without its own network thread: its socket is registered with the event loop
+(``add_reader``/``add_writer``, as aiomqtt does), so every paho callback after the handshake
+runs on the loop's thread. Only the blocking TCP connect and TLS handshake run in the default
+executor; the socket callbacks paho makes from there are handed to the loop with
+``call_soon_threadsafe``.
+
+One :class:`MqttClient` is one connection attempt and its life. Reconnecting is the caller's
+job (:mod:`agent.publish.publisher` waits with :func:`agent.backoff.full_jitter_delay_s`),
+with a fresh client each time; the broker keeps the session (clean start off, session expiry)
+so subscriptions and queued commands survive. Records are never lost by a drop: unacknowledged
+ones fail their futures with :class:`ConnectionLost` and the buffer hands them out again.
+
+TLS: on when the URL is ``mqtts://``, with the configured CA (system CAs if none), TLS >= 1.2,
+the host name checked, and the client certificate for mutual TLS. A TLS failure is a
+:class:`ConnectError`; there is never a retry in plaintext (``mqtt://`` is only accepted for a
+loopback broker, by the config).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.config import MqttConfig
+from agent.publish.errors import ConnectError, ConnectionLost, NotConnected, PublishRefused
+
+__all__ = ["Incoming", "MqttClient", "TlsFiles", "Will", "build_tls_context"]
+
+MISC_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """Last will, published by the broker if the connection dies without a DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """Overrides of the config's TLS files (``heatgate tail --ca/--cert/--key``)."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A message received on a subscription."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+def build_tls_context(config: MqttConfig, overrides: TlsFiles | None = None) -> ssl.SSLContext:
+    """Client TLS context: the configured CA (or the system's), TLS >= 1.2, host name checked,
+    and the client certificate and key for mutual TLS when given."""
+    ca_file = (overrides and overrides.ca_file) or config.ca_file
+    cert_file = (overrides and overrides.cert_file) or config.cert_file
+    key_file = (overrides and overrides.key_file) or config.key_file
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def _props_dict(properties: Properties | None) -> dict[str, Any]:
+    if properties is None:
+        return {}
+    found: dict[str, Any] = {}
+    for name in ("CorrelationData", "ResponseTopic", "UserProperty", "ContentType", "MessageExpiryInterval"):
+        if hasattr(properties, name):
+            found[name] = getattr(properties, name)
+    return {
+        {"CorrelationData": "correlation_data", "ResponseTopic": "response_topic",
+         "UserProperty": "user_properties", "ContentType": "content_type",
+         "MessageExpiryInterval": "message_expiry_s"}[k]: v
+        for k, v in found.items()
+    }
+
+
+class MqttClient:
+    """One MQTT connection. Create, ``await connect()``, publish/subscribe, ``await disconnect()``.
+
+    ``on_message`` and ``on_lost`` are called on the event loop's thread.
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        client_id: str | None = None,
+        clean_start: bool = False,
+        will: Will | None = None,
+        tls_files: TlsFiles | None = None,
+        on_message: Callable[[Incoming], None] | None = None,
+        on_lost: Callable[[str], None] | None = None,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self.config = config
+        self.url = config.url
+        self.client_id = client_id or config.client_id or f"heatgate-{uuid.uuid4().hex[:12]}"
+        self._v5 = config.protocol == "5"
+        self._clean_start = clean_start
+        self._on_message_cb = on_message
+        self._on_lost_cb = on_lost
+        self._connect_timeout_s = connect_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: dict[int, tuple[asyncio.Future[None], str]] = {}
+        self._connack: asyncio.Future[bool] | None = None
+        self._misc_task: asyncio.Task[None] | None = None
+        self._fd: int | None = None
+        self._last_log_error: str | None = None
+        self.connected = False
+        self.lost_reason: str | None = None
+        self.session_present = False
+
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
+            clean_session=None if self._v5 else clean_start,
+        )
+        # Our window (Publisher) bounds what is in flight; paho must neither hold back nor drop.
+        self._client.max_inflight_messages_set(max(config.inflight_max, 1) * 4)
+        self._client.max_queued_messages_set(0)
+        self._client.connect_timeout = connect_timeout_s
+        if config.tls:
+            try:
+                self._client.tls_set_context(build_tls_context(config, tls_files))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConnectError(self.url, f"TLS set-up failed: {exc}", tls=True) from None
+        if config.username is not None:
+            password = None
+            if config.password_file:
+                with open(config.password_file, encoding="utf-8") as handle:
+                    password = handle.read().strip()
+            self._client.username_pw_set(config.username, password)
+        if will is not None:
+            self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        client = self._client
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_log = self._on_log
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
+
+    # ---- connecting -----------------------------------------------------------------------
+
+    async def connect(self) -> bool:
+        """Connect; return whether the broker still had our session. Raise :class:`ConnectError`."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._connack = loop.create_future()
+        kwargs: dict[str, Any] = {"keepalive": self.config.keepalive_s}
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 0 if self._clean_start else self.config.session_expiry_s
+            kwargs["clean_start"] = self._clean_start
+            kwargs["properties"] = props
+        try:
+            await loop.run_in_executor(None, lambda: self._client.connect(self.config.host, self.config.port, **kwargs))
+        except ssl.SSLCertVerificationError as exc:
+            self._teardown()
+            raise ConnectError(
+                self.url, f"TLS: the broker's certificate failed verification ({exc.verify_message}); "
+                "check mqtt.ca_file and the broker's host name", tls=True
+            ) from None
+        except ssl.SSLError as exc:
+            self._teardown()
+            raise ConnectError(self.url, f"TLS handshake failed: {exc.reason or exc}", tls=True) from None
+        except (OSError, ValueError) as exc:
+            self._teardown()
+            raise ConnectError(self.url, f"{type(exc).__name__}: {exc}", tls=self.config.tls) from None
+        try:
+            self.session_present = await asyncio.wait_for(asyncio.shield(self._connack), self._connect_timeout_s)
+        except TimeoutError:
+            self._teardown()
+            raise ConnectError(
+                self.url, f"no CONNACK within {self._connect_timeout_s} s", tls=self.config.tls
+            ) from None
+        except ConnectError:
+            self._teardown()
+            raise
+        self._misc_task = loop.create_task(self._misc_loop(), name="mqtt-misc")
+        return self.session_present
+
+    def _on_connect(self, _c: mqtt.Client, _u: object, flags: Any, reason: ReasonCode, _p: object) -> None:
+        assert self._connack is not None
+        if self._connack.done():
+            return
+        if reason.is_failure:
+            self._connack.set_exception(
+                ConnectError(self.url, f"broker refused the connection: {reason}", reason_code=reason.value,
+                             tls=self.config.tls)
+            )
+            return
+        self.connected = True
+        self._connack.set_result(bool(getattr(flags, "session_present", False)))
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+        was_connected = self.connected
+        self.connected = False
+        detail = self._last_log_error or str(reason)
+        self.lost_reason = detail
+        if self._connack is not None and not self._connack.done():
+            # Closed before CONNACK: typically a TLS alert (client certificate missing or refused).
+            self._connack.set_exception(
+                ConnectError(self.url, f"connection closed before CONNACK: {detail}", tls=self.config.tls)
+            )
+        self._fail_pending(detail)
+        if was_connected and self._on_lost_cb is not None:
+            self._on_lost_cb(detail)
+
+    def _on_log(self, _c: mqtt.Client, _u: object, level: int, message: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            self._last_log_error = message
+
+    # ---- the socket on the event loop -------------------------------------------------------
+
+    def _in_loop(self, func: Callable[[], None]) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            func()
+        else:
+            loop.call_soon_threadsafe(func)
+
+    def _on_socket_open(self, client: mqtt.Client, _u: object, sock: Any) -> None:
+        fd = sock.fileno()
+        self._fd = fd
+        self._in_loop(lambda: self._add_reader(fd))
+
+    def _add_reader(self, fd: int) -> None:
+        if self._fd == fd and self._loop is not None:
+            self._loop.add_reader(fd, self._client.loop_read)
+
+    def _on_socket_close(self, _c: mqtt.Client, _u: object, sock: Any) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            self._in_loop(lambda: self._remove_fd(fd))
+
+    def _remove_fd(self, fd: int) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(fd)
+            self._loop.remove_writer(fd)
+
+    def _on_socket_register_write(self, _c: mqtt.Client, _u: object, sock: Any) -> None:
+        fd = sock.fileno()
+        self._in_loop(lambda: self._add_writer(fd))
+
+    def _add_writer(self, fd: int) -> None:
+        if self._fd == fd and self._loop is not None:
+            self._loop.add_writer(fd, self._client.loop_write)
+
+    def _on_socket_unregister_write(self, _c: mqtt.Client, _u: object, sock: Any) -> None:
+        fd = self._fd
+        if fd is not None:
+            self._in_loop(lambda: self._remove_writer(fd))
+
+    def _remove_writer(self, fd: int) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_writer(fd)
+
+    async def _misc_loop(self) -> None:
+        """Keepalive pings and ping timeouts."""
+        while self._client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:
+            await asyncio.sleep(MISC_INTERVAL_S)
+
+    # ---- publishing -----------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+        response_topic: str | None = None,
+    ) -> asyncio.Future[None]:
+        """Queue a message; the future resolves on PUBACK (at once for QoS 0), fails with
+        :class:`PublishRefused` for a reason code >= 0x80 or :class:`ConnectionLost`."""
+        if not self.connected or self._loop is None:
+            raise NotConnected()
+        properties = None
+        if self._v5 and (correlation_data is not None or response_topic is not None):
+            properties = Properties(PacketTypes.PUBLISH)
+            if correlation_data is not None:
+                properties.CorrelationData = correlation_data
+            if response_topic is not None:
+                properties.ResponseTopic = response_topic
+        future: asyncio.Future[None] = self._loop.create_future()
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise ConnectionLost(mqtt.error_string(info.rc))
+        if qos == 0:
+            future.set_result(None)
+        else:
+            self._pending[info.mid] = (future, topic)
+        return future
+
+    def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, reason: ReasonCode, _p: object) -> None:
+        entry = self._pending.pop(mid, None)
+        if entry is None:
+            return
+        future, topic = entry
+        if future.done():
+            return
+        if reason.is_failure:
+            future.set_exception(PublishRefused(topic, reason.value, str(reason)))
+        else:
+            future.set_result(None)
+
+    def _fail_pending(self, reason: str) -> None:
+        pending, self._pending = self._pending, {}
+        for future, _topic in pending.values():
+            if not future.done():
+                future.set_exception(ConnectionLost(reason))
+                future.exception()  # a caller that stopped waiting must not warn "never retrieved"
+
+    @property
+    def inflight(self) -> int:
+        return len(self._pending)
+
+    # ---- subscribing ----------------------------------------------------------------------
+
+    def subscribe(self, topics: list[str], qos: int = 1) -> None:
+        if not self.connected:
+            raise NotConnected()
+        self._client.subscribe([(topic, qos) for topic in topics])
+
+    def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        if self._on_message_cb is None:
+            return
+        self._on_message_cb(
+            Incoming(
+                topic=message.topic,
+                payload=bytes(message.payload),
+                qos=message.qos,
+                retain=bool(message.retain),
+                properties=_props_dict(getattr(message, "properties", None)),
+            )
+        )
+
+    # ---- closing --------------------------------------------------------------------------
+
+    async def disconnect(self) -> None:
+        """Send DISCONNECT (normal: the broker does not publish the will) and close."""
+        if self.connected:
+            self._client.disconnect()
+            # paho writes the DISCONNECT via the loop's writer; give it one turn to go out.
+            for _ in range(50):
+                if self._fd is None:
+                    break
+                await asyncio.sleep(0.01)
+        self._teardown()
+        self.connected = False
+        self._fail_pending("client disconnected")
+        if self._misc_task is not None:
+            self._misc_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._misc_task
+            self._misc_task = None
+
+    def _teardown(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            self._remove_fd(fd)
+        sock: Any = self._client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()

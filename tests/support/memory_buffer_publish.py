@@ -1,0 +1,109 @@
+"""A small in-memory :class:`buffer.api.Buffer` for the publisher's unit tests (the integration
+tests use the real encrypted buffer)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from buffer.api import BufferStats, NewRecord, StoredRecord, StreamStats
+
+
+class MemoryBuffer:
+    def __init__(self) -> None:
+        self.records: dict[str, StoredRecord] = {}
+        self.inflight: set[str] = set()
+        self.acked: list[str] = []
+        self.released: list[str] = []
+        self.state: dict[str, bytes] = {}
+
+    async def put(self, records: Sequence[NewRecord]) -> None:
+        for r in records:
+            self.records[r.id] = StoredRecord(id=r.id, stream=r.stream, route=r.route, priority=r.priority,
+                                              created_s=r.created_s, payload=r.payload)
+
+    async def take(self, limit: int, *, exclude_streams: frozenset[str] = frozenset()) -> list[StoredRecord]:
+        candidates = sorted(
+            (r for r in self.records.values() if r.id not in self.inflight and r.stream not in exclude_streams),
+            key=lambda r: (r.priority, r.created_s, r.id),
+        )[:limit]
+        self.inflight.update(r.id for r in candidates)
+        return candidates
+
+    async def ack(self, ids: Sequence[str]) -> None:
+        for i in ids:
+            self.records.pop(i, None)
+            self.inflight.discard(i)
+        self.acked.extend(ids)
+
+    async def release(self, ids: Sequence[str]) -> None:
+        self.inflight.difference_update(ids)
+        self.released.extend(ids)
+
+    async def purge_stream(self, stream: str) -> int:
+        doomed = [i for i, r in self.records.items() if r.stream == stream]
+        for i in doomed:
+            del self.records[i]
+        return len(doomed)
+
+    async def erase_all(self) -> int:
+        count = len(self.records)
+        self.records.clear()
+        return count
+
+    async def stats(self) -> BufferStats:
+        streams: dict[str, StreamStats] = {}
+        for r in self.records.values():
+            streams.setdefault(r.stream, StreamStats()).queued += 1
+        return BufferStats(file_bytes=0, cap_bytes=0, streams=streams, alarms=[], key_epochs={})
+
+    async def get_state(self, key: str) -> bytes | None:
+        return self.state.get(key)
+
+    async def set_state(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self.state.pop(key, None)
+        else:
+            self.state[key] = value
+
+    async def close(self) -> None:
+        pass
+
+
+def fault_record(n: int, *, created_s: float | None = None) -> NewRecord:
+    """A service-lane fault record with a fresh id."""
+    import time
+
+    from agent.payloads import FaultBody, body_encoder
+    from buffer.ids import new_id
+
+    body = FaultBody(device="hp1", device_type="heat-pump", point="fault_code", code=100 + n,
+                     at="2025-01-01T00:00:00Z")
+    return NewRecord(id=new_id(), stream="service", route="service/fault", priority=0,
+                     created_s=created_s if created_s is not None else time.time(),
+                     payload=body_encoder.encode(body))
+
+
+def telemetry_record(n: int, *, created_s: float | None = None) -> NewRecord:
+    """A telemetry-lane record with a fresh id; ``n`` goes into the value."""
+    import time
+
+    from agent.payloads import TelemetryBody, body_encoder
+    from buffer.ids import new_id
+
+    body = TelemetryBody(device="hp1", device_type="heat-pump", point="flow_temp", unit="°C", agg="mean",
+                         value=float(n), window_start="2025-01-01T00:00:00Z", window_s=60, samples=6)
+    return NewRecord(id=new_id(), stream="telemetry", route="telemetry", priority=2,
+                     created_s=created_s if created_s is not None else time.time(),
+                     payload=body_encoder.encode(body))
+
+
+def analytics_record(n: int) -> NewRecord:
+    import time
+
+    from agent.payloads import AnalyticsBody, body_encoder
+    from buffer.ids import new_id
+
+    body = AnalyticsBody(subject="ps_abc", device_type="heat-pump", region="NL-UT", point="cop", agg="mean",
+                         value=float(n), hour="2025-01-01T00:00:00Z")
+    return NewRecord(id=new_id(), stream="analytics", route="analytics/heat-pump", priority=3,
+                     created_s=time.time(), payload=body_encoder.encode(body))
