@@ -1,0 +1,64 @@
+"""Helpers for the buffer tests: records, a controllable clock, raw file access."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from buffer.api import NewRecord
+from buffer.ids import IdGenerator
+
+PRIORITY = {"service": 0, "telemetry": 5, "analytics": 9, "connectivity": 7}
+ROUTE = {"service": "service/fault", "telemetry": "telemetry", "analytics": "analytics/heat-pump",
+         "connectivity": "telemetry/connectivity"}
+RETENTION_S = {"service": 180 * 86400.0, "telemetry": 14 * 86400.0, "analytics": 730 * 86400.0,
+               "connectivity": 14 * 86400.0}
+T0 = 1_750_000_000.0
+
+
+class Clock:
+    """A settable clock (seconds since the epoch)."""
+
+    def __init__(self, now_s: float = T0) -> None:
+        self.now_s = now_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def records(stream: str, count: int, *, created_s: float = T0, size: int = 40, ids: IdGenerator | None = None,
+            tag: str = "") -> list[NewRecord]:
+    gen = ids or IdGenerator(lambda: created_s)
+    out = []
+    for i in range(count):
+        rid = gen.new()
+        body = f'{{"n":{i},"tag":"{tag}","id":"{rid}"}}'.encode()
+        out.append(NewRecord(id=rid, stream=stream, route=ROUTE[stream], priority=PRIORITY[stream],
+                             created_s=created_s + i * 1e-3, payload=body.ljust(size, b" ")))
+    return out
+
+
+def raw_bytes(db: Path) -> bytes:
+    """The database file and its WAL, as stored."""
+    data = b""
+    for suffix in ("", "-wal"):
+        side = Path(f"{db}{suffix}")
+        if side.exists():
+            data += side.read_bytes()
+    return data
+
+
+def integrity(db: Path) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def sql(db: Path, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        return conn.execute(statement, params).fetchall()
+    finally:
+        conn.close()
