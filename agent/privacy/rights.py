@@ -27,7 +27,7 @@ import msgspec
 
 from agent.payloads import body_decoder
 from agent.privacy.pipeline import Pipeline, iso_utc
-from agent.privacy.policy import STREAMS, to_builtins
+from agent.privacy.policy import STREAMS, Policy, to_builtins
 from agent.privacy.pseudonym import PseudonymKeys
 from agent.privacy.state import Change, PrivacyState
 from buffer.api import NewRecord, StoredRecord
@@ -170,30 +170,30 @@ async def apply_erase(buffer: RightsBuffer, state: PrivacyState, pipeline: Pipel
     return [record]
 
 
-def register_view(pipeline: Pipeline, state: PrivacyState | None) -> dict[str, Any]:
-    """The register as this device enforces it: per stream its policy, and the current choices."""
-    policy = pipeline.policy
+def register_view(policy: Policy, *, region: str, state: PrivacyState | None,
+                  epoch_days: int | None = None) -> dict[str, Any]:
+    """The register as this device enforces it: per stream its policy and, when ``state`` is
+    known, the current choices (objected, restricted, intake on, effective windows)."""
     objected = state.objected_streams() if state else frozenset()
     restricted = state.restricted_streams() if state else frozenset()
     consents = state.consents_given() if state else frozenset()
     streams: dict[str, Any] = {}
     for name, stream in policy.streams.items():
-        windows = {rule_types: stream.window_s(rule_types, consents)
-                   for rule in stream.windows for rule_types in rule.device_types}
-        streams[name] = {
-            **msgspec.to_builtins(stream),
-            "state": {
-                "objected": name in objected,
-                "restricted": name in restricted,
-                "intake": name not in objected and (not stream.needs_consent or stream.needs_consent in consents),
-                "effective_windows_s": windows,
-            },
+        windows = {pattern: stream.window_s(pattern, consents)
+                   for rule in stream.windows for pattern in rule.device_types}
+        entry: dict[str, Any] = dict(msgspec.to_builtins(stream))
+        entry["state"] = None if state is None else {
+            "objected": name in objected,
+            "restricted": name in restricted,
+            "intake": name not in objected and (not stream.needs_consent or stream.needs_consent in consents),
+            "effective_windows_s": windows,
         }
+        streams[name] = entry
     document = to_builtins(policy)
     document["streams"] = streams
-    document["region_sent"] = pipeline.region
-    document["state"] = state.describe() if state else None
-    document["pseudonym_epoch_days"] = pipeline.keys.epoch_days if pipeline.keys else None
+    document["region_sent"] = region
+    document["pseudonym_epoch_days"] = epoch_days
+    document["choices"] = state.describe() if state else None
     return document
 
 
@@ -213,7 +213,8 @@ async def export_household(buffer: Any, state: PrivacyState, pipeline: Pipeline)
     return {
         "format": "heatgate.privacy-export/1",
         "exported_at": iso_utc(time.time()),
-        "register": register_view(pipeline, state),
+        "register": register_view(pipeline.policy, region=pipeline.region, state=state,
+                                  epoch_days=pipeline.keys.epoch_days),
         "choices": state.describe(),
         "records": exported,
         "pseudonym_key_epochs": pipeline.keys.describe(),
