@@ -25,6 +25,7 @@ EXIT_USAGE = 2
 COMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.check_config",
     "agent.cli.status",
+    "agent.cli.privacy",
 )
 
 DESCRIPTION = """\
