@@ -111,7 +111,9 @@ class Store:
         self._pending = _PendingTx()
         self.in_tx = False
         self._page_size = int(self.conn.execute("PRAGMA page_size").fetchone()[0])
-        self.wal_budget_bytes = min(8 << 20, max(256 << 10, cap_bytes // 16))
+        # The WAL's share: 1/16 of the cap or of what the file system can hold, whichever is less.
+        room_bytes = min(cap_bytes, self.file_bytes() + self._free_disk_bytes())
+        self.wal_budget_bytes = min(8 << 20, max(128 << 10, room_bytes // 16))
         self._state_aead = ChaCha20Poly1305(keys.state_key)
         self.conn.execute(f"PRAGMA journal_size_limit = {self.wal_budget_bytes // 2}")
         self.conn.execute(f"PRAGMA wal_autocheckpoint = {max(16, self.wal_budget_bytes // 2 // self._page_size)}")
@@ -212,7 +214,8 @@ class Store:
     def _after_commit(self) -> None:
         self._pending = _PendingTx()
         self.committed_seq = self._max_seq()
-        self._clear_alarm("disk_full")
+        if "disk_full" in self.alarms and self.used_bytes() < self.disk_budget_bytes() * 0.9:
+            self._clear_alarm("disk_full")
         if self.file_bytes() <= self.cap_bytes:
             if "over_cap_evicting" in self.alarms and self.used_bytes() < self.db_budget_bytes() * 0.9:
                 self._clear_alarm("over_cap_evicting")
@@ -243,7 +246,7 @@ class Store:
         if self.in_tx:
             self.commit()
         try:
-            self.conn.execute("PRAGMA incremental_vacuum")
+            self.conn.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page per call
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error as exc:
             if not is_disk_full(exc):
@@ -268,7 +271,7 @@ class Store:
     def _insert(self, records: Sequence[NewRecord]) -> None:
         now_s = self._clock()
         estimate = sum(len(r.payload) + 28 + ROW_OVERHEAD_BYTES for r in records)
-        if self.used_bytes() + estimate > self.db_budget_bytes():
+        if self.used_bytes() + estimate > min(self.db_budget_bytes(), self.disk_budget_bytes()):
             self._enforce_cap(extra_bytes=estimate)
         rows = []
         expired: dict[str, int] = {}
@@ -517,15 +520,32 @@ class Store:
         free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
         return int((page_count - free) * self._page_size)
 
+    def _free_disk_bytes(self) -> int:
+        st = os.statvfs(self.path.parent)
+        return int(st.f_bavail * st.f_frsize)
+
+    def disk_budget_bytes(self) -> int:
+        """What the live pages may grow to before the file system is full, keeping room for the
+        WAL (deletes need WAL space too, so eviction must start before the disk is full)."""
+        try:
+            db_file = os.stat(self.path).st_size
+        except FileNotFoundError:
+            db_file = 0
+        return db_file + self._free_disk_bytes() - self.wal_budget_bytes - (64 << 10)
+
     def db_budget_bytes(self) -> int:
         return self.cap_bytes - self.wal_budget_bytes
 
     def _enforce_cap(self, *, extra_bytes: int) -> None:
-        """Evict until the live pages plus ``extra_bytes`` fit the budget with a 1 % margin."""
-        target = self.db_budget_bytes() - extra_bytes - self.cap_bytes // 100
+        """Evict until the live pages plus ``extra_bytes`` fit the budget (the cap's, or the
+        disk's if that is smaller) with a 1 % margin."""
+        cap_budget = self.db_budget_bytes()
+        disk_budget = self.disk_budget_bytes()
+        budget = min(cap_budget, disk_budget)
+        target = budget - extra_bytes - budget // 100
         need = self.used_bytes() - target
         if need > 0:
-            self._raise_alarm("over_cap_evicting")
+            self._raise_alarm("disk_full" if disk_budget < cap_budget else "over_cap_evicting")
             self.evict(need)
 
     def evict(self, need_bytes: int) -> int:
@@ -602,7 +622,7 @@ class Store:
                 self.evict(need)
                 self.conn.execute("COMMIT")
                 self.in_tx = False
-                self.conn.execute("PRAGMA incremental_vacuum")
+                self.conn.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page per call
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
                 self.begin()
                 for batch in pending.puts:
