@@ -23,9 +23,11 @@ EXIT_USAGE = 2
 
 # Order here is the order in ``heatgate --help``.
 COMMAND_MODULES: tuple[str, ...] = (
+    "agent.cli.run",
     "agent.cli.check_config",
     "agent.cli.status",
     "agent.cli.privacy",
+    "agent.cli.sim",
 )
 
 DESCRIPTION = """\

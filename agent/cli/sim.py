@@ -10,7 +10,10 @@ import argparse
 import importlib
 
 # Add a module here once its simulator works.
-SIM_MODULES: tuple[str, ...] = ()
+SIM_MODULES: tuple[str, ...] = (
+    "drivers.p1.sim",
+    "drivers.zwave.sim",
+)
 
 DESCRIPTION = """\
 Runs one simulated device so that the agent, the installer tools and the tests have something

@@ -19,7 +19,7 @@ from __future__ import annotations
 __all__ = ["MAX_TELEGRAM_BYTES", "decode"]
 
 MAX_TELEGRAM_BYTES = 16 * 1024
-"""Largest telegram accepted; real ones are 0.5–3 kB (Belgian ones with profiles larger)."""
+"""Largest telegram accepted; real ones are 0.5 to 3 kB (Belgian ones with profiles larger)."""
 
 _START = 0x2F  # "/"
 _END = 0x21  # "!"
