@@ -1,0 +1,316 @@
+"""Polling Modbus devices: one scheduler per bus (a TCP host or a serial port).
+
+:func:`make_modbus_source` turns a ``modbus-tcp`` or ``modbus-rtu`` source config into a
+:class:`ModbusBusRunner`, a :class:`drivers.reading.Source`. The runner owns one
+:class:`~drivers.modbus.link.ModbusLink` and polls every device on it in turn, so that a
+serial bus carries one frame at a time. For each device it reads the blocks the planner
+compiled from its profile (blocks of a slower poll class only when their ``max_age_s`` has
+passed), decodes them and hands the readings to the sink.
+
+Failure rules, all here:
+- each request's timeout follows the device's measured latency (4x its moving average plus
+  50 ms, at least 100 ms, at most the source's ``timeout_s``); one retry at the full timeout;
+- a timeout ends that device's poll (its remaining due points are reported ``comm_error``);
+  the bus goes on to the next device;
+- an exception response marks only that block's points (``invalid`` for an illegal address,
+  ``comm_error`` otherwise); the device stays up;
+- after ``fail_after`` failed polls in a row a device is *backing off*: it is re-probed on a
+  slow, jittered, capped exponential timer, so one dead slave never stalls the others;
+- losing and regaining a device or the link is logged once each way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.backoff import Backoff
+from agent.config import ModbusDevice, ModbusRtuSource, ModbusTcpSource
+from agent.logs import get_logger
+from drivers.modbus.errors import ModbusCommError, ModbusError, ModbusExceptionResponse, ModbusTimeout, WriteRefused
+from drivers.modbus.link import ModbusLink
+from drivers.modbus.planner import Block, plan_profile
+from drivers.modbus.profile import BIT_TABLES, Profile, load_profile
+from drivers.modbus.values import PointValue, point_value, raw_for_write, split_block
+from drivers.reading import Quality, Reading, ReadingSink
+
+__all__ = ["DeviceState", "ModbusBusRunner", "ModbusRtuRunner", "ModbusTcpRunner", "make_modbus_source"]
+
+_log = get_logger("drivers.modbus")
+ILLEGAL_ADDRESS = 2
+
+
+@dataclass
+class DeviceState:
+    """A device on the bus: its plan, its timing and its counters."""
+
+    config: ModbusDevice
+    profile: Profile
+    blocks: list[Block]
+    next_at: float = 0.0
+    block_read_at: dict[int, float] = field(default_factory=dict)
+    latency_s: float | None = None
+    failures_in_row: int = 0
+    backing_off: bool = False
+    backoff: Backoff = field(default_factory=Backoff)
+    polls: int = 0
+    requests: int = 0
+    errors: dict[str, int] = field(default_factory=lambda: {"timeout": 0, "exception": 0, "comm": 0})
+    last_reading_ts: float | None = None
+    poll_times: deque[float] = field(default_factory=lambda: deque(maxlen=20))
+
+    def timeout_s(self, cap_s: float) -> float:
+        if self.latency_s is None:
+            return cap_s
+        return min(cap_s, max(0.1, 4 * self.latency_s + 0.05))
+
+    def poll_rate_hz(self) -> float:
+        if len(self.poll_times) < 2:
+            return 0.0
+        span = self.poll_times[-1] - self.poll_times[0]
+        return (len(self.poll_times) - 1) / span if span > 0 else 0.0
+
+
+class ModbusBusRunner:
+    """Polls every device of one Modbus source over one link. See the module docstring."""
+
+    def __init__(
+        self,
+        config: ModbusTcpSource | ModbusRtuSource,
+        *,
+        link: ModbusLink | None = None,
+        retries: int = 1,
+        fail_after: int = 2,
+        probe_min_s: float = 5.0,
+        probe_max_s: float = 120.0,
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        if link is None:
+            if isinstance(config, ModbusTcpSource):
+                link = ModbusLink.tcp(config.host, config.port, timeout_s=config.timeout_s)
+            else:
+                link = ModbusLink.rtu(config.port, baudrate=config.baudrate, parity=config.parity,
+                                      stopbits=config.stopbits, timeout_s=config.timeout_s)
+        self.link = link
+        self.retries = retries
+        self.fail_after = fail_after
+        self.devices: dict[str, DeviceState] = {}
+        for device in config.devices:
+            profile = load_profile(device.profile)
+            self.devices[device.name] = DeviceState(
+                config=device, profile=profile, blocks=plan_profile(profile),
+                backoff=Backoff(min_s=probe_min_s, max_s=probe_max_s),
+            )
+        self._link_up: bool | None = None
+
+    # -- the Source protocol -------------------------------------------------------------------
+
+    async def run(self, sink: ReadingSink) -> None:
+        """Poll until cancelled; the link is closed on the way out."""
+        loop = asyncio.get_running_loop()
+        for state in self.devices.values():
+            state.next_at = loop.time()
+        try:
+            while True:
+                now = loop.time()
+                state = min(self.devices.values(), key=lambda d: d.next_at)
+                if state.next_at > now:
+                    await asyncio.sleep(state.next_at - now)
+                    continue
+                readings = await self.poll_device(state)
+                after = loop.time()
+                if state.backing_off:
+                    state.next_at = after + state.backoff.next_delay_s()
+                else:
+                    interval = state.config.interval_s
+                    # Keep the cadence, but never try to catch up on missed polls in a burst.
+                    state.next_at = max(state.next_at + interval, after)
+                if readings:
+                    await sink(readings)
+        finally:
+            self.link.close()
+
+    def health(self) -> dict[str, Any]:
+        """Per device: last reading time, polls, requests, errors by kind, state, poll rate."""
+        return {
+            "type": "modbus-tcp" if isinstance(self.config, ModbusTcpSource) else "modbus-rtu",
+            "link": self.link.label,
+            "connected": self.link.connected,
+            "devices": {
+                name: {
+                    "unit_id": d.config.unit_id,
+                    "profile": d.profile.name,
+                    "state": "backing_off" if d.backing_off else "ok",
+                    "last_reading_ts": d.last_reading_ts,
+                    "polls": d.polls,
+                    "requests": d.requests,
+                    "errors": dict(d.errors),
+                    "poll_rate_hz": round(d.poll_rate_hz(), 3),
+                    "latency_ms": None if d.latency_s is None else round(d.latency_s * 1000, 1),
+                }
+                for name, d in self.devices.items()
+            },
+        }
+
+    # -- polling -------------------------------------------------------------------------------
+
+    async def poll_device(self, state: DeviceState) -> list[Reading]:
+        """One poll of one device: every due block, in plan order. Returns its readings."""
+        now_mono = time.monotonic()
+        due = [(i, b) for i, b in enumerate(state.blocks)
+               if b.max_age_s is None or now_mono - state.block_read_at.get(i, -1e18) >= b.max_age_s]
+        if state.backing_off:
+            due = due[:1]  # a probe: one request, no retries
+        readings: list[Reading] = []
+        alive = False
+        failed_at: int | None = None
+        for position, (index, block) in enumerate(due):
+            try:
+                data = await self._read_block(state, block)
+            except ModbusExceptionResponse as exc:
+                alive = True
+                state.errors["exception"] += 1
+                quality = Quality.INVALID if exc.code == ILLEGAL_ADDRESS else Quality.COMM_ERROR
+                readings.extend(self._failed(state, block, quality))
+                continue
+            except (ModbusTimeout, ModbusCommError):
+                failed_at = position
+                break
+            alive = True
+            state.block_read_at[index] = now_mono
+            readings.extend(self._reading(state, pv, time.time()) for pv in split_block(block, data))
+        if failed_at is not None and not state.backing_off:
+            for _, block in due[failed_at:]:
+                readings.extend(self._failed(state, block, Quality.COMM_ERROR))
+        self._account(state, alive)
+        return readings
+
+    async def _read_block(self, state: DeviceState, block: Block) -> list[int] | list[bool]:
+        attempts = 1 if state.backing_off else 1 + self.retries
+        cap_s = self.config.timeout_s
+        for attempt in range(attempts):
+            timeout_s = state.timeout_s(cap_s) if attempt == 0 else cap_s
+            state.requests += 1
+            started = time.monotonic()
+            try:
+                data = await self.link.request(block.table, block.start, count=block.count,
+                                               unit_id=state.config.unit_id, timeout_s=timeout_s)
+            except ModbusTimeout:
+                state.errors["timeout"] += 1
+                if attempt == attempts - 1:
+                    raise
+                continue
+            except ModbusCommError as exc:
+                state.errors["comm"] += 1
+                self._link_state(False, str(exc))
+                raise
+            except ModbusExceptionResponse:
+                self._observe_latency(state, time.monotonic() - started)
+                raise
+            self._link_state(True, "")
+            self._observe_latency(state, time.monotonic() - started)
+            return data
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _observe_latency(state: DeviceState, latency_s: float) -> None:
+        state.latency_s = latency_s if state.latency_s is None else 0.8 * state.latency_s + 0.2 * latency_s
+
+    def _account(self, state: DeviceState, alive: bool) -> None:
+        state.polls += 1
+        state.poll_times.append(time.monotonic())
+        if alive:
+            if state.backing_off:
+                _log.info("modbus device answering again", source=self.name, device=state.config.name)
+                state.backing_off = False
+                state.next_at = asyncio.get_running_loop().time()  # poll it fully at once
+            state.failures_in_row = 0
+            state.backoff.reset()
+            return
+        state.failures_in_row += 1
+        if not state.backing_off and state.failures_in_row >= self.fail_after:
+            state.backing_off = True
+            _log.warning("modbus device not answering; backing off", source=self.name, device=state.config.name,
+                         unit_id=state.config.unit_id, failures=state.failures_in_row)
+
+    def _link_state(self, up: bool, reason: str) -> None:
+        if self._link_up is up:
+            return
+        if up and self._link_up is False:
+            _log.info("modbus link restored", source=self.name, link=self.link.label)
+        elif not up:
+            _log.warning("modbus link lost", source=self.name, link=self.link.label, reason=reason)
+        self._link_up = up
+
+    def _reading(self, state: DeviceState, pv: PointValue, ts: float) -> Reading:
+        if pv.quality is Quality.OK:
+            state.last_reading_ts = ts
+        return Reading(source=self.name, device=state.config.name, device_type=state.profile.device_type,
+                       point=pv.point.name, kind=pv.point.point_kind, value=pv.value, ts=ts,
+                       quality=pv.quality, unit=pv.point.unit, text=pv.text)
+
+    def _failed(self, state: DeviceState, block: Block, quality: Quality) -> list[Reading]:
+        ts = time.time()
+        return [self._reading(state, PointValue(p, None, quality), ts) for p in block.points]
+
+    # -- writes (only ever on a verified, approved command) ---------------------------------------
+
+    async def write_point(self, device: str, point: str, value: float) -> float:
+        """Write a writable point within its profile bounds, read it back, return the read-back
+        value. Raises :class:`WriteRefused` before the wire for an unknown device or point, a
+        point that is not writable or a value out of bounds; other :class:`ModbusError` s for
+        what the device does. The agent calls this only for a verified, approved command."""
+        state = self.devices.get(device)
+        if state is None:
+            raise WriteRefused(f"no device {device!r} on source {self.name!r}", point=point, source=self.name,
+                               device=device)
+        try:
+            target = state.profile.point(point)
+        except KeyError:
+            raise WriteRefused(f"profile {state.profile.name!r} has no point {point!r}", point=point,
+                               source=self.name, device=device) from None
+        try:
+            words = raw_for_write(target, value)
+        except ValueError as exc:
+            raise WriteRefused(str(exc), point=point, source=self.name, device=device) from None
+        op = "write_coil" if target.table in BIT_TABLES else "write_registers"
+        timeout_s = self.config.timeout_s
+        unit = state.config.unit_id
+        try:
+            await self.link.request(op, target.address, unit_id=unit, timeout_s=timeout_s, values=words)
+            data = await self.link.request(target.table, target.address, count=target.count, unit_id=unit,
+                                           timeout_s=timeout_s)
+        except ModbusError as exc:
+            exc.source, exc.device = self.name, device
+            raise
+        pv = point_value(target, data)
+        if pv.quality is not Quality.OK or not isinstance(pv.value, int | float):
+            raise ModbusCommError(f"read-back of {point!r} gave no value", source=self.name, device=device)
+        _log.info("modbus point written", source=self.name, device=device, point=point, value=pv.value)
+        return float(pv.value)
+
+
+class ModbusTcpRunner(ModbusBusRunner):
+    """A Modbus TCP source: one client for its host, devices polled in turn."""
+
+    def __init__(self, config: ModbusTcpSource, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+
+
+class ModbusRtuRunner(ModbusBusRunner):
+    """A Modbus RTU source: one scheduler for its serial port, devices polled in turn."""
+
+    def __init__(self, config: ModbusRtuSource, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+
+
+def make_modbus_source(config: ModbusTcpSource | ModbusRtuSource, **kwargs: Any) -> ModbusBusRunner:
+    """The runner for a ``modbus-tcp`` or ``modbus-rtu`` source config (profiles loaded and
+    planned here, so a bad profile fails at start with a located ConfigError)."""
+    if isinstance(config, ModbusTcpSource):
+        return ModbusTcpRunner(config, **kwargs)
+    return ModbusRtuRunner(config, **kwargs)
