@@ -155,6 +155,9 @@ class Agent:
             )
 
     def _build_commands(self) -> Any:
+        if self.config.keys.command_public_key_file is None:
+            log.info("no command key pinned: remote commands are disabled")
+            return None
         from agent.command_wiring import build_processor
 
         return build_processor(self)
