@@ -1,0 +1,151 @@
+"""The signed command envelope (wire format ``v: 1``) and its canonical signing bytes.
+
+A command is one JSON object, UTF-8, at most ``max_bytes`` (16 KiB by default)::
+
+    {"v": 1, "target": "gw-0001", "command": "privacy.object", "args": {"stream": "analytics"},
+     "issued_at": 1714567800, "expires_at": 1714568100,
+     "nonce": "<base64url of 16..48 random bytes, no padding>", "key_id": "<16 hex>",
+     "signature": "<base64url of the 64-byte Ed25519 signature, no padding>"}
+
+``device.write`` adds ``"approval"``: an object signed by an operator's approval key (distinct
+from the backend's command key), binding the operator, the gateway and the exact write::
+
+    {"operator": "op-42", "target": "gw-0001",
+     "write": {"device": "heatpump", "point": "flow_setpoint", "value": 45.5},
+     "issued_at": ..., "expires_at": ..., "nonce": "...", "key_id": "...", "signature": "..."}
+
+Times are **integer seconds since the Unix epoch, UTC** (no time zones to parse, no leap-second
+ambiguity). Unknown fields are refused (``malformed``).
+
+**Canonical encoding.** What is signed is a domain tag followed by the JSON of the object with
+its ``signature`` removed (and, in the envelope, ``approval`` removed when it is null): keys
+sorted by code point at every level, no whitespace, strings as UTF-8 with only the escapes JSON
+requires, integers as integers, floats in the shortest form that round-trips (``0.1``, ``1e21``)::
+
+    command:  b"heatgate-cmd/v1\\n"      + canonical(envelope without signature)
+    approval: b"heatgate-approval/v1\\n" + canonical(approval without signature)
+
+The envelope's signature covers the approval including the approval's own signature. The
+gateway decodes the received bytes, re-encodes what it decoded canonically and verifies that:
+the order of fields, white space and escaping of the received JSON do not matter, and what is
+acted upon is exactly what was signed. In Python, ``canonical_bytes`` is
+``msgspec.json.encode(obj, order="sorted")``; ``json.dumps(obj, sort_keys=True,
+separators=(",", ":"), ensure_ascii=False)`` gives the same bytes except for floats of 1e16 and
+above (``1e+16``), which a signer in another language should avoid (send integers).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+__all__ = [
+    "APPROVAL_DOMAIN",
+    "COMMAND_DOMAIN",
+    "DEFAULT_MAX_BYTES",
+    "Approval",
+    "Envelope",
+    "Write",
+    "approval_signing_bytes",
+    "b64url_decode",
+    "b64url_encode",
+    "decode_envelope",
+    "encode_envelope",
+    "envelope_signing_bytes",
+]
+
+COMMAND_DOMAIN: Final = b"heatgate-cmd/v1\n"
+APPROVAL_DOMAIN: Final = b"heatgate-approval/v1\n"
+DEFAULT_MAX_BYTES: Final = 16 * 1024
+
+B64URL = r"^[A-Za-z0-9_-]+$"
+Nonce = Annotated[str, Meta(min_length=22, max_length=64, pattern=B64URL,
+                            description="base64url (no padding) of 16..48 random bytes")]
+KeyId = Annotated[str, Meta(pattern=r"^[0-9a-f]{16}$", description="first 16 hex of SHA-256 of the raw public key")]
+GatewayId = Annotated[str, Meta(min_length=1, max_length=128)]
+CommandName = Annotated[str, Meta(min_length=1, max_length=64)]
+Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+OperatorId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.@:-]{1,64}$")]
+EpochS = Annotated[int, Meta(ge=0, le=2**40)]
+Signature = Annotated[str, Meta(max_length=128)]
+
+
+class Write(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One register write: device name, point name (from the device profile) and value."""
+
+    device: Name
+    point: Name
+    value: int | float
+
+
+class Approval(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """An operator's approval of exactly one write on one gateway."""
+
+    operator: OperatorId
+    target: GatewayId
+    write: Write
+    issued_at: EpochS
+    expires_at: EpochS
+    nonce: Nonce
+    key_id: KeyId
+    signature: Signature | None = None
+
+
+class Envelope(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A command for one gateway; see the module docstring."""
+
+    v: Literal[1]
+    target: GatewayId
+    command: CommandName
+    args: dict[str, Any]
+    issued_at: EpochS
+    expires_at: EpochS
+    nonce: Nonce
+    key_id: KeyId
+    approval: Approval | None = None
+    signature: Signature | None = None
+
+
+_decoder: Final = msgspec.json.Decoder(Envelope)
+
+
+def decode_envelope(raw: bytes) -> Envelope:
+    """Parse; raises ``msgspec.DecodeError`` / ``msgspec.ValidationError`` (both ``msgspec.MsgspecError``)."""
+    return _decoder.decode(raw)
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    """The envelope as sent (canonical form, signature included)."""
+    return msgspec.json.encode(envelope, order="sorted")
+
+
+def _canonical(obj: Any) -> bytes:
+    return msgspec.json.encode(obj, order="sorted")
+
+
+def envelope_signing_bytes(envelope: Envelope) -> bytes:
+    """The bytes the command key signs."""
+    return COMMAND_DOMAIN + _canonical(msgspec.structs.replace(envelope, signature=None))
+
+
+def approval_signing_bytes(approval: Approval) -> bytes:
+    """The bytes the operator's approval key signs."""
+    return APPROVAL_DOMAIN + _canonical(msgspec.structs.replace(approval, signature=None))
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Strict base64url without padding; raises ``ValueError``."""
+    if not text or len(text) % 4 == 1 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in text):
+        raise ValueError("not base64url")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except binascii.Error as exc:
+        raise ValueError(f"not base64url: {exc}") from None
