@@ -275,9 +275,7 @@ def _semantic_issues(config: Config) -> list[Issue]:
                 if device.name in names:
                     issues.append(Issue(f"{where}.name", f"duplicate device name {device.name!r}"))
                 names.setdefault(device.name, dev_index)
-                issue = _profile_issue(device.profile)
-                if issue:
-                    issues.append(Issue(f"{where}.profile", issue))
+                issues.extend(_profile_issues(device.profile, f"{where}.profile"))
         if isinstance(source, ZwaveSource):
             node_ids: set[int] = set()
             for node_index, node in enumerate(source.nodes):
@@ -289,19 +287,18 @@ def _semantic_issues(config: Config) -> list[Issue]:
     return issues
 
 
-def _profile_issue(profile: str) -> str | None:
-    """Say what is wrong with a device's profile reference, or None if it resolves."""
-    if profile.startswith("/"):
-        return None if Path(profile).is_file() else f"profile file {profile!r} not found"
-    if "/" in profile or profile.endswith(".toml"):
-        return f"give a shipped profile name or an absolute path, got {profile!r}"
-    from config import profiles_dir
+def _profile_issues(profile: str, where: str) -> list[Issue]:
+    """Load the device's profile fully; its problems located under ``where``, e.g.
+    ``sources[0].devices[0].profile: /…/x.toml: points[2].type: …``."""
+    from drivers.modbus.profile import load_profile
 
-    directory = profiles_dir()
-    if (directory / f"{profile}.toml").is_file():
-        return None
-    known = sorted(p.stem for p in directory.glob("*.toml"))
-    return f"unknown profile {profile!r}; shipped: {', '.join(known) or 'none'}"
+    try:
+        load_profile(profile)
+    except ConfigError as exc:
+        if exc.source == profile and len(exc.issues) == 1 and not exc.issues[0].path:
+            return [Issue(where, exc.issues[0].message)]  # not found / not a name
+        return [Issue(where, f"{exc.source}: {issue}") for issue in exc.issues]
+    return []
 
 
 def to_builtins(config: Config) -> dict[str, object]:

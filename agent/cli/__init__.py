@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.status",
     "agent.cli.privacy",
     "agent.cli.sim",
+    "agent.cli.scan",
 )
 
 DESCRIPTION = """\

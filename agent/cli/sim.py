@@ -13,6 +13,7 @@ import importlib
 SIM_MODULES: tuple[str, ...] = (
     "drivers.p1.sim",
     "drivers.zwave.sim",
+    "drivers.modbus.sim",
 )
 
 DESCRIPTION = """\

@@ -1,0 +1,106 @@
+"""``heatgate scan modbus``: find the unit ids that answer on a TCP host or a serial bus.
+
+Each unit id is asked for one register (holding 0, then input 0); any answer, even an
+exception response, means a device is there. For each device found, every shipped profile's
+signature point is read to say which profile fits, where one can tell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+
+DESCRIPTION = """\
+Finds the Modbus unit ids that answer on a TCP host (--host) or a serial bus (--serial) and
+says which shipped device profile fits each, where its signature register tells.
+"""
+
+
+def _units(text: str) -> list[int]:
+    units: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected unit ids like 1-247 or 1,2,10, got {text!r}") from None
+        if not 0 <= first <= last <= 247:
+            raise argparse.ArgumentTypeError(f"unit ids are 0..247, got {part!r}")
+        units.extend(range(first, last + 1))
+    return units
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("scan", help="find devices: Modbus unit ids on a host or bus",
+                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
+    modbus = kinds.add_parser("modbus", help="scan Modbus unit ids", description=DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="examples:\n  heatgate scan modbus --host 127.0.0.1 --port 5020 --units 1-10\n"
+                                     "  heatgate scan modbus --serial /dev/ttyUSB0 --baud 9600")
+    where = modbus.add_mutually_exclusive_group(required=True)
+    where.add_argument("--host", help="Modbus TCP host")
+    where.add_argument("--serial", metavar="DEV", help="serial port of an RS-485 bus (Modbus RTU)")
+    modbus.add_argument("--port", type=int, default=None, help="TCP port (default 502; 5020 for the simulator)")
+    modbus.add_argument("--baud", type=int, default=9600, help="RTU baud rate (default 9600)")
+    modbus.add_argument("--parity", choices=["N", "E", "O"], default="N", help="RTU parity (default N)")
+    modbus.add_argument("--units", type=_units, default=None,
+                        help="unit ids to try, e.g. 1-247 or 1,2,10 (default: 1-247 on a bus, 0-247 on TCP)")
+    modbus.add_argument("--timeout-ms", type=int, default=200, help="wait per unit id (default 200)")
+    modbus.set_defaults(handler=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.timeout_ms <= 0:
+        print("heatgate scan: --timeout-ms must be positive")
+        return EXIT_USAGE
+    return asyncio.run(_scan(args))
+
+
+async def _scan(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from drivers.modbus.scan import identify, probe_unit
+    from drivers.modbus.link import ModbusLink
+
+    console = Console()
+    timeout_s = args.timeout_ms / 1000.0
+    if args.host:
+        port = args.port or 502
+        link = ModbusLink.tcp(args.host, port, timeout_s=timeout_s)
+        where = f"{args.host}:{port}"
+        units = args.units or list(range(1, 248))
+    else:
+        link = ModbusLink.rtu(args.serial, baudrate=args.baud, parity=args.parity, timeout_s=timeout_s)
+        where = f"{args.serial} at {args.baud} baud"
+        units = args.units or list(range(1, 248))
+    from drivers.modbus.errors import ModbusCommError
+
+    found: list[tuple[int, str]] = []
+    try:
+        with Progress(TextColumn("scanning {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("found {task.fields[found]}"), console=console, transient=False) as progress:
+            task = progress.add_task(where, total=len(units), found=0)
+            for unit in units:
+                try:
+                    answered = await probe_unit(link, unit, timeout_s=timeout_s)
+                except ModbusCommError as exc:
+                    progress.stop()
+                    console.print(f"[red]cannot reach {where}: {exc}[/red]")
+                    return EXIT_FAILURE
+                if answered:
+                    fit = await identify(link, unit, timeout_s=max(timeout_s, 0.5))
+                    found.append((unit, fit))
+                    progress.update(task, found=len(found))
+                progress.advance(task)
+    finally:
+        link.close()
+    if not found:
+        console.print(f"no Modbus unit answered on {where}")
+        return EXIT_FAILURE
+    for unit, fit in found:
+        console.print(f"unit {unit:>3}: answers; {fit}")
+    return EXIT_OK

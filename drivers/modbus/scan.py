@@ -1,0 +1,52 @@
+"""Finding devices on a link: does a unit id answer, and which shipped profile fits it."""
+
+from __future__ import annotations
+
+from drivers.modbus.errors import ModbusExceptionResponse, ModbusTimeout
+from drivers.modbus.link import ModbusLink
+from drivers.modbus.profile import Profile, load_profile, shipped_profiles
+from drivers.modbus.values import point_value
+
+__all__ = ["identify", "probe_unit"]
+
+
+async def probe_unit(link: ModbusLink, unit_id: int, *, timeout_s: float) -> bool:
+    """True if ``unit_id`` answers anything (an exception response counts) to a one-register
+    read of holding 0 or input 0. Link failures raise ModbusCommError."""
+    for table in ("holding", "input"):
+        try:
+            await link.request(table, 0, count=1, unit_id=unit_id, timeout_s=timeout_s)
+            return True
+        except ModbusExceptionResponse:
+            return True
+        except ModbusTimeout:
+            if table == "input":
+                return False
+    return False
+
+
+async def identify(link: ModbusLink, unit_id: int, *, timeout_s: float) -> str:
+    """Which shipped profile's signature the unit matches, as a sentence for the installer."""
+    matches: list[Profile] = []
+    for name in shipped_profiles():
+        profile = load_profile(name)
+        if profile.signature is None:
+            continue
+        point = profile.point(profile.signature.point)
+        try:
+            data = await link.request(point.table, point.address, count=point.count, unit_id=unit_id,
+                                      timeout_s=timeout_s)
+        except (ModbusExceptionResponse, ModbusTimeout):
+            continue
+        decoded = point_value(point, data)
+        if decoded.value is None:
+            continue
+        value = decoded.value
+        if profile.signature.equals is not None and isinstance(value, int | float):
+            value = round((value - point.offset) / point.scale)  # raw code
+        if profile.signature.matches(value):
+            matches.append(profile)
+    if not matches:
+        return "no shipped profile recognises it (profiles without a signature cannot be told)"
+    names = ", ".join(f"{p.name} ({p.vendor} {p.model}, {p.device_type})" for p in matches)
+    return f"fits profile {names}"
