@@ -240,12 +240,27 @@ def _sign_csr(ca_cert: Path, ca_key: Path, csr_path: Path, out: Path) -> None:
     out.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
+DEMO_WINDOWS_S = {"telemetry": 10, "analytics": 20}
+DEMO_SMART_METER_WINDOW_S = 20
+
+
 def demo_policy() -> str:
-    """The shipped policy with short windows, so that aggregates appear within seconds."""
+    """The shipped policy with windows of seconds instead of minutes, hours and days, so that
+    aggregates reach the backend's view while one watches. Everything else is unchanged."""
+    import re
+
     from config import data_path
 
     text = data_path("privacy.toml").read_text()
-    return text
+    for stream, window_s in DEMO_WINDOWS_S.items():
+        section = text.find(f"[streams.{stream}]")
+        match = re.compile(r"time_granularity_s = \d+").search(text, section)
+        if section < 0 or match is None:
+            raise DemoError(f"the shipped policy has no time_granularity_s for {stream}")
+        text = text[: match.start()] + f"time_granularity_s = {window_s}" + text[match.end():]
+    text = re.sub(r"(\n\s*window_s = )86400", rf"\g<1>{DEMO_SMART_METER_WINDOW_S}", text)
+    text = re.sub(r"(\n\s*consent_window_s = )900", r"\g<1>10", text)
+    return "# heatgate demo: the shipped policy with windows shortened to seconds.\n" + text
 
 
 @contextlib.contextmanager

@@ -32,11 +32,20 @@ _KEYLIKE_VALUE = re.compile(
 )
 
 
+def _keylike(match: re.Match[str]) -> str:
+    token = match.group(0)
+    # A filesystem path is many short segments between slashes, not key material.
+    looks_like_path = token.startswith("/") and "+" not in token and not token.endswith("=")
+    if looks_like_path and all(len(part) < 32 for part in token.split("/")):
+        return token
+    return REDACTED
+
+
 def _scrub(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return REDACTED
     if isinstance(value, str):
-        return _KEYLIKE_VALUE.sub(REDACTED, value)
+        return _KEYLIKE_VALUE.sub(_keylike, value)
     if isinstance(value, dict):
         return {k: _redact_item(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple):

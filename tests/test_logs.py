@@ -59,3 +59,13 @@ def test_level_filter() -> None:
         structlog.reset_defaults()
     assert "hidden" not in stream.getvalue()
     assert "shown" in stream.getvalue()
+
+
+def test_paths_are_not_mistaken_for_key_material() -> None:
+    import base64
+
+    path = "/tmp/pytest-of-root/pytest-12/test_unplug_and_replug0/sim/p1-link"
+    key_b64 = base64.b64encode(bytes(range(200, 232))).decode()  # contains '/' and '+'
+    record = _capture(port_path=path, detail=f"key {key_b64}")
+    assert record["port_path"] == path
+    assert key_b64 not in json.dumps(record)
