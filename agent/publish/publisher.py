@@ -230,17 +230,19 @@ class Publisher:
                     records = await self.buffer.take(TAKE_RECORDS_MAX, exclude_streams=self._excluded())
                     records = await self._drop_unpublishable(records)
                 if records:
-                    for packed in pack(records, prefix=self.prefix, gateway_id=self.gateway_id,
-                                       max_payload_bytes=self.config.max_payload_bytes, sent_at=utc_now()):
-                        while len(window) >= window_max:
-                            await self._settle(window, wait=True, or_wake=False)
-                        try:
-                            future = client.publish(packed.topic, packed.payload, qos=1)
-                        except (NotConnected, ConnectionLost):
-                            await self.buffer.release(packed.ids)
-                            raise
-                        window.append((future, packed))
-                        self._inflight_records += len(packed.ids)
+                    queue = deque(pack(records, prefix=self.prefix, gateway_id=self.gateway_id,
+                                       max_payload_bytes=self.config.max_payload_bytes, sent_at=utc_now()))
+                    try:
+                        while queue:
+                            while len(window) >= window_max:
+                                await self._settle(window, wait=True, or_wake=False)
+                            future = client.publish(queue[0].topic, queue[0].payload, qos=1)
+                            packed = queue.popleft()
+                            window.append((future, packed))
+                            self._inflight_records += len(packed.ids)
+                    finally:
+                        if queue:  # taken but never published (connection lost, stopping)
+                            await self.buffer.release([i for p in queue for i in p.ids])
                     await self._settle(window, wait=False)
                 elif window:
                     await self._settle(window, wait=True)

@@ -107,3 +107,15 @@ def analytics_record(n: int) -> NewRecord:
                          value=float(n), hour="2025-01-01T00:00:00Z")
     return NewRecord(id=new_id(), stream="analytics", route="analytics/heat-pump", priority=3,
                      created_s=time.time(), payload=body_encoder.encode(body))
+
+
+async def open_real_buffer(directory: object, *, commit_interval_s: float = 0.05) -> object:
+    """The real encrypted SQLite buffer in ``directory`` (a fresh random master key)."""
+    import os
+    from pathlib import Path
+
+    from buffer.adapter import open_buffer
+
+    streams = ("service", "telemetry", "analytics", "security", "connectivity")
+    return await open_buffer(Path(str(directory)) / "buffer.db", os.urandom(32), cap_bytes=256 * 1024 * 1024,
+                             commit_interval_s=commit_interval_s, retention_s={s: 86400.0 * 30 for s in streams})
