@@ -28,7 +28,7 @@ _SENSITIVE_KEY = re.compile(
 _SAFE_KEY = re.compile(r"(_file|_path|_dir|_count|_epoch|_id_kind|^key_epochs?$|_bytes|_s)$")
 # Values that look like raw key material: long hex or base64 runs, PEM blocks.
 _KEYLIKE_VALUE = re.compile(
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----|\b[0-9a-fA-F]{32,}\b|\b[A-Za-z0-9+/_-]{40,}={0,2}"
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----|\b[0-9a-fA-F]{32,}\b|(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{40,}={0,2}"
 )
 
 
