@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.privacy",
     "agent.cli.sim",
     "agent.cli.scan",
+    "agent.cli.tail",
 )
 
 DESCRIPTION = """\
