@@ -1,0 +1,116 @@
+"""No identifier leaves the pipeline in any form: planted canaries are searched in every record."""
+
+from __future__ import annotations
+
+import base64
+import json
+import string
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from drivers.reading import PointKind, Quality, Reading
+from tests.privacy_helpers import T0, make_pipeline
+
+
+def _forms(canary: str) -> set[str]:
+    raw = canary.encode()
+    forms = {canary, canary.replace(":", ""), canary.replace(":", "-"), canary.replace(" ", "")}
+    for text in list(forms):
+        data = text.encode()
+        forms |= {data.hex(), base64.b64encode(data).decode().rstrip("="),
+                  base64.b32encode(data).decode().rstrip("="), base64.urlsafe_b64encode(data).decode().rstrip("=")}
+    forms.add(raw.hex())
+    return {f.lower() for f in forms if len(f) >= 6}
+
+
+alnum = st.text(alphabet=string.ascii_uppercase + string.digits, min_size=8, max_size=12)
+serials = alnum.map(lambda s: "SN" + s)
+dsmr_ids = st.text(alphabet=string.digits, min_size=16, max_size=17).map(lambda d: ("E00" + d).encode().hex())
+macs = st.binary(min_size=6, max_size=6).map(lambda b: ":".join(f"{x:02x}" for x in b))
+home_ids = st.integers(min_value=0x10000000, max_value=0xFFFFFFFF)
+postcodes = st.tuples(st.integers(1000, 9999), st.text(alphabet="ABCEGHJKLMNPRSTVWXZ", min_size=2, max_size=2))
+
+DEVICE_TYPES = ["heat-pump", "energy-meter", "smart-meter", "multisensor"]
+POINTS = {
+    PointKind.MEASUREMENT: ["flow_temp_c", "power_w", "humidity_pct"],
+    PointKind.COUNTER: ["energy_kwh", "gas_m3", "starts"],
+    PointKind.STATUS: ["mode", "compressor"],
+    PointKind.FAULT: ["fault_code"],
+}
+
+
+@st.composite
+def scenario(draw: st.DrawFn) -> tuple[list[Reading], list[str], str]:
+    canaries: list[str] = []
+    readings: list[Reading] = []
+    postcode_digits, letters = draw(postcodes)
+    postcode = f"{postcode_digits} {letters}"
+    canaries.append(postcode)
+    for index in range(draw(st.integers(1, 4))):
+        device_type = draw(st.sampled_from(DEVICE_TYPES))
+        source, device = f"src{index}", f"dev{index}"
+        identifiers = {
+            "serial_number": draw(serials),
+            "equipment_id": draw(dsmr_ids),
+            "mac_address": draw(macs),
+        }
+        home_id = draw(home_ids)
+        canaries.extend(identifiers.values())
+        canaries.extend([f"{home_id:08x}", str(home_id), bytes.fromhex(identifiers["equipment_id"]).decode()])
+        ts = T0 + draw(st.floats(0, 3 * 86400))
+        for point, value in [*identifiers.items(), ("home_id", home_id)]:
+            readings.append(Reading(source=source, device=device, device_type=device_type, point=point,
+                                    kind=PointKind.IDENTIFIER, value=value, ts=ts))
+        for _ in range(draw(st.integers(5, 40))):
+            kind = draw(st.sampled_from(list(POINTS)))
+            point = draw(st.sampled_from(POINTS[kind]))
+            ts += draw(st.floats(1, 4000))
+            if kind is PointKind.FAULT:
+                value: object = draw(st.sampled_from([0, 0, 7, 12, "E42"]))
+            elif kind is PointKind.STATUS:
+                value = draw(st.sampled_from(["heating", "idle", 1, 2]))
+            else:
+                value = draw(st.one_of(st.integers(0, 10**6), st.floats(-50, 1e5, allow_nan=False)))
+            quality = draw(st.sampled_from([Quality.OK, Quality.OK, Quality.OK, Quality.COMM_ERROR]))
+            readings.append(Reading(source=source, device=device, device_type=device_type, point=point, kind=kind,
+                                    value=value if quality is Quality.OK else None, ts=ts, quality=quality,
+                                    text="label" if kind is PointKind.FAULT else None))
+    return readings, canaries, postcode
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario(), st.integers(1, 7))
+def test_no_canary_in_any_record_in_any_form(case: tuple[list[Reading], list[str], str], chunk: int) -> None:
+    readings, canaries, postcode = case
+    gateway_id = "gw-canary-7781"
+    pipeline = make_pipeline(region=postcode, gateway_id=gateway_id)
+    records = []
+    for start in range(0, len(readings), chunk):
+        records.extend(pipeline.process(readings[start:start + chunk]))
+    records.extend(pipeline.flush(T0 + 10 * 86400))
+    records.extend(pipeline.flush(force=True))
+    records.append(pipeline.audit("agent.start", "agent", "info", details={"sources": 3}))
+    records.append(pipeline.connectivity("source_down", "src0", "timeout"))
+    assert records, "the scenario produced no records at all"
+    forms = {form for canary in canaries for form in _forms(canary)}
+    forms.add(gateway_id.lower())
+    for record in records:
+        haystack = (record.route + "\n").encode().lower() + record.payload.lower()
+        for form in forms:
+            assert form.encode() not in haystack, f"{form!r} leaked in {record.stream} {record.route}"
+        body = json.loads(record.payload)
+        if record.stream == "analytics":
+            assert set(body) <= {"type", "subject", "device_type", "region", "point", "agg", "value", "hour"}
+            assert body["region"] in {postcode[:2], "unknown"}
+            assert body["hour"].endswith(":00:00Z")
+            assert "/" not in record.route.removeprefix("analytics/")
+        if record.stream == "service":
+            assert body["device"].startswith("dev")
+
+
+def test_canary_forms_cover_what_the_search_claims() -> None:
+    forms = _forms("aa:bb:cc:dd:ee:ff")
+    assert "aabbccddeeff" in forms and "aa-bb-cc-dd-ee-ff" in forms
+    assert base64.b64encode(b"aa:bb:cc:dd:ee:ff").decode().rstrip("=").lower() in forms
+    assert b"aabbccddeeff".hex() in forms
