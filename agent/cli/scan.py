@@ -1,6 +1,6 @@
 """``heatgate scan modbus``: find the unit ids that answer on a TCP host or a serial bus.
 
-Each unit id is asked for one register (holding 0, then input 0); any answer, even an
+Each unit id is asked for one register (holding 0); any answer, even an
 exception response, means a device is there. For each device found, every shipped profile's
 signature point is read to say which profile fits, where one can tell.
 """

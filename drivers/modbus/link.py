@@ -10,6 +10,7 @@ background reconnects are off: the scheduler decides when to retry and when to r
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,10 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from drivers.modbus.errors import ModbusCommError, ModbusExceptionResponse, ModbusTimeout
 
 __all__ = ["ModbusLink", "rtu_silence_s"]
+
+# pymodbus logs every timeout at error level with hex dumps; on a bus with a dead slave (or a
+# scan) that is noise. Our own log says once when a device or link goes and comes back.
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
 def rtu_silence_s(baudrate: int) -> float:
@@ -69,6 +74,9 @@ class ModbusLink:
         # pymodbus reads the per-request timeout from its comm params at each request.
         self._client.comm_params.timeout_connect = timeout_s
         self._client.ctx.comm_params.timeout_connect = timeout_s
+        # pymodbus closes a TCP connection after a few unanswered requests in a row; behind a
+        # TCP gateway that would punish every unit for one dead one. Our scheduler decides.
+        self._client.ctx.count_until_disconnect = self._client.ctx.max_until_disconnect
 
     async def request(self, op: str, address: int, *, unit_id: int, timeout_s: float,
                       count: int = 1, values: Sequence[int] | None = None) -> list[int] | list[bool]:

@@ -11,18 +11,16 @@ __all__ = ["identify", "probe_unit"]
 
 
 async def probe_unit(link: ModbusLink, unit_id: int, *, timeout_s: float) -> bool:
-    """True if ``unit_id`` answers anything (an exception response counts) to a one-register
-    read of holding 0 or input 0. Link failures raise ModbusCommError."""
-    for table in ("holding", "input"):
-        try:
-            await link.request(table, 0, count=1, unit_id=unit_id, timeout_s=timeout_s)
-            return True
-        except ModbusExceptionResponse:
-            return True
-        except ModbusTimeout:
-            if table == "input":
-                return False
-    return False
+    """True if ``unit_id`` answers anything to a one-register read of holding 0 (an exception
+    response counts: a live slave answers "illegal address" for what it does not have).
+    Link failures raise ModbusCommError."""
+    try:
+        await link.request("holding", 0, count=1, unit_id=unit_id, timeout_s=timeout_s)
+    except ModbusExceptionResponse:
+        return True
+    except ModbusTimeout:
+        return False
+    return True
 
 
 async def identify(link: ModbusLink, unit_id: int, *, timeout_s: float) -> str:
