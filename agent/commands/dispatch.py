@@ -82,7 +82,11 @@ def encode_response(response: Response) -> bytes:
 
 
 def decode_response(raw: bytes) -> Response:
-    return _response_decoder.decode(raw)
+    """Raises ``msgspec.MsgspecError``."""
+    try:
+        return _response_decoder.decode(raw)
+    except UnicodeDecodeError as exc:
+        raise msgspec.DecodeError(f"invalid UTF-8 at byte {exc.start}") from None
 
 
 def iso_utc(ts: float) -> str:

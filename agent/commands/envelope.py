@@ -115,7 +115,10 @@ _decoder: Final = msgspec.json.Decoder(Envelope)
 
 def decode_envelope(raw: bytes) -> Envelope:
     """Parse; raises ``msgspec.DecodeError`` / ``msgspec.ValidationError`` (both ``msgspec.MsgspecError``)."""
-    return _decoder.decode(raw)
+    try:
+        return _decoder.decode(raw)
+    except UnicodeDecodeError as exc:  # msgspec lets invalid UTF-8 in an object key through as this
+        raise msgspec.DecodeError(f"invalid UTF-8 at byte {exc.start}") from None
 
 
 def encode_envelope(envelope: Envelope) -> bytes:
