@@ -108,7 +108,7 @@ def _brute_force(points: list[Point], unreadable: list[Unreadable], overhead: in
         out = []
         for part in partitions(rest):
             for i in range(len(part)):
-                out.append(part[:i] + [[first, *part[i]]] + part[i + 1:])
+                out.append([*part[:i], [first, *part[i]], *part[i + 1:]])
             out.append([[first], *part])
         return out
 

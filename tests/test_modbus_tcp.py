@@ -197,7 +197,7 @@ def test_simulator_restarted_under_the_driver() -> None:
         assert errors_while_down and all(r.quality is Quality.COMM_ERROR for r in errors_while_down)
         return seen, health
 
-    seen, health = run_async(main())
+    _seen, health = run_async(main())
     device = health["devices"]["hp1"]  # type: ignore[index]
     assert device["state"] == "ok"
     assert device["errors"]["comm"] + device["errors"]["timeout"] >= 1

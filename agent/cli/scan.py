@@ -63,8 +63,8 @@ async def _scan(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from drivers.modbus.scan import identify, probe_unit
     from drivers.modbus.link import ModbusLink
+    from drivers.modbus.scan import identify, probe_unit
 
     console = Console()
     timeout_s = args.timeout_ms / 1000.0

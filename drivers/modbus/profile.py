@@ -13,6 +13,7 @@ A bad profile raises :class:`agent.typedload.ConfigError` with every problem loc
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -226,9 +227,10 @@ def _semantic_issues(profile: Profile) -> list[Issue]:
         by_table.setdefault(point.table, []).append((index, point))
     for entries in by_table.values():
         entries.sort(key=lambda e: e[1].address)
-        for (_, a), (j, b) in zip(entries, entries[1:], strict=False):
+        for (_, a), (j, b) in pairwise(entries):
             if b.address < a.end:
-                issues.append(Issue(f"points[{j}].address", f"overlaps point {a.name!r} ({a.table} {a.address}-{a.end - 1})"))
+                where = f"{a.table} {a.address}-{a.end - 1}"
+                issues.append(Issue(f"points[{j}].address", f"overlaps point {a.name!r} ({where})"))
     if profile.signature is not None and profile.signature.point not in names:
         issues.append(Issue("signature.point", f"no point named {profile.signature.point!r}"))
     return issues

@@ -1,0 +1,130 @@
+"""Modbus benchmarks: requests per poll, modelled RTU wire time, client CPU per poll.
+
+    .venv/bin/python bench/bench_modbus.py [--polls N]
+
+1. Requests per poll cycle for each shipped profile: the planner's plan, the fewest requests
+   any plan can make (the same planner with gap cost ignored), and one request per point (the
+   naive baseline).
+2. Modelled RTU wire time of one full poll cycle at 9600 and 19200 baud: per request
+   (8 request bytes + 5 + data response bytes) x 11 bits / baud + two 3.5-character silences
+   + 20 ms slave turnaround; against the same formula's lower bound (fewest requests, no gap
+   registers) and against one request per point.
+3. Client CPU per poll cycle against the simulator (in a child process, over TCP): planned
+   vs one request per point, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from agent.config import ModbusDevice, ModbusTcpSource
+from drivers.modbus.planner import Block, plan_points, plan_profile
+from drivers.modbus.profile import BIT_TABLES, Profile, load_profile, shipped_profiles
+from drivers.modbus.source import make_modbus_source
+
+TURNAROUND_S = 0.020
+
+
+def wire_time_s(blocks: list[Block], baud: int, *, data_only: bool = False) -> float:
+    total = 0.0
+    for b in blocks:
+        items = sum(p.count for p in b.points) if data_only else b.count
+        data = (items + 7) // 8 if b.table in BIT_TABLES else 2 * items
+        frame_bytes = 8 + 5 + data
+        total += frame_bytes * 11 / baud + 2 * 3.5 * 11 / baud + TURNAROUND_S
+    return total
+
+
+def per_point(profile: Profile) -> list[Block]:
+    return [Block(p.table, p.address, p.count, (p,), p.max_age_s) for p in profile.points]
+
+
+def fewest(profile: Profile) -> list[Block]:
+    return plan_profile(profile, overhead_bytes=10**6)
+
+
+def requests_table() -> None:
+    print("1. requests per full poll cycle (all poll classes due)")
+    print(f"   {'profile':<14}{'points':>7}{'planned':>9}{'fewest':>8}{'per point':>11}{'planned/fewest':>16}")
+    for name in shipped_profiles():
+        prof = load_profile(name)
+        planned, low, naive = plan_profile(prof), fewest(prof), per_point(prof)
+        print(f"   {name:<14}{len(prof.points):>7}{len(planned):>9}{len(low):>8}{len(naive):>11}"
+              f"{len(planned) / len(low):>16.2f}")
+
+
+def wire_table() -> None:
+    print("2. modelled RTU wire time of one full poll cycle (ms)")
+    print(f"   {'profile':<14}{'baud':>6}{'planned':>9}{'bound':>8}{'per point':>11}{'planned/bound':>15}"
+          f"{'per point/planned':>19}")
+    for name in shipped_profiles():
+        prof = load_profile(name)
+        for baud in (9600, 19200):
+            planned = wire_time_s(plan_profile(prof), baud)
+            bound = wire_time_s(fewest(prof), baud, data_only=True)
+            naive = wire_time_s(per_point(prof), baud)
+            print(f"   {name:<14}{baud:>6}{planned * 1000:>9.0f}{bound * 1000:>8.0f}{naive * 1000:>11.0f}"
+                  f"{planned / bound:>15.2f}{naive / planned:>19.2f}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _cpu_per_poll(port: int, polls: int, naive: bool) -> tuple[float, int]:
+    config = ModbusTcpSource(name="bench", host="127.0.0.1", port=port, timeout_s=1.0,
+                             devices=[ModbusDevice(name="hp1", unit_id=1, profile="sim-heatpump")])
+    runner = make_modbus_source(config)
+    state = runner.devices["hp1"]
+    if naive:
+        state.blocks = per_point(state.profile)
+    else:
+        state.blocks = [b for b in plan_profile(state.profile)]
+    state.blocks = [Block(b.table, b.start, b.count, b.points, None) for b in state.blocks]  # all due
+    await runner.poll_device(state)  # connect, warm up
+    before_requests = state.requests
+    t0 = time.process_time()
+    for _ in range(polls):
+        await runner.poll_device(state)
+    cpu = time.process_time() - t0
+    runner.link.close()
+    return cpu / polls, (state.requests - before_requests) // polls
+
+
+def cpu_table(polls: int) -> None:
+    port = _free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "agent", "sim", "heatpump", "--port", str(port)],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    try:
+        assert sim.stdout is not None
+        sim.stdout.readline()  # "serving ..." once it listens
+        planned_cpu, planned_req = asyncio.run(_cpu_per_poll(port, polls, naive=False))
+        naive_cpu, naive_req = asyncio.run(_cpu_per_poll(port, polls, naive=True))
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+    print(f"3. client CPU per full poll cycle of sim-heatpump over TCP ({polls} polls each)")
+    print(f"   planned:   {planned_cpu * 1e3:.2f} ms CPU, {planned_req} requests")
+    print(f"   per point: {naive_cpu * 1e3:.2f} ms CPU, {naive_req} requests")
+    print(f"   per point / planned: {naive_cpu / planned_cpu:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--polls", type=int, default=50, help="poll cycles for the CPU figure (default 50)")
+    args = parser.parse_args()
+    requests_table()
+    wire_table()
+    cpu_table(args.polls)
+
+
+if __name__ == "__main__":
+    main()
