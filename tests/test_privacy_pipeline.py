@@ -47,9 +47,9 @@ def test_bad_quality_is_counted_not_averaged() -> None:
     pipeline.process([reading("power_w", M, 10.0, T0), reading("power_w", M, None, T0 + 1, quality=Quality.COMM_ERROR),
                       reading("humidity_pct", M, None, T0 + 2, quality=Quality.COMM_ERROR)])
     out = bodies(pipeline.flush(force=True), "telemetry")
-    power = [b for b in out if b["point"] == "power_w" and b["agg"] == "mean"][0]
+    power = next(b for b in out if b["point"] == "power_w" and b["agg"] == "mean")
     assert power["value"] == 10.0 and power["quality"] == "partial" and power["samples"] == 1
-    humidity = [b for b in out if b["point"] == "humidity_pct"][0]
+    humidity = next(b for b in out if b["point"] == "humidity_pct")
     assert humidity["value"] is None and humidity["quality"] == "bad"
 
 

@@ -122,7 +122,7 @@ def test_dutch_postcode_becomes_its_two_digit_region(digits: int, space: str, le
 def test_other_regions_pass_only_when_allowed(raw: str) -> None:
     policy = RegionPolicy(allow_pattern="^[A-Z]{2}-[A-Z0-9]{1,3}$")
     region = generalise_region(raw, policy)
-    assert region == "unknown" or (len(region) <= 6) and (region.isdigit() or region[2] == "-")
+    assert region == "unknown" or ((len(region) <= 6) and (region.isdigit() or region[2] == "-"))
 
 
 def test_addresses_never_pass() -> None:
