@@ -55,7 +55,7 @@ def test_export_result_is_sealed_to_the_signed_recipient() -> None:
                                         args={"recipient": b64url_encode(raw_public(RECIPIENT.public_key()))}))
 
     async def go() -> tuple[Any, Any]:
-        processor, calls, audit, _ = await make_processor(MemoryState(), keys, Clock())
+        processor, _calls, audit, _ = await make_processor(MemoryState(), keys, Clock())
         return await processor.handle(raw), audit
 
     response, audit = run_async(go())

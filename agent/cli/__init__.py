@@ -30,6 +30,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.sim",
     "agent.cli.scan",
     "agent.cli.tail",
+    "agent.cli.keys",
+    "agent.cli.cmd",
 )
 
 DESCRIPTION = """\
