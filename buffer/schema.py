@@ -24,7 +24,7 @@ CREATE TABLE data_keys (
 );
 CREATE INDEX data_keys_window ON data_keys (stream, start_s);
 CREATE TABLE records (
-    seq INTEGER PRIMARY KEY,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
     stream TEXT NOT NULL,
     route TEXT NOT NULL,

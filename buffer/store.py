@@ -188,7 +188,10 @@ class Store:
         self._current.clear()
 
     def _max_seq(self) -> int:
-        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0])
+        # AUTOINCREMENT: a seq is never reused, so "seq <= committed_seq" means "committed" even
+        # after the newest rows were acknowledged and deleted in the open transaction.
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+        return int(row[0]) if row else 0
 
     # ---- transactions -------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ crypto-shredding by retention, purge and erasure, the state store."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import Awaitable, Callable
@@ -303,3 +304,24 @@ def test_database_and_key_modes(tmp_path: Path) -> None:
     db = tmp_path / "b.db"
     with_buffer(db, lambda b: b.put(records("service", 1)))
     assert os.stat(db).st_mode & 0o077 == 0
+
+
+def test_take_never_hands_out_uncommitted_rows(tmp_path: Path) -> None:
+    """The newest committed row is acked (deleted) and new rows are put in the same open
+    transaction: a seq must not be reused, or take would return an uncommitted row."""
+    db = tmp_path / "b.db"
+
+    async def body(buffer: AsyncBuffer) -> None:
+        first = records("telemetry", 2)
+        await buffer.put(first)
+        taken = await buffer.take(10)
+        await buffer.ack([r.id for r in taken])
+        loop = asyncio.get_running_loop()
+        pending = loop.create_task(buffer.put(records("telemetry", 2, created_s=T0 + 1)), name="slow-put")
+        await asyncio.sleep(0.05)
+        assert not pending.done(), "the put waits for the commit interval"
+        assert await buffer.take(10) == []
+        await pending
+        assert len(await buffer.take(10)) == 2
+
+    with_buffer(db, body, commit_interval_s=0.5)
