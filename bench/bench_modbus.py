@@ -24,7 +24,7 @@ import sys
 import time
 
 from agent.config import ModbusDevice, ModbusTcpSource
-from drivers.modbus.planner import Block, plan_points, plan_profile
+from drivers.modbus.planner import Block, plan_profile
 from drivers.modbus.profile import BIT_TABLES, Profile, load_profile, shipped_profiles
 from drivers.modbus.source import make_modbus_source
 
