@@ -283,6 +283,9 @@ class Agent:
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
+            # `heatgate privacy` (another process) may have changed consent, objection or
+            # restriction: pick that up within one interval.
+            await self.privacy_state.reload()
             records = self.pipeline.flush()
             if records:
                 self._extra_records.extend(records)
@@ -291,6 +294,10 @@ class Agent:
 
     async def _sweep_loop(self) -> None:
         while True:
+            # Move pseudonym keys to the current epoch (the old key is destroyed) and enforce
+            # retention: expired epochs' rows deleted, their data keys destroyed.
+            if await self.pipeline.keys.advance(self.buffer, time.time()):
+                self._record(self.pipeline.audit("keys.pseudonym_rotated", "agent", "info"))
             removed = await self.buffer.sweep()
             if any(removed.values()):
                 log.info("retention sweep", removed=removed)

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.localbroker import Broker, BrokerError, free_port
-from agent.pki import issue
+from agent.pki import issue, sign_csr
 from agent.provision import Answers, provision
 
 __all__ = ["Demo", "DemoError"]
@@ -117,7 +117,7 @@ class Demo:
         )
         provision(answers)
         # The demo's CA signs the gateway's request, as the service company's CA would.
-        _sign_csr(pki.ca_cert, pki.ca_key, state / "keys" / "device.csr", state / "keys" / "device.crt")
+        sign_csr(pki.ca_cert, pki.ca_key, state / "keys" / "device.csr", state / "keys" / "device.crt")
         policy = self.root / "privacy-demo.toml"
         policy.write_text(demo_policy())
         with self.config_path.open("a") as handle:
@@ -213,31 +213,6 @@ def _listening(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
         return True
     return False
-
-
-def _sign_csr(ca_cert: Path, ca_key: Path, csr_path: Path, out: Path) -> None:
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID
-
-    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
-    key = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    csr = x509.load_pem_x509_csr(csr_path.read_bytes())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(csr.subject).issuer_name(ca.subject).public_key(csr.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    out.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
 DEMO_WINDOWS_S = {"telemetry": 10, "analytics": 20}

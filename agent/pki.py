@@ -113,3 +113,25 @@ def make_pki(directory: Path, client_name: str = "gw-test-0001") -> Pki:
     server_cert, server_key = issue(ca_cert, ca_key, directory, "localhost", server=True)
     client_cert, client_key = issue(ca_cert, ca_key, directory, client_name, server=False)
     return Pki(ca_cert, ca_key, server_cert, server_key, client_cert, client_key)
+
+
+def sign_csr(ca_cert: Path, ca_key: Path, csr_path: Path, out: Path, *, days: int = 30) -> None:
+    """Sign a gateway's certificate request as the service company's CA would (client auth)."""
+    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    key = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    csr = x509.load_pem_x509_csr(csr_path.read_bytes())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(ca.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    out.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

@@ -123,19 +123,20 @@ def provision(answers: Answers, *, force: bool = False) -> ProvisionReport:
         report.note(False, f"device key {device_key}")
 
     csr_path = keys / "device.csr"
-    # The subject is the gateway id and nothing else: no customer name, no address.
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, answers.gateway_id)]))
-        .sign(private, hashes.SHA256())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, answers.gateway_id)])
+    current = _existing_csr(csr_path)
+    csr_ok = (
+        current is not None
+        and current.subject == subject
+        and current.public_key() == private.public_key()
     )
-    csr_pem = csr.public_bytes(serialization.Encoding.PEM)
-    csr_existed = csr_path.exists() and csr_path.read_bytes() == csr_pem
-    if not csr_existed:
-        csr_path.write_bytes(csr_pem)
+    if not csr_ok:
+        # The subject is the gateway id and nothing else: no customer name, no address.
+        csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(private, hashes.SHA256())
+        csr_path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
         os.chmod(csr_path, 0o644)
         _chown(csr_path, ids)
-    report.note(not csr_existed, f"certificate signing request {csr_path} (CN={answers.gateway_id})")
+    report.note(not csr_ok, f"certificate signing request {csr_path} (CN={answers.gateway_id})")
 
     pins = [
         ("command verification key", answers.command_public_key, keys / "command.pub"),
@@ -184,6 +185,13 @@ def provision(answers: Answers, *, force: bool = False) -> ProvisionReport:
         )
     report.next_steps.append(f"heatgate doctor --config {config}")
     return report
+
+
+def _existing_csr(path: Path) -> x509.CertificateSigningRequest | None:
+    try:
+        return x509.load_pem_x509_csr(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _flag(what: str) -> str:

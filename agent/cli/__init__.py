@@ -25,6 +25,8 @@ EXIT_USAGE = 2
 COMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.run",
     "agent.cli.check_config",
+    "agent.cli.provision",
+    "agent.cli.doctor",
     "agent.cli.status",
     "agent.cli.privacy",
     "agent.cli.sim",

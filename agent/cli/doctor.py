@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_or_report(args.config)
     if loaded is None:
         return 2
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     with console.status("checking the installation…"):
         checks = run_checks(loaded, probe_timeout_s=args.probe_timeout_s)
     for check in checks:

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     except PermissionError as exc:
         err.print(f"[bold red]error[/]: {exc} (run as root, or choose --state-dir and --config-out you can write)")
         return 1
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     for item in report.created:
         out.print(f"[green]created[/] {item}")
     for item in report.kept:
