@@ -28,7 +28,9 @@ class Clock:
         self.now_s = now_s
 
     def __call__(self) -> float:
-        return self.now_s
+        # always a float: the buffer binds created_s into its AEAD data and an int does not
+        # round-trip through SQLite's REAL column as the same msgpack value
+        return float(self.now_s)
 
 
 @dataclass
