@@ -115,10 +115,11 @@ def test_device_write_handler_maps_driver_errors() -> None:
     profile = load_profile("sim-heatpump")
     point = next(p for p in profile.points if p.writable)
     assert point.min is not None and point.max is not None
+    top = float(point.max)
     written: list[tuple[str, str, float]] = []
 
     async def write_point(device: str, point: str, value: float) -> float:
-        if value == point.max:
+        if value == top:
             raise Refused("device said no")
         written.append((device, point, value))
         return value
@@ -141,7 +142,7 @@ def test_device_write_handler_maps_driver_errors() -> None:
         return out
 
     ok, second = run_async(go())
-    assert ok.outcome == "done" and ok.result["readback"] == value
+    assert ok.outcome == "done" and ok.result["readback"] == value, ok.detail
     assert written[0] == ("heatpump", point.name, value)
     assert (second.outcome, second.reason) == ("failed", reasons.HANDLER_ERROR)
     assert "device said no" in (second.detail or "")
