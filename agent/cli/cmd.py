@@ -43,10 +43,10 @@ EXAMPLES = """\
 examples:
   heatgate cmd sign --key keys/command.key --target gw-0001 --command privacy.object --arg stream=analytics
   heatgate cmd approve --key keys/approval.key --operator op-42 --target gw-0001 \\
-      --device heatpump --point flow_setpoint --value 45 > approval.json
+      --device heatpump --point flow_setpoint_c --value 45 > approval.json
   heatgate cmd send --url mqtts://broker:8883 --ca ca.pem --cert backend.pem --key backend.key \\
       --target gw-0001 --sign-key keys/command.key --command device.write \\
-      --arg device=heatpump --arg point=flow_setpoint --arg value=45 --approval approval.json
+      --arg device=heatpump --arg point=flow_setpoint_c --arg value=45 --approval approval.json
 """
 
 
