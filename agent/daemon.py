@@ -145,22 +145,29 @@ class Agent:
             restricted=self.privacy_state.restricted_streams,
             on_connectivity=self._on_connectivity,
         )
-        self.commands = self._build_commands()
-        if self.commands is not None:
-            self.publisher.on_command = self._on_command
-
         for source_config in config.sources:
             self._slots[source_config.name] = _SourceSlot(
                 source=build_source(source_config), type=source_config.__struct_config__.tag  # type: ignore[arg-type]
             )
+        self.commands = await self._build_commands()
+        if self.commands is not None:
+            self.publisher.on_command = self._on_command
 
-    def _build_commands(self) -> Any:
+    @property
+    def sources(self) -> dict[str, Source]:
+        return {name: slot.source for name, slot in self._slots.items()}
+
+    async def _build_commands(self) -> Any:
         if self.config.keys.command_public_key_file is None:
             log.info("no command key pinned: remote commands are disabled")
             return None
         from agent.command_wiring import build_processor
+        from agent.commands.errors import CommandError
 
-        return build_processor(self)
+        try:
+            return await build_processor(self)
+        except CommandError as exc:
+            raise StartupError(f"remote commands: {exc}", exit_code=2) from None
 
     # ---- the tasks ------------------------------------------------------------------------
 

@@ -100,6 +100,7 @@ def issue(ca_cert: Path, ca_key: Path, directory: Path, common_name: str, *, ser
     ca_private = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
     assert isinstance(ca_private, ec.EllipticCurvePrivateKey)
     issuer = ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _cert(common_name, key, str(issuer), ca_private, server=server)
     cert_path, key_path = directory / f"{common_name}.crt", directory / f"{common_name}.key"

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.cli.provision",
     "agent.cli.doctor",
     "agent.cli.status",
+    "agent.cli.demo",
     "agent.cli.privacy",
     "agent.cli.sim",
     "agent.cli.scan",
