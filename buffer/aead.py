@@ -32,7 +32,8 @@ def check_cipher(name: str) -> str:
 
 def associated_data(record_id: str, stream: str, route: str, priority: int, created_s: float, epoch: int) -> bytes:
     """Unambiguous encoding (msgpack array) of the clear columns a ciphertext is bound to."""
-    return _encode((_AD_VERSION, record_id, stream, route, priority, created_s, epoch))
+    # float(): SQLite's REAL column gives back a float even for an int, which encodes differently.
+    return _encode((_AD_VERSION, record_id, stream, route, priority, float(created_s), epoch))
 
 
 class RecordCipher:

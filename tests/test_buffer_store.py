@@ -325,3 +325,21 @@ def test_take_never_hands_out_uncommitted_rows(tmp_path: Path) -> None:
         assert len(await buffer.take(10)) == 2
 
     with_buffer(db, body, commit_interval_s=0.5)
+
+
+def test_integer_creation_time_survives_a_reopen(tmp_path: Path) -> None:
+    """A record made with an int clock must still authenticate after SQLite hands back a float."""
+    from buffer.api import NewRecord
+
+    db = tmp_path / "b.db"
+    record = NewRecord(id="01M80000000000000000000001", stream="telemetry", route="telemetry", priority=2,
+                       created_s=int(T0), payload=b'{"v":1}')
+
+    async def put(buffer: AsyncBuffer) -> None:
+        await buffer.put([record])
+
+    async def read(buffer: AsyncBuffer) -> list[bytes]:
+        return [r.payload for r in await buffer.export_all()]
+
+    with_buffer(db, put)
+    assert with_buffer(db, read) == [b'{"v":1}']
