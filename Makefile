@@ -28,6 +28,13 @@ system-deps:
 	else \
 		echo "mosquitto is not installed; run: sudo apt-get install mosquitto mosquitto-clients" >&2; exit 1; \
 	fi
+	@if command -v nats-server >/dev/null 2>&1 || test -x /usr/sbin/nats-server; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing nats-server from Debian's packages"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null; \
+	else \
+		echo "nats-server is not installed; run: sudo apt-get install nats-server" >&2; exit 1; \
+	fi
 
 lint: install
 	$(VENV)/bin/ruff check .

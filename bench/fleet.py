@@ -317,8 +317,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}", flush=True)
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", flush=True)
     root = Path(tempfile.mkdtemp(prefix="heatgate-fleet-"))
     results: list[dict[str, Any]] = []
     try:
@@ -332,11 +332,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     if len(results) == 2:
-        base, nats_result = results
+        base, other = results
+
+        def ratio(key: str) -> float:
+            return float(other[key]) / max(1e-9, float(base[key]))
+
         print("== NATS vs Mosquitto (same fleet, same run): "
-              f"CPU per gateway x{nats_result['cpu_per_gateway_pct_of_core'] / base['cpu_per_gateway_pct_of_core']:.2f}, "
-              f"memory per gateway x{nats_result['rss_per_gateway_kib'] / max(1e-9, base['rss_per_gateway_kib']):.2f}, "
-              f"end-to-end records/s x{nats_result['consumed_per_s_end_to_end'] / base['consumed_per_s_end_to_end']:.2f}")
+              f"CPU per gateway x{ratio('cpu_per_gateway_pct_of_core'):.2f}, "
+              f"memory per gateway x{ratio('rss_per_gateway_kib'):.2f}, "
+              f"end-to-end records/s x{ratio('consumed_per_s_end_to_end'):.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0 if all(r["missing"] == 0 and r["invalid"] == 0 for r in results) else 1
