@@ -39,8 +39,10 @@ __all__ = [
 
 AbsPath = Annotated[str, ABSOLUTE_PATH]
 Name = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$", description="lowercase name")]
+# No '.', '/', '+', '#': the id is a topic level, and NATS's MQTT listener maps '/' to '.'
+# (a dot in a topic closes the connection there).
 GatewayId = Annotated[
-    str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$", description="gateway id")
+    str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$", description="gateway id: letters, digits, '-', '_'")
 ]
 PositiveSeconds = Annotated[float, Meta(gt=0, le=86400)]
 TcpPort = Annotated[int, Meta(ge=1, le=65535)]

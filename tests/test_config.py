@@ -86,6 +86,7 @@ BASE = '[gateway]\nid = "gw-t-0001"\nregion = "1234"\nstate_dir = "/tmp/x"\n'
         (BASE + '[mqtt]\nurl = "mqtts://b:8883"\ncert_file = "/a.crt"\n', "mqtt.cert_file",
          "give both"),
         ('extra = 1\n' + BASE, "extra", "unknown key"),
+        ('[gateway]\nid = "gw.example.0001"\nregion = "1234"\n', "gateway.id", "expected `str` matching"),
         (BASE + 'regoin = 1\n', "gateway.regoin", "did you mean 'region'"),
     ],
 )
