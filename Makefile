@@ -1,7 +1,7 @@
 # heatgate: two commands do all the set-up on a fresh machine.
 #   make test   create .venv, install heatgate with its test extra, install Mosquitto if it is
 #               missing (as root, from Debian's packages), then ruff, mypy and pytest.
-#   make demo   the whole system on this machine (see README.md).
+#   make demo   the whole system on this machine (see README.md); DEMO_ARGS="--duration-s 60" to stop by itself.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -46,6 +46,9 @@ pytest: install system-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: install system-deps lint typecheck pytest
+
+demo: install system-deps
+	$(PY) -m agent demo $(DEMO_ARGS)
 
 schemas: install
 	$(PY) -m agent.schemas --write
