@@ -109,7 +109,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
             # An approved write reaches the heat pump and is read back from the simulator.
             approval = demo.root / "approval.json"
             approved = subprocess.run(
-                [sys.executable, "-m", "agent", "cmd", "approve", "--key", str(demo.root / "backend-keys" / "approval.key"),
+                [sys.executable, "-m", "agent", "cmd", "approve",
+                 "--key", str(demo.root / "backend-keys" / "approval.key"),
                  "--operator", "op-7", "--target", GATEWAY_ID, "--device", "hp1", "--point", "flow_setpoint_c",
                  "--value", "42"],
                 capture_output=True, text=True, timeout=60,
