@@ -19,8 +19,8 @@ import signal
 import time
 from dataclasses import dataclass
 
-from drivers.p1.ptylink import PtyDevice
 from drivers.p1.simtelegram import MeterState, build_telegram
+from drivers.ptylink import PtyDevice
 
 __all__ = ["P1SimStats", "P1Simulator", "register_sim", "run_p1_sim"]
 

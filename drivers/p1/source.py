@@ -11,9 +11,9 @@ from agent.config import P1Source
 from agent.logs import get_logger
 from drivers.p1 import framer
 from drivers.p1.errors import P1ChecksumError, P1ParseError
-from drivers.p1.serialport import LineSettings, PortLost, PortUnavailable, SerialLink, line_settings
 from drivers.p1.telegram import P1Decoder
 from drivers.reading import ReadingSink
+from drivers.serialport import LineSettings, PortLost, PortUnavailable, SerialLink, line_settings
 
 __all__ = ["P1Runner", "serial_settings_for"]
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.p1.serialport import SerialLink
+from drivers.serialport import SerialLink
 from drivers.zwave import frames
 from drivers.zwave.frames import ACK, NAK, Control, DataFrame, FrameType, ZwaveError
 
@@ -142,7 +142,7 @@ class ZwaveHost:
         return reply.payload
 
     async def read_loop(self) -> None:
-        """Read until the link is lost (raises :class:`drivers.p1.serialport.PortLost`)."""
+        """Read until the link is lost (raises :class:`drivers.serialport.PortLost`)."""
         buffer = bytearray()
         while True:
             if buffer:

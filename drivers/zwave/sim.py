@@ -22,7 +22,7 @@ import random
 import signal
 from dataclasses import dataclass
 
-from drivers.p1.ptylink import PtyDevice
+from drivers.ptylink import PtyDevice
 from drivers.zwave import frames
 from drivers.zwave.frames import ACK, CAN, NAK, Control, DataFrame, FrameType
 from drivers.zwave.host import (

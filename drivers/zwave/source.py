@@ -11,8 +11,8 @@ from typing import Any
 from agent.backoff import Backoff
 from agent.config import ZwaveSource
 from agent.logs import get_logger
-from drivers.p1.serialport import PortLost, PortUnavailable, SerialLink, line_settings
 from drivers.reading import PointKind, Reading, ReadingSink
+from drivers.serialport import PortLost, PortUnavailable, SerialLink, line_settings
 from drivers.zwave import commandclasses as cc
 from drivers.zwave.frames import DataFrame, ZwaveError
 from drivers.zwave.host import FUNC_APPLICATION_COMMAND, FUNC_BRIDGE_COMMAND, HostStats, ZwaveHost
