@@ -222,7 +222,8 @@ def _walk_union(value: Any, union: Any, path: str, issues: list[Issue]) -> None:
         if tag_field not in value:
             issues.append(Issue(_join(path, str(tag_field)), "missing required key"))
             return
-        chosen = tags.get(value[tag_field])
+        tag = value[tag_field]
+        chosen = tags.get(tag) if isinstance(tag, str | int) else None
         if chosen is None:
             allowed = ", ".join(repr(t) for t in sorted(str(t) for t in tags))
             issues.append(

@@ -76,6 +76,7 @@ BASE = '[gateway]\nid = "gw-t-0001"\nregion = "1234"\nstate_dir = "/tmp/x"\n'
         (BASE + '[[sources]]\ntype = "p1"\nname = "a"\nport = "ttyUSB0"\n',
          "sources[0].port", "must be an absolute path"),
         (BASE + '[[sources]]\nname = "a"\n', "sources[0].type", "missing required key"),
+        (BASE + '[[sources]]\nname = "a"\ntype = ["p1"]\n', "sources[0].type", "expected one of"),
         ('[gateway]\nregion = "1234"\n', "gateway.id", "missing required key"),
         (BASE + '[[sources]]\ntype = "modbus-tcp"\nname = "hp"\n'
                 '[[sources.devices]]\nname = "d"\nunit_id = 300\nprofile = "sim-heatpump"\n',
