@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +72,10 @@ class _SourceSlot:
     last_error: str | None = None
     state: str = "starting"
     backoff: Backoff = field(default_factory=lambda: Backoff(min_s=1.0, max_s=60.0))
+    readings: int = 0
+    last_reading_ts: float | None = None
+    quality: dict[str, int] = field(default_factory=dict)
+    first_reading_monotonic: float | None = None
 
 
 class Agent:
@@ -240,7 +244,7 @@ class Agent:
         while True:
             slot.state = "running"
             try:
-                await slot.source.run(self._sink)
+                await slot.source.run(self._sink_for(slot))
                 slot.state = "ended"
                 return
             except DriverError as exc:
@@ -254,8 +258,21 @@ class Agent:
             self._record(self.pipeline.connectivity("source_down", name, slot.last_error))
             await asyncio.sleep(delay_s)
 
-    async def _sink(self, readings: Sequence[Reading]) -> None:
-        await self._readings.put(readings)
+    def _sink_for(self, slot: _SourceSlot) -> Callable[[Sequence[Reading]], Awaitable[None]]:
+        """The source's sink: counts what it delivered (for status), then queues it."""
+
+        async def sink(readings: Sequence[Reading]) -> None:
+            if readings:
+                if slot.first_reading_monotonic is None:
+                    slot.first_reading_monotonic = time.monotonic()
+                slot.readings += len(readings)
+                slot.last_reading_ts = time.time()
+                for reading in readings:
+                    key = reading.quality.value
+                    slot.quality[key] = slot.quality.get(key, 0) + 1
+            await self._readings.put(readings)
+
+        return sink
 
     async def _pipeline_loop(self) -> None:
         """Readings -> records -> committed buffer; wakes the publisher."""
@@ -353,6 +370,12 @@ class Agent:
             health.setdefault("type", slot.type)
             health["state"] = slot.state if slot.state != "running" else health.get("state", "running")
             health["restarts"] = slot.restarts
+            health["readings"] = slot.readings
+            health["last_reading_ts"] = slot.last_reading_ts
+            health["quality"] = dict(slot.quality)
+            if slot.first_reading_monotonic is not None:
+                minutes = max(time.monotonic() - slot.first_reading_monotonic, 1.0) / 60
+                health["readings_per_min"] = round(slot.readings / minutes, 1)
             if slot.last_error:
                 health["last_error"] = slot.last_error
             sources[name] = health

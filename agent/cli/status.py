@@ -72,6 +72,30 @@ def _age(ts: Any, now: float) -> str:
     return f"{seconds / 86400:.1f} d ago"
 
 
+_ERROR_COUNTERS = ("crc_errors", "parse_errors", "checksum_errors", "decode_errors", "timeouts", "naks",
+                   "cans", "retransmissions", "unsupported_secure", "port_losses", "garbage_bytes")
+
+
+def _errors(health: dict[str, Any]) -> str:
+    """The driver's error counters, whatever the driver: top-level ones and per device."""
+    counts: dict[str, int] = {}
+    for key in _ERROR_COUNTERS:
+        value = health.get(key)
+        if isinstance(value, int) and value:
+            counts[key] = value
+    for device in (health.get("devices") or {}).values():
+        for kind, value in (device.get("errors") or {}).items():
+            if isinstance(value, int) and value:
+                counts[kind] = counts.get(kind, 0) + value
+        if device.get("state") == "backing_off":
+            counts["devices backing off"] = counts.get("devices backing off", 0) + 1
+    if isinstance(health.get("errors"), dict):
+        for kind, value in health["errors"].items():
+            if isinstance(value, int) and value:
+                counts[kind] = counts.get(kind, 0) + value
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
 def render(document: dict[str, Any], console: Console) -> None:
     now = time.time()
     healthy = document.get("healthy")
@@ -99,18 +123,19 @@ def render(document: dict[str, Any], console: Console) -> None:
         )
 
     sources = Table(title="sources", title_justify="left")
-    for column in ("source", "type", "state", "last reading", "readings", "errors"):
+    for column in ("source", "type", "state", "last reading", "readings/min", "quality", "errors"):
         sources.add_column(column)
     for name, health in document.get("sources", {}).items():
-        errors = health.get("errors", {})
-        error_text = ", ".join(f"{k} {v}" for k, v in errors.items() if v) if isinstance(errors, dict) else str(errors)
+        quality = health.get("quality", {})
+        quality_text = ", ".join(f"{k} {v}" for k, v in sorted(quality.items())) if quality else "-"
         sources.add_row(
             name,
             str(health.get("type", "")),
             str(health.get("state", "")),
             _age(health.get("last_reading_ts"), now),
-            str(health.get("readings", "")),
-            error_text or "none",
+            str(health.get("readings_per_min", "-")),
+            quality_text,
+            _errors(health) or "none",
         )
     console.print(sources)
 
