@@ -352,6 +352,12 @@ class Agent:
         for name, slot in self._slots.items():
             if slot.state != "running":
                 found.append(f"source {name} {slot.state}" + (f": {slot.last_error}" if slot.last_error else ""))
+                continue
+            # A serial source rides out an unplugged port inside run() (it never fails, so its
+            # slot stays "running"): its own port state is what tells that it reads nothing.
+            port_state = slot.source.health().get("port_state")
+            if port_state in ("lost", "unavailable"):
+                found.append(f"source {name} port {port_state}")
         if self.publisher is not None and not self.publisher.status().get("connected"):
             found.append("broker not connected")
         return found
