@@ -50,6 +50,10 @@ test: install system-deps lint typecheck pytest
 demo: install system-deps
 	$(PY) -m agent demo $(DEMO_ARGS)
 
+# Every benchmark with short settings and one table of figures (~5 min); BENCH_ARGS="--only agent,peer".
+bench: install system-deps
+	$(PY) bench/run_all.py $(BENCH_ARGS)
+
 schemas: install
 	$(PY) -m agent.schemas --write
 

@@ -11,7 +11,9 @@ are not counted).
 The peer comes from PyPI (`thingsboard-gateway`, with pymodbus 3.9.2 that its Modbus connector
 pins) into its own virtual environment under `.bench-venvs/` on the first run; it is never a
 dependency of heatgate. The bench answers the peer's getSessionLimits RPC, which a plain broker
-cannot. heatgate runs with its shipped privacy policy, as in the field. Targets: heatgate CPU
+cannot. heatgate runs with its shipped privacy policy, as in the field (it publishes window
+aggregates, so far fewer messages than the peer, which sends every reading); `--policy short`
+gives it 10 s telemetry windows. Targets: heatgate CPU
 <= 0.05 x the peer's, RSS <= 0.6 x.
 
     .venv/bin/python bench/bench_peer.py                  # 60 s measured (after a 10 s warm-up)
@@ -91,6 +93,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 sources_toml=(f'\n[[sources]]\ntype = "modbus-tcp"\nname = "heatpump"\nhost = "127.0.0.1"\n'
                               f'port = {ours.port}\n  [[sources.devices]]\n  name = "hp"\n  unit_id = 1\n'
                               f'  profile = "{profile}"\n  interval_s = 1.0\n')))
+            if args.policy == "short":
+                from agent.demo import demo_policy
+
+                (root / "privacy-short.toml").write_text(demo_policy())
+                with config_path.open("a") as handle:
+                    handle.write(f'\n[privacy]\npolicy_file = "{root / "privacy-short.toml"}"\n')
             with open(root / "heatgate.log", "wb") as log:
                 heatgate = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config_path)],
                                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -156,8 +164,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             met_cpu = result["cpu_ratio"] is not None and result["cpu_ratio"] <= 0.05
             met_rss = result["rss_ratio"] is not None and result["rss_ratio"] <= 0.6
             result["verdict"] = (f"CPU ratio {result['cpu_ratio']} "
-                                 f"(target <= 0.05: {'met' if met_cpu else 'NOT met'}), RSS ratio {result['rss_ratio']} (target <= 0.6: {'met' if met_rss else 'NOT met'})")
+                                 f"(target <= 0.05: {'met' if met_cpu else 'NOT met'}), "
+                                 f"RSS ratio {result['rss_ratio']} "
+                                 f"(target <= 0.6: {'met' if met_rss else 'NOT met'})")
             result["peer_rpcs"] = sorted(set(responder.requests))
+            result["policy"] = args.policy
         except RuntimeError as exc:
             result["verdict"] = f"peer could not be run: {exc}"
         finally:
@@ -180,6 +191,9 @@ def main() -> int:
     parser.add_argument("--sample-s", type=float, default=1.0, help="RSS sampling period (default 1)")
     parser.add_argument("--start-timeout-s", type=float, default=90.0, help="for both to publish (default 90)")
     parser.add_argument("--cache-dir", default=str(REPO / ".bench-venvs"), help="where the peer's venv lives")
+    parser.add_argument("--policy", choices=["shipped", "short"], default="shipped",
+                        help="heatgate's privacy policy: shipped (default), or short windows (10 s telemetry) "
+                        "so that it publishes about as often as the peer")
     parser.add_argument("--json", action="store_true", help="end with one line: BENCH_JSON {...}")
     args = parser.parse_args()
     machine = machine_description()
@@ -187,7 +201,8 @@ def main() -> int:
           f"{machine['memory']}, Python {machine['python']}")
     result = asyncio.run(run(args))
     if "heatgate" in result:
-        print(f"same heat pump (50 holding registers, every 1 s), same broker, measured {result['duration_s']:.0f} s:")
+        print(f"same heat pump (50 holding registers, every 1 s), same broker, measured {result['duration_s']:.0f} s, "
+              f"heatgate policy {args.policy}:")
         print(f"  {'':<22}{'CPU % core':>11}{'RSS MiB':>9}{'req/s at sim':>14}{'msgs/s at broker':>18}")
         for name in ("heatgate", "thingsboard-gateway"):
             r = result[name]

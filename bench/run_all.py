@@ -1,0 +1,201 @@
+"""`make bench`: every benchmark, quickly, and one table of the key figures.
+
+Runs each bench script as its own process with short settings (the command of each is printed
+in the table), keeps its full output under ``--out`` (default: a temporary directory it
+names), and collects the key figures from that output: a ``BENCH_JSON {...}`` line where the
+script prints one (bench_agent, bench_peer), otherwise the script's own result lines, parsed.
+A figure that cannot be found is shown as "n/a" with the reason; one failed script does not
+stop the others. Takes about five minutes on a 2-core machine.
+
+    .venv/bin/python bench/run_all.py            # or: make bench
+    .venv/bin/python bench/run_all.py --only agent,peer --agent-duration-s 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from peer_support.measure import machine_description
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+
+Row = tuple[str, str, str]
+"""(figure, value, target or note)"""
+
+
+@dataclass(frozen=True)
+class Bench:
+    key: str
+    args: list[str]
+    timeout_s: float
+    collect: Callable[[str], list[Row]]
+
+    def command(self) -> str:
+        return " ".join([".venv/bin/python", f"bench/{self.args[0]}", *self.args[1:]])
+
+
+def _json_line(output: str) -> dict[str, Any]:
+    for line in reversed(output.splitlines()):
+        if line.startswith("BENCH_JSON "):
+            result: dict[str, Any] = json.loads(line[len("BENCH_JSON "):])
+            return result
+    raise LookupError("no BENCH_JSON line")
+
+
+def _find(pattern: str, output: str) -> re.Match[str]:
+    match = re.search(pattern, output, re.MULTILINE)
+    if match is None:
+        raise LookupError(f"no line matching {pattern!r}")
+    return match
+
+
+def collect_buffer(output: str) -> list[Row]:
+    m = _find(r"ingest chacha20-poly1305: ([\d,]+) rec/s .* vs ([\d,]+) rec/s raw .* ratio ([\d.]+)", output)
+    return [("buffer ingest ratio (ChaCha20 + commit / raw sqlite-utils)", f"{m[3]} ({m[1]} vs {m[2]} rec/s)",
+             ">= 0.5")]
+
+
+def collect_publish(output: str) -> list[Row]:
+    ratios = [float(r) for r in re.findall(r"\| ratio ([\d.]+) \|", output)]
+    if not ratios:
+        raise LookupError("no drain ratio lines")
+    rows: list[Row] = [("drain ratio vs raw paho (grid of payload x window)",
+                        f"{min(ratios):.2f} to {max(ratios):.2f} (median {sorted(ratios)[len(ratios) // 2]:.2f})",
+                        ">= 0.8")]
+    m = _find(r"fault latency behind a (\d+)-record backlog: n=(\d+) p50 ([\d.]+) ms, p99 ([\d.]+) ms", output)
+    rows.append((f"fault latency behind a {int(m[1]):,}-record backlog", f"p50 {m[3]} ms, p99 {m[4]} ms",
+                 f"n={m[2]}"))
+    return rows
+
+
+def collect_modbus(output: str) -> list[Row]:
+    rows: list[Row] = []
+    for m in re.finditer(r"^\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s*$", output, re.MULTILINE):
+        rows.append((f"planner: {m[1]} requests planned / fewest", f"{m[3]} / {m[4]} = {m[6]}",
+                     f"per point: {m[5]}"))
+    m = _find(r"per point / planned: ([\d.]+)x", output)
+    rows.append(("planner: client CPU per poll, per point / planned", f"{m[1]} x", "sim-heatpump over TCP"))
+    return rows
+
+
+def collect_privacy(output: str) -> list[Row]:
+    m = _find(r"privacy pipeline process\(\)\s*:\s*([\d,]+) readings/s", output)
+    return [("privacy pipeline rate", f"{m[1]} readings/s", ">= 100,000")]
+
+
+def collect_agent(output: str) -> list[Row]:
+    result = _json_line(output)
+    rows: list[Row] = []
+    if "home" in result:
+        home = result["home"]
+        rows.append((f"whole agent, home load ({home['duration_s']:.0f} s): CPU",
+                     f"{home['cpu_percent']:.2f} % of a core", "< 2 %"))
+        rows.append(("whole agent, home load: RSS (max)", f"{home['rss_max_mib']:.1f} MiB", "< 50 MiB"))
+    if "x100" in result:
+        x100 = result["x100"]
+        rows.append((f"whole agent, 100 x load ({x100['duration_s']:.0f} s): CPU",
+                     f"{x100['cpu_percent']:.2f} % of a core", ""))
+        rows.append(("whole agent, 100 x load: RSS (max)", f"{x100['rss_max_mib']:.1f} MiB", ""))
+        rows.append(("whole agent, 100 x load: keeps up (queue drains every window)",
+                     f"{'yes' if x100['keeps_up'] else 'NO'}; troughs {x100['queued_records_troughs']}, "
+                     f"peaks {x100['queued_records_peaks']}, readings queue max "
+                     f"{max(x100['readings_queue_samples'], default=0)}", "no growing queue"))
+    return rows
+
+
+def collect_peer(output: str) -> list[Row]:
+    result = _json_line(output)
+    if "heatgate" not in result:
+        return [("peer comparison (ThingsBoard IoT Gateway)", "not run", result.get("verdict", "?")[:200])]
+    hg, tb = result["heatgate"], result["thingsboard-gateway"]
+    return [
+        ("peer: CPU heatgate / ThingsBoard GW", f"{hg['cpu_percent']:.2f} / {tb['cpu_percent']:.2f} % = "
+         f"{result['cpu_ratio']}", "<= 0.05"),
+        ("peer: RSS heatgate / ThingsBoard GW", f"{hg['rss_max_mib']:.1f} / {tb['rss_max_mib']:.1f} MiB = "
+         f"{result['rss_ratio']}", "<= 0.6"),
+        ("peer: requests/s at the simulator", f"{hg['requests_per_s']} / {tb['requests_per_s']}",
+         "50 registers every 1 s"),
+        ("peer: messages/s at the broker", f"{hg['broker_messages_per_s']} / {tb['broker_messages_per_s']}",
+         f"heatgate policy: {result.get('policy', 'shipped')}"),
+    ]
+
+
+def benches(args: argparse.Namespace) -> list[Bench]:
+    return [
+        Bench("buffer", ["bench_buffer.py", "--records", "20000", "--backlog", "20000", "--wear-seconds", "2"], 300,
+              collect_buffer),
+        Bench("publish", ["bench_publish.py"], 300, collect_publish),
+        Bench("modbus", ["bench_modbus.py", "--polls", "30"], 120, collect_modbus),
+        Bench("privacy", ["bench_privacy.py", "--readings", "100000"], 120, collect_privacy),
+        Bench("agent", ["bench_agent.py", "--duration-s", str(args.agent_duration_s),
+                        "--x100-duration-s", str(args.x100_duration_s), "--warmup-s", "8", "--json"],
+              120 + 2 * (args.agent_duration_s + args.x100_duration_s), collect_agent),
+        Bench("peer", ["bench_peer.py", "--duration-s", str(args.peer_duration_s), "--warmup-s", "8", "--json"],
+              1200 + 2 * args.peer_duration_s, collect_peer),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help="comma-separated subset: buffer,publish,modbus,privacy,agent,peer")
+    parser.add_argument("--agent-duration-s", type=float, default=30.0, help="home-load window (default 30)")
+    parser.add_argument("--x100-duration-s", type=float, default=30.0, help="100 x window (default 30)")
+    parser.add_argument("--peer-duration-s", type=float, default=30.0, help="peer comparison window (default 30)")
+    parser.add_argument("--out", type=Path, help="directory for each script's full output")
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="heatgate-bench-"))
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = set(args.only.split(",")) if args.only else None
+    rows: list[tuple[str, str, str, str]] = []
+    for bench in benches(args):
+        if chosen is not None and bench.key not in chosen:
+            continue
+        print(f"running {bench.command()} ...", flush=True)
+        started = time.monotonic()
+        try:
+            done = subprocess.run([sys.executable, str(BENCH / bench.args[0]), *bench.args[1:]], cwd=REPO,
+                                  capture_output=True, text=True, timeout=bench.timeout_s)
+            output = done.stdout + done.stderr
+            failure = f"exit {done.returncode}" if done.returncode != 0 else ""
+        except subprocess.TimeoutExpired as exc:
+            output = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+            failure = f"timed out after {bench.timeout_s:.0f} s"
+        (out / f"{bench.key}.log").write_text(output)
+        print(f"  {time.monotonic() - started:.0f} s{', ' + failure if failure else ''}; output in "
+              f"{out / (bench.key + '.log')}", flush=True)
+        try:
+            for figure, value, note in bench.collect(output):
+                rows.append((figure, value, note, bench.command()))
+        except (LookupError, ValueError, KeyError) as exc:
+            rows.append((f"{bench.key}: figures", "n/a", f"{failure or 'unparsed'}: {exc}", bench.command()))
+    machine = machine_description()
+    print()
+    print(f"# heatgate benchmarks — {machine['date']}")
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']} RAM, {machine['os']}, "
+          f"Python {machine['python']}")
+    width_figure = max((len(r[0]) for r in rows), default=10)
+    width_value = max((len(r[1]) for r in rows), default=10)
+    print(f"{'figure':<{width_figure}}  {'value':<{width_value}}  target / note")
+    print(f"{'-' * width_figure}  {'-' * width_value}  {'-' * 20}")
+    for figure, value, note, _command in rows:
+        print(f"{figure:<{width_figure}}  {value:<{width_value}}  {note}")
+    print()
+    print("commands:")
+    for command in dict.fromkeys(r[3] for r in rows):
+        print(f"  {command}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
