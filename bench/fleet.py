@@ -126,11 +126,15 @@ async def _sleep_until(t_s: float) -> None:
 async def run_nats(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     cluster = NatsCluster(root / "nats", size=3)
     await asyncio.to_thread(cluster.start)
-    backend = JetStreamBackend(cluster.urls, workers=args.workers, replicas=3)
+    backend = JetStreamBackend(cluster.urls, mqtt_urls=[n.mqtt_url for n in cluster.nodes],
+                               source=args.backend_source, workers=args.workers, replicas=3)
     fleet: Fleet | None = None
     timeline = Timeline()
+    per_worker_at_up: dict[int, int] = {}
     try:
         await backend.start()
+        print(f"  backend: {args.workers} workers on stream {backend.stream} (R{backend.stream_replicas}), "
+              f"filter {backend.subject}", flush=True)
         fleet = Fleet(root / "gateways", [f"mqtt://127.0.0.1:{n.mqtt_port}" for n in cluster.nodes], args)
         ready = await fleet.ready()
         timeline.start_s = time.time()
@@ -153,6 +157,7 @@ async def run_nats(root: Path, args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(args.down_s)
             await asyncio.to_thread(cluster.start, 60.0)
             timeline.cluster_up_s = time.time()
+            per_worker_at_up = dict(backend.stats.per_worker)
             print(f"  cluster stopped at +{timeline.cluster_down_s - timeline.start_s:.1f} s, "
                   f"back (healthy) at +{timeline.cluster_up_s - timeline.start_s:.1f} s", flush=True)
         await _sleep_until(timeline.start_s + duration)
@@ -163,9 +168,19 @@ async def run_nats(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         reports = await fleet.stop()
         produced = {i for r in reports for i in r["produced"]}
         missing = await backend.wait_for(produced, args.drain_timeout_s)
-        return summarise("nats-3-node-r3", args, ready, reports, backend.stats, missing, timeline,
-                         broker_cpu_s=broker_cpu if args.faults == "none" else None, broker_rss=broker_rss,
-                         consumed_at_stop=consumed_at_stop)
+        result = summarise(f"nats-3-node-r3 ({backend.stream} R{backend.stream_replicas})", args, ready, reports,
+                           backend.stats, missing, timeline,
+                           broker_cpu_s=broker_cpu if args.faults == "none" else None, broker_rss=broker_rss,
+                           consumed_at_stop=consumed_at_stop)
+        now = time.time()
+        result["backend_source"] = args.backend_source
+        result["worker_rebinds"] = dict(backend.stats.worker_restarts)
+        result["worker_last_fetch_age_s"] = {w: round(now - t, 1)
+                                             for w, t in sorted(backend.stats.last_fetch_s.items())}
+        if timeline.cluster_up_s is not None:
+            result["per_worker_messages_after_restart"] = {
+                w: backend.stats.per_worker[w] - per_worker_at_up.get(w, 0) for w in range(args.workers)}
+        return result
     finally:
         if fleet is not None:
             fleet.kill()
@@ -276,7 +291,8 @@ def show(result: dict[str, Any]) -> None:
                 "duplicates_before_dedup", "invalid", "undelivered_in_buffers", "produced_per_s",
                 "consumed_per_s_end_to_end", "consumed_at_stop", "drain_s", "cpu_per_gateway_pct_of_core",
                 "rss_per_gateway_kib", "broker_cpu_pct_of_core", "broker_rss_mib", "per_worker_messages",
-                "backend_errors", "node_loss"):
+                "backend_errors", "backend_source", "worker_rebinds", "worker_last_fetch_age_s",
+                "per_worker_messages_after_restart", "node_loss"):
         value = result.get(key)
         if isinstance(value, float):
             value = round(value, 3)
@@ -299,6 +315,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hosts", type=int, default=2, help="gateway-host processes (default 2: both cores)")
     parser.add_argument("--workers", type=int, default=3, help="backend workers sharing the durable consumer")
     parser.add_argument("--broker", choices=("nats", "mosquitto", "both"), default="nats")
+    parser.add_argument("--backend-source", choices=("mqtt-msgs", "subject-stream"), default="mqtt-msgs",
+                        help="NATS backend reads $MQTT_msgs (stored before the PUBACK; default) or a stream of its "
+                             "own on heatgate.v1.> (captured after the PUBACK: loses records on node loss)")
     parser.add_argument("--faults", choices=("none", "node", "cluster", "all"), default="all")
     parser.add_argument("--down-s", type=float, default=3.0, help="how long a killed node / the cluster stays down")
     parser.add_argument("--points", type=int, default=3, help="measurement points per gateway (1..8)")

@@ -67,7 +67,7 @@ def test_delivery_reaches_mqtt_subscribers_and_a_jetstream_consumer(node: NatsNo
     sub = _sub(node, [f"heatgate/v1/{GW}/#"]).start()
 
     async def scenario() -> tuple[set[str], int, int, dict[str, Any]]:
-        backend = JetStreamBackend([node.url], workers=2, replicas=1)
+        backend = JetStreamBackend([node.url], mqtt_urls=[node.mqtt_url], workers=2, replicas=1)
         await backend.start()
         buffer: Any = await open_real_buffer(tmp_path)
         try:

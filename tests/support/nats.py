@@ -60,6 +60,10 @@ class NatsNode:
     http_port: int = 0
     routes: Sequence[int] = ()
     max_file_bytes: int = 2 * 1024**3
+    mqtt_stream_replicas: int = 0
+    """Replicas of the MQTT streams (``$MQTT_msgs``, ``$MQTT_sess``, ``$MQTT_rmsgs``); 0: NATS's
+    default, which 2.9 derives from the number of *routes* in the config (2 in a 3-node cluster
+    whose nodes list their two peers), not the cluster size."""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +100,7 @@ class NatsNode:
             f"  listen: 127.0.0.1:{self.mqtt_port}",
             # Redelivery of unacknowledged QoS 1 messages to MQTT subscribers.
             "  ack_wait: 30s",
+            *([f"  stream_replicas: {self.mqtt_stream_replicas}"] if self.mqtt_stream_replicas else []),
             "}",
         ]
         if self.routes:
@@ -189,7 +194,9 @@ class NatsNode:
 
 @dataclass
 class NatsCluster:
-    """``size`` nodes routed to each other (JetStream clustered: streams up to R``size``)."""
+    """``size`` nodes routed to each other (JetStream clustered: streams up to R``size``; the MQTT
+    streams, among them ``$MQTT_msgs`` where each QoS 1 PUBLISH is stored before its PUBACK, are
+    R``min(3, size)``)."""
 
     directory: Path
     size: int = 3
@@ -200,7 +207,8 @@ class NatsCluster:
             cluster_ports = [free_port() for _ in range(self.size)]
             self.nodes = [
                 NatsNode(self.directory / f"n{i + 1}", name=f"n{i + 1}", cluster_port=cluster_ports[i],
-                         routes=[p for j, p in enumerate(cluster_ports) if j != i])
+                         routes=[p for j, p in enumerate(cluster_ports) if j != i],
+                         mqtt_stream_replicas=min(3, self.size))
                 for i in range(self.size)
             ]
 
