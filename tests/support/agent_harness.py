@@ -433,12 +433,14 @@ class KillResult:
 
 
 def kill_rounds(rig: LoadRig, rounds: int, *, seed: int = 1, min_s: float = 0.3, max_s: float = 3.0,
-                outage_share: float = 0.4, drain_timeout_s: float = 60.0,
+                outage_share: float = 0.4, drain_timeout_s: float = 60.0, after_ready: bool = False,
                 on_round: Callable[[int, KillRound], None] | None = None) -> KillResult:
     """``rounds`` x (start the agent, let it run a random time, ``kill -9``, check the file, read
     the committed ids). In a share of the rounds the agent is pointed at a port where no broker
     listens, so that a backlog is committed and killed with it. Then one clean run against the
-    broker until every committed id arrived, and SIGTERM."""
+    broker until every committed id arrived, and SIGTERM. ``after_ready``: the random time runs
+    from the moment the status socket answers (on a busy machine start-up alone can take
+    seconds), else from the start of the process (kills during start-up included)."""
     import random
 
     from agent.localbroker import free_port
@@ -453,6 +455,8 @@ def kill_rounds(rig: LoadRig, rounds: int, *, seed: int = 1, min_s: float = 0.3,
         gateway.set_broker_url(f"mqtt://127.0.0.1:{free_port()}" if outage else rig.broker.url)
         after_s = rng.uniform(min_s, max_s)
         gateway.start()
+        if after_ready:
+            gateway.wait_status(lambda _s: True, timeout_s=60, what="the agent up")
         time.sleep(after_s)
         exited = gateway.process.poll() if gateway.process is not None else None
         if exited is not None:
