@@ -108,7 +108,8 @@ def collect_agent(output: str) -> list[Row]:
                      f"{x100['cpu_percent']:.2f} % of a core", ""))
         rows.append(("whole agent, 100 x load: RSS (max)", f"{x100['rss_max_mib']:.1f} MiB", ""))
         rows.append(("whole agent, 100 x load: keeps up (queue drains every window)",
-                     f"{'yes' if x100['keeps_up'] else 'NO'}; troughs {x100['queued_records_troughs']}, "
+                     f"{'yes' if x100['keeps_up'] else 'NO'}; polls {100 * x100['poll_rate_achieved']:.0f} % "
+                     f"of configured; troughs {x100['queued_records_troughs']}, "
                      f"peaks {x100['queued_records_peaks']}, readings queue max "
                      f"{max(x100['readings_queue_samples'], default=0)}", "no growing queue"))
     return rows
