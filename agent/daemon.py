@@ -35,6 +35,7 @@ log = get_logger("heatgate.daemon")
 READING_QUEUE_BATCHES = 4096
 FLUSH_INTERVAL_S = 5.0
 STATUS_NOTIFY_INTERVAL_S = 30.0
+ACK_STALL_S = 30.0
 
 
 class StartupError(Exception):
@@ -91,6 +92,8 @@ class Agent:
         self._started_s = time.time()
         self._slots: dict[str, _SourceSlot] = {}
         self._readings_dropped = 0
+        self._last_published = -1
+        self._last_progress_monotonic = time.monotonic()
         self.buffer: Any = None
         self.pipeline: Any = None
         self.publisher: Any = None
@@ -358,9 +361,26 @@ class Agent:
             port_state = slot.source.health().get("port_state")
             if port_state in ("lost", "unavailable"):
                 found.append(f"source {name} port {port_state}")
-        if self.publisher is not None and not self.publisher.status().get("connected"):
-            found.append("broker not connected")
+        if self.publisher is not None:
+            status = self.publisher.status()
+            if not status.get("connected"):
+                found.append("broker not connected")
+            stalled_s = self._acknowledgement_stall_s(status)
+            if stalled_s is not None:
+                found.append(f"broker not acknowledging: {status.get('inflight')} message(s) in flight, "
+                             f"no PUBACK for {stalled_s:.0f} s")
         return found
+
+    def _acknowledgement_stall_s(self, status: dict[str, Any]) -> float | None:
+        """Seconds since the broker last acknowledged anything while messages wait in flight
+        (a broker that accepts the connection but never acknowledges), or None if it is fine."""
+        published = status.get("published", 0)
+        now = time.monotonic()
+        if published != self._last_published or not status.get("inflight"):
+            self._last_published, self._last_progress_monotonic = published, now
+            return None
+        stalled_s = now - self._last_progress_monotonic
+        return stalled_s if stalled_s >= ACK_STALL_S else None
 
     def health_line(self) -> str:
         problems = self.problems()
