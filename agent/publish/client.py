@@ -199,13 +199,20 @@ class MqttClient:
         except (OSError, ValueError) as exc:
             self._teardown()
             raise ConnectError(self.url, f"{type(exc).__name__}: {exc}", tls=self.config.tls) from None
+        # ``asyncio.wait`` neither cancels nor wraps the future: whatever paho reports later (a
+        # CONNACK, or the connection closing after we gave up) lands on a future we still own.
         try:
-            self.session_present = await asyncio.wait_for(asyncio.shield(self._connack), self._connect_timeout_s)
-        except TimeoutError:
+            await asyncio.wait({self._connack}, timeout=self._connect_timeout_s)
+        except asyncio.CancelledError:
             self._teardown()
+            raise
+        if not self._connack.done():
+            self._teardown()  # cancels _connack: a late report from paho finds it done
             raise ConnectError(
                 self.url, f"no CONNACK within {self._connect_timeout_s} s", tls=self.config.tls
-            ) from None
+            )
+        try:
+            self.session_present = self._connack.result()
         except ConnectError:
             self._teardown()
             raise
@@ -221,6 +228,7 @@ class MqttClient:
                 ConnectError(self.url, f"broker refused the connection: {reason}", reason_code=reason.value,
                              tls=self.config.tls)
             )
+            self._connack.exception()  # as in _on_disconnect
             return
         self.connected = True
         self._connack.set_result(bool(getattr(flags, "session_present", False)))
@@ -235,6 +243,7 @@ class MqttClient:
             self._connack.set_exception(
                 ConnectError(self.url, f"connection closed before CONNACK: {detail}", tls=self.config.tls)
             )
+            self._connack.exception()  # retrieved here too: connect() may have stopped waiting
         self._fail_pending(detail)
         if was_connected and self._on_lost_cb is not None:
             self._on_lost_cb(detail)
@@ -395,6 +404,8 @@ class MqttClient:
             self._misc_task = None
 
     def _teardown(self) -> None:
+        if self._connack is not None and not self._connack.done():
+            self._connack.cancel()
         fd, self._fd = self._fd, None
         if fd is not None:
             self._remove_fd(fd)

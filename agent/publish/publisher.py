@@ -136,11 +136,13 @@ class Publisher:
                     self._stats["last_error"] = str(exc)
                     log.warning("broker connection failed", url=self.config.url, error=exc.reason)
                     self._connectivity("connect_failed", str(exc))
-                except ConnectionLost as exc:
+                except (ConnectionLost, NotConnected) as exc:
+                    # NotConnected: the connection dropped between a check and a publish/subscribe.
+                    reason = exc.reason if isinstance(exc, ConnectionLost) else str(exc)
                     self._stats["last_error"] = str(exc)
                     if not self._stopping:
-                        log.warning("broker connection lost", url=self.config.url, error=exc.reason)
-                        self._connectivity("disconnected", exc.reason)
+                        log.warning("broker connection lost", url=self.config.url, error=reason)
+                        self._connectivity("disconnected", reason)
                 if self._stopping:
                     break
                 delay_s = self._backoff.next_delay_s()
@@ -203,9 +205,13 @@ class Publisher:
             log.info("broker connected", url=self.config.url, session_present=client.session_present)
             if self.on_command is not None:
                 client.subscribe([self.command_filter])
-            await asyncio.wait_for(
-                client.publish(self.state_topic, self._state_payload("online"), qos=1, retain=True), BIRTH_TIMEOUT_S
-            )
+            try:
+                await asyncio.wait_for(
+                    client.publish(self.state_topic, self._state_payload("online"), qos=1, retain=True),
+                    BIRTH_TIMEOUT_S,
+                )
+            except PublishRefused as exc:  # the records still go: the ACL may cover them
+                self._alarm(f"broker refused the birth message on {exc.topic}: 0x{exc.reason_code:02x} {exc.reason}")
             await self._drain(client)
         except TimeoutError:
             raise ConnectionLost("no PUBACK for the birth message") from None
@@ -236,6 +242,11 @@ class Publisher:
                         while queue:
                             while len(window) >= window_max:
                                 await self._settle(window, wait=True, or_wake=False)
+                            # The connection may have dropped while we waited (for the buffer or
+                            # for PUBACKs that all arrived just before the close): not an error of
+                            # the drain, a lost connection like any other.
+                            if not client.connected:
+                                raise ConnectionLost(client.lost_reason or "connection closed")
                             future = client.publish(queue[0].topic, queue[0].payload, qos=1)
                             packed = queue.popleft()
                             window.append((future, packed))
