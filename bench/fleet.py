@@ -165,9 +165,25 @@ async def run_nats(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         broker_rss = sum(proc_rss(n.process.pid) for n in cluster.nodes if n.process)
         consumed_at_stop = backend.stats.unique
         timeline.stop_s = time.time()
+        snapshots: list[dict[str, dict[str, Any]]] = []
+
+        async def watch_connz() -> None:  # NATS's view of the connections while the gateways drain
+            for wait_s in (20.0, 10.0):
+                await asyncio.sleep(wait_s)
+                snapshots.append(await asyncio.to_thread(_connz, cluster))
+
+        watcher = asyncio.create_task(watch_connz())
         reports = await fleet.stop()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
         produced = {i for r in reports for i in r["produced"]}
         missing = await backend.wait_for(produced, args.drain_timeout_s)
+        stuck = [s for r in reports for s in r["stuck"]]
+        if stuck:
+            print(f"  {len(stuck)} gateways did not drain; the first: {stuck[:3]}", flush=True)
+            for shot in snapshots:
+                print("  NATS connz of the first (10 s apart):",
+                      [shot.get(f"heatgate-{s['gateway']}") for s in stuck[:3]], flush=True)
         result = summarise(f"nats-3-node-r3 ({backend.stream} R{backend.stream_replicas})", args, ready, reports,
                            backend.stats, missing, timeline,
                            broker_cpu_s=broker_cpu if args.faults == "none" else None, broker_rss=broker_rss,
@@ -216,6 +232,24 @@ async def run_mosquitto(root: Path, args: argparse.Namespace) -> dict[str, Any]:
             fleet.kill()
         await asyncio.to_thread(backend.stop)
         broker.stop()
+
+
+def _connz(cluster: NatsCluster) -> dict[str, dict[str, Any]]:
+    """Every MQTT connection by client id, as the nodes' monitoring ``/connz`` lists them."""
+    import urllib.request
+
+    found: dict[str, dict[str, Any]] = {}
+    for node in cluster.nodes:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/connz?limit=100000", timeout=5) as answer:
+                connections = json.load(answer).get("connections") or []
+        except OSError:
+            continue
+        for conn in connections:
+            if conn.get("mqtt_client"):
+                found[conn["mqtt_client"]] = {"node": node.name, **{k: conn.get(k) for k in (
+                    "in_msgs", "out_msgs", "pending_bytes", "idle", "uptime")}}
+    return found
 
 
 def reconnect_histogram(connects: list[float], down_s: float, up_s: float) -> dict[str, Any]:

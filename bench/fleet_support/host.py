@@ -85,12 +85,19 @@ async def _host(conn: Connection, specs: list[tuple[str, str, str]], params: Gat
         queued = sum(await asyncio.gather(*(g.queued() for g in gateways)))
     drained_s = time.monotonic() - wall_start - wall_run
     statuses = [g.status() for g in gateways]
+    per_gateway = await asyncio.gather(*(g.queued() for g in gateways))
+    stuck = [{"gateway": g.gateway_id, "queued": n, "connects": len(g.connects), "disconnects": len(g.disconnects),
+              "last_connect_s": g.connects[-1] if g.connects else None,
+              **{k: v for k, v in st.items()
+                 if k in ("connected", "inflight", "last_error", "published", "reconnects")}}
+             for g, n, st in zip(gateways, per_gateway, statuses, strict=True) if n]
     await asyncio.gather(*(g.close() for g in gateways))
     conn.send(("done", {
         "produced": [i for g in gateways for i in g.produced],
         "connects": [t for g in gateways for t in g.connects],
         "disconnects": [t for g in gateways for t in g.disconnects],
         "undelivered": queued,
+        "stuck": stuck,
         "published": sum(s["published"] for s in statuses),
         "refused": sum(s["refused"] for s in statuses),
         "cpu_run_s": cpu_run,
