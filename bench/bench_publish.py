@@ -46,10 +46,7 @@ class InOrderBuffer:
     """An ideal buffer (records in order, O(1) take), so that the figures are the publisher's."""
 
     def __init__(self, records: list[Any]) -> None:
-        from buffer.api import StoredRecord
-
-        self.queue = [StoredRecord(id=r.id, stream=r.stream, route=r.route, priority=r.priority,
-                                   created_s=r.created_s, payload=r.payload) for r in records]
+        self.queue = records
         self.next = 0
 
     async def take(self, limit: int, *, exclude_streams: frozenset[str] = frozenset()) -> list[Any]:
@@ -62,6 +59,13 @@ class InOrderBuffer:
 
     async def release(self, ids: Any) -> None:
         raise AssertionError("nothing is released in a benchmark without faults")
+
+
+def _stored(record: Any) -> Any:
+    from buffer.api import StoredRecord
+
+    return StoredRecord(id=record.id, stream=record.stream, route=record.route, priority=record.priority,
+                        created_s=record.created_s, payload=record.payload)
 
 
 def cpu_s() -> float:
@@ -167,9 +171,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--big", action="store_true", help="500,000-record backlog, more messages")
     parser.add_argument("--records", type=int, default=None)
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved publisher/raw pairs per row")
+    parser.add_argument("--messages", type=int, default=600, help="at least this many messages per run")
     args = parser.parse_args()
+    windows = (4, 16, 32, 128) if args.big else (4, 32, 128)
     configure(level="warning")
-    records = args.records or (200_000 if args.big else 40_000)
+    records = args.records or (200_000 if args.big else 20_000)
     backlog = 500_000 if args.big else 50_000
     print(f"# heatgate publisher benchmark — {time.strftime('%Y-%m-%d')} — {platform.node()} "
           f"({platform.machine()}, {os.cpu_count()} cpu, Python {platform.python_version()})")
@@ -179,17 +186,27 @@ def main() -> None:
         try:
             sample = telemetry_record(1)
             per_reading = len(sample.payload) + len(sample.id) + 18
-            print(f"records: {records}; reading body ≈ {per_reading} bytes on the wire")
+            print(f"reading body ≈ {per_reading} bytes on the wire; each row: median of {args.repeat} interleaved "
+                  f"pairs (publisher run, then raw paho run), ≥ {args.messages} messages per run")
             for max_payload in (16 * 1024, 64 * 1024):
-                for window in (4, 16, 32, 128):
-                    buffer = InOrderBuffer([telemetry_record(i) for i in range(records)])
-                    ours = asyncio.run(drain(broker, buffer, records, window, max_payload))
-                    size = int(records * per_reading / ours["messages"])
-                    raw = raw_paho(broker, os.urandom(size), int(ours["messages"]), window)
+                grid_records = max(records, args.messages * max_payload // per_reading)
+                stored = [_stored(telemetry_record(i)) for i in range(grid_records)]
+                for window in windows:
+                    ours_runs, raw_runs, ratios = [], [], []
+                    for _ in range(args.repeat):
+                        ours = asyncio.run(drain(broker, InOrderBuffer(stored), grid_records, window, max_payload))
+                        size = int(grid_records * per_reading / ours["messages"])
+                        raw = raw_paho(broker, os.urandom(size), int(ours["messages"]), window)
+                        ours_runs.append(ours)
+                        raw_runs.append(raw)
+                        ratios.append(ours["msgs_s"] / raw)
+                    mid = statistics.median
                     print(f"payload≤{max_payload // 1024} KiB window {window:>3}: "
-                          f"publisher {ours['msgs_s']:8.0f} msgs/s "
-                          f"{ours['readings_s']:9.0f} readings/s | raw paho {raw:8.0f} msgs/s (≈{size} B) | "
-                          f"ratio {ours['msgs_s'] / raw:.2f} | CPU {ours['cpu_us_per_reading']:.1f} µs/reading")
+                          f"publisher {mid(o['msgs_s'] for o in ours_runs):8.0f} msgs/s "
+                          f"{mid(o['readings_s'] for o in ours_runs):9.0f} readings/s | "
+                          f"raw paho {mid(raw_runs):8.0f} msgs/s (≈{size} B) | "
+                          f"ratio {mid(ratios):.2f} (runs {min(ratios):.2f}..{max(ratios):.2f}) | "
+                          f"CPU {mid(o['cpu_us_per_reading'] for o in ours_runs):.1f} µs/reading")
             for window in (32,):
                 async def real(window: int = window) -> dict[str, float]:
                     buffer: Any = await open_real_buffer(Path(tmp) / f"real-{window}")

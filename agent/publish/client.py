@@ -135,6 +135,8 @@ class MqttClient:
         self._misc_task: asyncio.Task[None] | None = None
         self._fd: int | None = None
         self._last_log_error: str | None = None
+        self._writing_now = False  # publish() writes right away: no writer registration for it
+        self._in_message_cb = False
         self.connected = False
         self.lost_reason: str | None = None
         self.session_present = False
@@ -286,6 +288,8 @@ class MqttClient:
             self._loop.remove_writer(fd)
 
     def _on_socket_register_write(self, _c: mqtt.Client, _u: object, sock: Any) -> None:
+        if self._writing_now:
+            return  # publish() calls loop_write() next and registers the writer only if needed
         fd = sock.fileno()
         self._in_loop(lambda: self._add_writer(fd))
 
@@ -331,14 +335,30 @@ class MqttClient:
             if response_topic is not None:
                 properties.ResponseTopic = response_topic
         future: asyncio.Future[None] = self._loop.create_future()
-        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        write_now = not self._in_message_cb  # paho must not be re-entered from its own callback
+        self._writing_now = write_now
+        try:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        finally:
+            self._writing_now = False
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionLost(mqtt.error_string(info.rc))
         if qos == 0:
             future.set_result(None)
         else:
+            # Registered before the write: a write that finds the connection dead fails it.
             self._pending[info.mid] = (future, topic)
+        if write_now:
+            self._write_now()
         return future
+
+    def _write_now(self) -> None:
+        """Write what paho queued at once, instead of one loop turn (and two epoll changes) per
+        message later; only what the socket does not take waits for the loop's writer."""
+        self._client.loop_write()  # on a dead socket this reports the disconnect (_on_disconnect)
+        fd = self._fd
+        if fd is not None and self._client.want_write():
+            self._add_writer(fd)
 
     def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, reason: ReasonCode, _p: object) -> None:
         entry = self._pending.pop(mid, None)
@@ -373,15 +393,18 @@ class MqttClient:
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         if self._on_message_cb is None:
             return
-        self._on_message_cb(
-            Incoming(
-                topic=message.topic,
-                payload=bytes(message.payload),
-                qos=message.qos,
-                retain=bool(message.retain),
-                properties=_props_dict(getattr(message, "properties", None)),
-            )
+        incoming = Incoming(
+            topic=message.topic,
+            payload=bytes(message.payload),
+            qos=message.qos,
+            retain=bool(message.retain),
+            properties=_props_dict(getattr(message, "properties", None)),
         )
+        self._in_message_cb = True
+        try:
+            self._on_message_cb(incoming)
+        finally:
+            self._in_message_cb = False
 
     # ---- closing --------------------------------------------------------------------------
 

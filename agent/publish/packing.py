@@ -6,8 +6,10 @@ Pure: no I/O, no clock except the ``sent_at`` string the caller gives.
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 import msgspec
 
@@ -55,9 +57,15 @@ def pack(
     """Group records by route (order kept within a route, routes in order of first appearance)
     and pack each group into messages of at most ``max_payload_bytes`` (a single record larger
     than that goes alone). Records of unpublished streams must be filtered out before."""
-    groups: dict[tuple[str, str], list[StoredRecord]] = {}
-    for record in records:
-        groups.setdefault((record.stream, record.route), []).append(record)
+    records = list(records)
+    keys = {(r.stream, r.route) for r in records}
+    groups: dict[tuple[str, str], list[StoredRecord]]
+    if len(keys) == 1:  # the usual round: one route (the loop below costs more per record)
+        groups = {keys.pop(): records}
+    else:
+        groups = {}
+        for record in records:
+            groups.setdefault((record.stream, record.route), []).append(record)
     packed: list[Packed] = []
     for (stream, route), group in groups.items():
         if stream not in STREAMS:
@@ -67,17 +75,15 @@ def pack(
         topic = topic_for(prefix, gateway_id, route)
         header_bytes = len(_encoder.encode(RawMessage(schema=schema_name(stream), stream=stream, gateway=gateway,
                                                       sent_at=sent_at, records=[])))
-        batch: list[StoredRecord] = []
-        size = header_bytes
-        for record in group:
-            cost = _RECORD_OVERHEAD_BYTES + len(record.id) + len(record.payload)
-            if batch and size + cost > max_payload_bytes:
-                packed.append(_encode(batch, topic, stream, gateway, sent_at))
-                batch, size = [], header_bytes
-            batch.append(record)
-            size += cost
-        if batch:
-            packed.append(_encode(batch, topic, stream, gateway, sent_at))
+        # Running totals of the records' encoded sizes; a message ends where its sum would pass
+        # the bound (found by bisection, not by a Python step per record).
+        ends = list(accumulate([_RECORD_OVERHEAD_BYTES + len(r.id) + len(r.payload) for r in group]))
+        budget = max_payload_bytes - header_bytes
+        start, base = 0, 0
+        while start < len(group):
+            end = max(bisect_right(ends, base + budget, lo=start), start + 1)  # an oversized one alone
+            packed.append(_encode(group[start:end], topic, stream, gateway, sent_at))
+            base, start = ends[end - 1], end
     return packed
 
 
@@ -89,4 +95,4 @@ def _encode(batch: Sequence[StoredRecord], topic: str, stream: str, gateway: str
         sent_at=sent_at,
         records=[RawRecord(id=r.id, body=msgspec.Raw(r.payload)) for r in batch],
     )
-    return Packed(topic=topic, payload=_encoder.encode(message), stream=stream, ids=tuple(r.id for r in batch))
+    return Packed(topic=topic, payload=_encoder.encode(message), stream=stream, ids=tuple([r.id for r in batch]))

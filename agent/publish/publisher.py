@@ -45,6 +45,8 @@ TAKE_RECORDS_MAX = 512
 BIRTH_TIMEOUT_S = 10.0
 ALARMS_MAX = 20
 
+_PUBLISHED = frozenset(STREAMS)
+
 CommandHook = Callable[[str, bytes, dict[str, Any]], Awaitable[None]]
 _state_encoder = msgspec.json.Encoder()
 
@@ -230,11 +232,10 @@ class Publisher:
                 if not client.connected:
                     raise ConnectionLost(client.lost_reason or "connection closed")
                 self._wake.clear()
-                free = window_max - len(window)
-                records: list[StoredRecord] = []
-                if free > 0:
-                    records = await self.buffer.take(TAKE_RECORDS_MAX, exclude_streams=self._excluded())
-                    records = await self._drop_unpublishable(records)
+                # Taken and packed even with a full window: the packing (CPU) then overlaps the
+                # PUBACKs' round trip instead of following it. One round is held at most.
+                records = await self.buffer.take(TAKE_RECORDS_MAX, exclude_streams=self._excluded())
+                records = await self._drop_unpublishable(records)
                 if records:
                     queue = deque(pack(records, prefix=self.prefix, gateway_id=self.gateway_id,
                                        max_payload_bytes=self.config.max_payload_bytes, sent_at=utc_now()))
@@ -338,9 +339,9 @@ class Publisher:
     async def _drop_unpublishable(self, records: list[StoredRecord]) -> list[StoredRecord]:
         """Records of a stream that is never published (installer-local...) are released, held
         back for good and reported: they must not leave, and must not block the drain."""
-        bad = [r for r in records if r.stream not in STREAMS]
-        if not bad:
+        if {r.stream for r in records} <= _PUBLISHED:
             return records
+        bad = [r for r in records if r.stream not in STREAMS]
         streams = sorted({r.stream for r in bad})
         await self.buffer.release([r.id for r in bad])
         for stream in streams:
