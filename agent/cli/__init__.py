@@ -65,7 +65,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_name(module_name: str) -> str:
+    return module_name.rsplit(".", 1)[-1].replace("_", "-")
+
+
+def _requested_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line, if any (global options skipped)."""
+    words = list(argv)
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word == "--log-level":
+            index += 2
+            continue
+        if word.startswith("-"):
+            index += 1
+            continue
+        return word
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or (``only``) one with just that subcommand: a command imports only
+    its own module, so that `heatgate run` carries none of the installer tools' libraries."""
     parser = _Parser(
         prog="heatgate",
         description=DESCRIPTION,
@@ -80,15 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="log verbosity (default: info)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module_name in COMMAND_MODULES:
+    modules = [m for m in COMMAND_MODULES if only is None or _command_name(m) == only] or COMMAND_MODULES
+    for module_name in modules:
         module = importlib.import_module(module_name)
         module.register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = _requested_command(words)
+    if command == "run" and "rich" not in sys.modules:
+        # The daemon never draws on a terminal. structlog imports rich (and pygments) for
+        # pretty tracebacks when it can: ~15 MiB of resident memory on a 1 GiB board for
+        # nothing. Marking it absent makes structlog fall back to plain tracebacks.
+        sys.modules["rich"] = None  # type: ignore[assignment]
+    parser = build_parser(command)
+    args = parser.parse_args(words)
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

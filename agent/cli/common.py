@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
 from agent.config import ConfigError, LoadedConfig, load_config
 
 DEFAULT_CONFIG = "/etc/heatgate/heatgate.toml"
@@ -34,8 +32,9 @@ def load_or_report(path: Path) -> LoadedConfig | None:
 
 
 def print_config_error(exc: ConfigError) -> None:
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    console.print(f"[bold red]error[/]: {exc.source}: {len(exc.issues)} problem(s)")
+    # Plain text: this is also the daemon's path, which keeps rich out of its memory.
+    bold_red, reset = ("\033[1;31m", "\033[0m") if sys.stderr.isatty() else ("", "")
+    sys.stderr.write(f"{bold_red}error{reset}: {exc.source}: {len(exc.issues)} problem(s)\n")
     for issue in exc.issues:
-        console.print(f"  {exc.source}: {issue}", markup=False)
+        sys.stderr.write(f"  {exc.source}: {issue}\n")
     sys.stderr.flush()
