@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from agent.cli.common import add_config_option, load_or_report
@@ -91,7 +92,7 @@ class _View:
         self.duplicates += fresh.count(False)
         if not decoded.valid:
             self.invalid += 1
-            status = f"[bold red]INVALID[/] {decoded.error}"
+            status = f"[bold red]INVALID[/] {escape(decoded.error or '')}"
         elif decoded.kind == "state" and decoded.message is not None:
             state = decoded.message.state
             status = f"[green]{state}[/]" if state == "online" else f"[yellow]{state}[/]"
@@ -104,7 +105,9 @@ class _View:
         if shown:
             body = shown[-1].body
             summary = " ".join(f"{k}={body[k]}" for k in ("type", "point", "value", "code", "event") if k in body)
-        self.rows.append((time.strftime("%H:%M:%S"), decoded.topic, str(len(decoded.records)), status, summary))
+        # Topic, errors (which quote field names) and bodies come off the wire: never markup.
+        self.rows.append((time.strftime("%H:%M:%S"), escape(decoded.topic), str(len(decoded.records)), status,
+                          escape(summary)))
 
     def table(self) -> Table:
         table = Table(title=f"{self.messages} message(s), {self.records} record(s), "

@@ -64,6 +64,20 @@ class Decoded:
     records: list[DecodedRecord] = field(default_factory=list)
 
 
+# msgspec raises its DecodeError for malformed JSON, but UnicodeDecodeError for invalid UTF-8 in an
+# object key or a string it decodes into a field name or str, and RecursionError for nesting
+# deeper than it follows. All three mean: these bytes are not a JSON message of ours.
+_NOT_JSON = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+
+def _not_json(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "not JSON: invalid UTF-8"
+    if isinstance(exc, RecursionError):
+        return "not JSON we accept: nested too deeply"
+    return f"not JSON: {exc}"
+
+
 def _split(topic: str, prefix: str) -> tuple[str | None, str | None]:
     """(gateway, route) of a topic under ``prefix``; analytics has no gateway."""
     if not topic.startswith(prefix + "/"):
@@ -85,8 +99,8 @@ def decode_message(topic: str, payload: bytes, *, prefix: str = "heatgate/v1") -
             state = _state_decoder.decode(payload)
         except msgspec.ValidationError as exc:
             return Decoded(topic, "state", False, gateway, route, error=f"schema: {exc}")
-        except msgspec.DecodeError as exc:
-            return Decoded(topic, "state", False, gateway, route, error=f"not JSON: {exc}")
+        except _NOT_JSON as exc:
+            return Decoded(topic, "state", False, gateway, route, error=_not_json(exc))
         if state.gateway != gateway:
             return Decoded(topic, "state", False, gateway, route, schema=state.schema,
                            error=f"gateway {state.gateway!r} does not match the topic")
@@ -103,8 +117,8 @@ def decode_message(topic: str, payload: bytes, *, prefix: str = "heatgate/v1") -
         message = decoder.decode(payload)
     except msgspec.ValidationError as exc:
         return Decoded(topic, "message", False, gateway, route, stream, error=f"schema {schema_name(stream)}: {exc}")
-    except msgspec.DecodeError as exc:
-        return Decoded(topic, "message", False, gateway, route, stream, error=f"not JSON: {exc}")
+    except _NOT_JSON as exc:
+        return Decoded(topic, "message", False, gateway, route, stream, error=_not_json(exc))
     claimed = getattr(message, "gateway", None)
     if claimed is not None and claimed != gateway:
         return Decoded(topic, "message", False, gateway, route, stream, header.schema,
