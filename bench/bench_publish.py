@@ -73,8 +73,9 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def raw_paho(broker: Broker, payload: bytes, count: int, window: int) -> float:
-    """msgs/s of a bare paho QoS 1 publisher (its own network thread), ``window`` in flight."""
+def raw_paho(broker: Broker, payload: bytes, count: int, window: int) -> tuple[float, float]:
+    """(msgs/s, process CPU µs per message) of a bare paho QoS 1 publisher (its own network
+    thread), ``window`` in flight."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(window)
     client.max_queued_messages_set(0)
@@ -89,14 +90,14 @@ def raw_paho(broker: Broker, payload: bytes, count: int, window: int) -> float:
     client.on_publish = on_publish
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), cpu_s()
     for _ in range(count):
         client.publish("bench/raw", payload, qos=1)
     done.wait(120)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, cpu_s() - cpu0
     client.disconnect()
     client.loop_stop()
-    return count / elapsed
+    return count / elapsed, cpu / count * 1e6
 
 
 async def drain(broker: Broker, buffer: Any, records: int, window: int, max_payload: int) -> dict[str, float]:
@@ -192,21 +193,25 @@ def main() -> None:
                 grid_records = max(records, args.messages * max_payload // per_reading)
                 stored = [_stored(telemetry_record(i)) for i in range(grid_records)]
                 for window in windows:
-                    ours_runs, raw_runs, ratios = [], [], []
+                    ours_runs, raw_runs, raw_cpu, ratios = [], [], [], []
                     for _ in range(args.repeat):
                         ours = asyncio.run(drain(broker, InOrderBuffer(stored), grid_records, window, max_payload))
                         size = int(grid_records * per_reading / ours["messages"])
-                        raw = raw_paho(broker, os.urandom(size), int(ours["messages"]), window)
+                        raw, cpu_us = raw_paho(broker, os.urandom(size), int(ours["messages"]), window)
                         ours_runs.append(ours)
                         raw_runs.append(raw)
+                        raw_cpu.append(cpu_us)
                         ratios.append(ours["msgs_s"] / raw)
                     mid = statistics.median
+                    per_message = grid_records / mid(o["messages"] for o in ours_runs)
                     print(f"payload≤{max_payload // 1024} KiB window {window:>3}: "
-                          f"publisher {mid(o['msgs_s'] for o in ours_runs):8.0f} msgs/s "
-                          f"{mid(o['readings_s'] for o in ours_runs):9.0f} readings/s | "
-                          f"raw paho {mid(raw_runs):8.0f} msgs/s (≈{size} B) | "
+                          f"publisher {mid(o['msgs_s'] for o in ours_runs):6.0f} msgs/s "
+                          f"{mid(o['readings_s'] for o in ours_runs):7.0f} readings/s | "
+                          f"raw paho {mid(raw_runs):6.0f} msgs/s (≈{size} B) | "
                           f"ratio {mid(ratios):.2f} (runs {min(ratios):.2f}..{max(ratios):.2f}) | "
-                          f"CPU {mid(o['cpu_us_per_reading'] for o in ours_runs):.1f} µs/reading")
+                          f"CPU µs/msg {mid(o['cpu_us_per_reading'] for o in ours_runs) * per_message:.0f} "
+                          f"vs raw {mid(raw_cpu):.0f} | "
+                          f"{mid(o['cpu_us_per_reading'] for o in ours_runs):.1f} µs/reading")
             for window in (32,):
                 async def real(window: int = window) -> dict[str, float]:
                     buffer: Any = await open_real_buffer(Path(tmp) / f"real-{window}")
