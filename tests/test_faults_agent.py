@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -111,7 +112,8 @@ def test_full_disk_evicts_alarms_and_keeps_running(tmp_path: Path, small_fs: Pat
             stored = gateway.export()
             # Faults and status changes are never evicted: all that were queued are still there.
             service_queued = later["buffer"]["streams"]["service"]["queued"]
-            assert sum(r.stream == "service" for r in stored) >= service_queued, (later["buffer"], gateway.log_tail())
+            assert sum(r.stream == "service" for r in stored) >= service_queued, _full_disk_report(
+                later, stored, small_fs, gateway)
         finally:
             filler.unlink(missing_ok=True)
         # Space back and the broker reachable: what was kept drains.
@@ -120,6 +122,28 @@ def test_full_disk_evicts_alarms_and_keeps_running(tmp_path: Path, small_fs: Pat
         gateway.start()
         wait_until(lambda: kept <= set(rig.received_ids()), timeout_s=30, what="the kept records at the subscriber")
         assert gateway.stop() == 0
+
+
+def _full_disk_report(later: dict[str, Any], stored: list[Any], state: Path, gateway: Gateway) -> str:
+    """What a failure of the full-disk test needs to be understood: the status the agent showed,
+    what the database held afterwards per stream, the state directory and its free space."""
+    held: dict[str, int] = {}
+    for record in stored:
+        held[record.stream] = held.get(record.stream, 0) + 1
+    files = {p.name: p.stat().st_size for p in sorted(state.iterdir())}
+    conn = sqlite3.connect(f"file:{gateway.db_path}?mode=ro", uri=True)
+    try:
+        tables = {name: conn.execute(query).fetchall() for name, query in (
+            ("counters", "SELECT stream, name, value FROM counters ORDER BY stream, name"),
+            ("quarantine", "SELECT stream, reason, count(*) FROM quarantine GROUP BY stream, reason"),
+            ("data_keys", "SELECT epoch, stream, start_s FROM data_keys ORDER BY epoch"),
+            ("records", "SELECT stream, epoch, count(*) FROM records GROUP BY stream, epoch"),
+        )}
+    finally:
+        conn.close()
+    return (f"status buffer: {json.dumps(later['buffer'])}\nheld after the stop: {held}\n"
+            f"tables after the stop: {tables}\n"
+            f"state dir: {files}, free {_free_bytes(state)} B\nagent log tail:\n{gateway.log_tail(6000)}")
 
 
 def _free_bytes(path: Path) -> int:
@@ -169,55 +193,7 @@ def test_p1_unplugged_and_plugged_back_resumes(tmp_path: Path) -> None:
 
 # ---- a broker that accepts the connection and never acknowledges -------------------------------
 
-
-class BlackHoleBroker:
-    """Answers CONNECT with a successful CONNACK, then reads and swallows everything (no PUBACK,
-    no SUBACK, no PINGRESP). Counts the PUBLISH packets it swallowed."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.connections = 0
-        self.publishes = 0
-        self._server: asyncio.AbstractServer | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self._writers.append(writer)
-        try:
-            first = True
-            while True:
-                header = await reader.readexactly(1)
-                length, multiplier = 0, 1
-                while True:
-                    byte = (await reader.readexactly(1))[0]
-                    length += (byte & 0x7F) * multiplier
-                    multiplier *= 128
-                    if not byte & 0x80:
-                        break
-                body = await reader.readexactly(length)
-                if first:
-                    first = False
-                    mqtt5 = len(body) > 6 and body[6] == 5
-                    writer.write(b"\x20\x03\x00\x00\x00" if mqtt5 else b"\x20\x02\x00\x00")
-                    await writer.drain()
-                elif header[0] >> 4 == 3:
-                    self.publishes += 1
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in self._writers:
-                writer.close()
-            await self._server.wait_closed()
+from tests.support.black_hole import BlackHoleBroker  # noqa: E402
 
 
 def test_broker_that_never_acknowledges_keeps_everything(tmp_path: Path) -> None:

@@ -43,6 +43,8 @@ REFUSED_HOLD_S = 60.0
 TAKE_RECORDS_MAX = 512
 """Records per drain round: small enough that a new fault waits for at most one round."""
 BIRTH_TIMEOUT_S = 10.0
+PUBACK_TIMEOUT_S = 30.0
+"""With messages in flight and no PUBACK for this long, the connection is taken as dead."""
 ALARMS_MAX = 20
 
 _PUBLISHED = frozenset(STREAMS)
@@ -92,6 +94,7 @@ class Publisher:
         self._command_tasks: set[asyncio.Task[None]] = set()
         self._backoff = Backoff(min_s=mqtt.reconnect_min_s, max_s=mqtt.reconnect_max_s)
         self._inflight_records = 0
+        self._ack_progress_monotonic = time.monotonic()
         self._stats: dict[str, Any] = {
             "connected": False, "connected_since": None, "last_error": None,
             "published": 0, "published_messages": 0, "refused": 0, "reconnects": 0,
@@ -280,16 +283,26 @@ class Publisher:
     ) -> None:
         """Ack what the broker acknowledged (from the oldest on); with ``wait``, first wait for the
         oldest message (or, ``or_wake``, a wake-up, so that a new fault is taken without delay)."""
+        now = time.monotonic()
+        if not window:
+            self._ack_progress_monotonic = now
+        # A broker that keeps the connection (answers pings) but never acknowledges would hold
+        # the records in flight for ever: past PUBACK_TIMEOUT_S without any PUBACK, the
+        # connection is dropped, the records released, and they go again with the same ids.
+        remaining_s = PUBACK_TIMEOUT_S - (now - self._ack_progress_monotonic)
+        if window and not window[0][0].done() and remaining_s <= 0:
+            raise ConnectionLost(f"no PUBACK within {PUBACK_TIMEOUT_S:.0f} s")
         if wait and window and not window[0][0].done() and not or_wake:
-            # Awaited directly (asyncio.wait costs a waiter and two callbacks per message); its
-            # outcome is read below. Cancelling this task cancels it: _drain releases its records.
-            with contextlib.suppress(PublishError):
-                await window[0][0]
+            # Awaited directly under a deadline; its outcome is read below. Cancelling this task
+            # cancels it: _drain releases its records.
+            with contextlib.suppress(PublishError, TimeoutError):
+                async with asyncio.timeout(remaining_s):
+                    await asyncio.shield(window[0][0])
         elif wait and window and not window[0][0].done():
             waker: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
             oldest: asyncio.Future[Any] = window[0][0]
             try:
-                await asyncio.wait({oldest, waker}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({oldest, waker}, timeout=remaining_s, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 waker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -313,6 +326,7 @@ class Publisher:
                 self._inflight_records += len(packed.ids)
                 break
         if acked:
+            self._ack_progress_monotonic = time.monotonic()
             await self.buffer.ack(acked)
         for packed, exc in refused:
             await self.buffer.release(packed.ids)

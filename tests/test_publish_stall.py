@@ -1,0 +1,50 @@
+"""A broker that keeps the connection alive (answers pings) but stops acknowledging: the
+publisher drops the connection after PUBACK_TIMEOUT_S, keeps every record, and tries again."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config import MqttConfig
+from agent.publish import publisher as publisher_module
+from agent.publish.publisher import Publisher
+from tests.support.black_hole import BlackHoleBroker
+from tests.support.leaks import run_async
+from tests.support.memory_buffer_publish import open_real_buffer, telemetry_record
+
+
+def test_no_puback_while_pings_are_answered_is_a_reconnect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(publisher_module, "PUBACK_TIMEOUT_S", 0.5)
+    events: list[tuple[str, str | None]] = []
+
+    async def scenario() -> tuple[int, int, Any]:
+        broker = BlackHoleBroker(answer_pings=True, ack_first=1)  # the birth message only
+        await broker.start()
+        buffer: Any = await open_real_buffer(tmp_path)
+        try:
+            await buffer.put([telemetry_record(i) for i in range(50)])
+            config = MqttConfig(url=f"mqtt://127.0.0.1:{broker.port}", keepalive_s=5,
+                                reconnect_min_s=0.05, reconnect_max_s=0.2)
+            publisher = Publisher(config, "gw-stall-0001", buffer, version="t", health=dict,
+                                  on_connectivity=lambda e, _t, r: events.append((e, r)))
+            task = asyncio.create_task(publisher.run())
+            while broker.connections < 3:
+                await asyncio.sleep(0.02)
+            status = publisher.status()
+            await publisher.stop()
+            await task
+            return await buffer.count(), broker.publishes, status
+        finally:
+            await buffer.close()
+            await broker.close()
+
+    count, publishes, status = run_async(scenario())
+    assert count == 50  # nothing deleted without a PUBACK
+    assert publishes > 3  # the records were sent, again on each connection
+    reasons = [r for e, r in events if e == "disconnected"]
+    assert reasons and all("no PUBACK" in (r or "") for r in reasons[:2]), events
+    assert status["published"] == 0
