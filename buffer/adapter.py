@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from buffer.aead import DEFAULT_CIPHER, check_cipher
 from buffer.api import BufferError, BufferStats, NewRecord, StoredRecord
-from buffer.errors import BufferClosed
+from buffer.errors import BufferClosed, RecordsNotStored
 from buffer.store import Store
 
 __all__ = ["AsyncBuffer", "open_buffer"]
@@ -242,13 +242,30 @@ class AsyncBuffer:
             self._resolve(ready, exc=exc)
             return
         self._resolve(ready)
-        waiting: list[asyncio.Future[Any]] = []  # puts whose records are in the open transaction
+        # Puts whose records are in the open transaction, with their ids.
+        waiting: list[tuple[asyncio.Future[Any], frozenset[str]]] = []
         deadline: float | None = None
 
         def settle_waiting(exc: BaseException | None) -> None:
-            for future in waiting:
-                self._resolve(future, exc=exc)
+            # A full disk may have kept some protected records out (and only those): their puts
+            # fail with the ids that were theirs; every other put was committed (or its records
+            # evicted by policy and counted).
+            not_stored = store.take_not_stored()
+            for future, ids in waiting:
+                lost = ids & not_stored.ids if not_stored is not None else frozenset()
+                if lost and exc is None:
+                    assert not_stored is not None
+                    per_stream: dict[str, int] = {}
+                    for rid in lost:
+                        per_stream[store_streams[rid]] = per_stream.get(store_streams[rid], 0) + 1
+                    self._resolve(future, exc=RecordsNotStored(lost, per_stream))
+                else:
+                    self._resolve(future, exc=exc)
+                for rid in ids:
+                    store_streams.pop(rid, None)
             waiting.clear()
+
+        store_streams: dict[str, str] = {}  # id -> stream of the waiting puts' records
 
         while True:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -276,7 +293,8 @@ class AsyncBuffer:
             try:
                 if op.kind == _PUT:
                     store.put(op.records)
-                    waiting.append(op.future)
+                    waiting.append((op.future, frozenset(r.id for r in op.records)))
+                    store_streams.update((r.id, r.stream) for r in op.records)
                     commit_now = any(r.stream in self._immediate for r in op.records)
                 else:
                     assert op.fn is not None

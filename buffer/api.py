@@ -57,6 +57,10 @@ class StreamStats(msgspec.Struct, kw_only=True):
     expired: int = 0
     purged: int = 0
     auth_failures: int = 0
+    rejected: int = 0
+    """Records of a protected stream that a full disk kept out (their put raised
+    :class:`buffer.errors.RecordsNotStored`); zero unless the disk was full with nothing left
+    to evict."""
 
 
 class BufferStats(msgspec.Struct, kw_only=True):

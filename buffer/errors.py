@@ -6,7 +6,7 @@ from pathlib import Path
 
 from buffer.api import BufferError
 
-__all__ = ["BufferClosed", "BufferError", "KeyFileError", "MasterKeyMismatch", "UnknownCipher"]
+__all__ = ["BufferClosed", "BufferError", "KeyFileError", "MasterKeyMismatch", "RecordsNotStored", "UnknownCipher"]
 
 
 class KeyFileError(BufferError):
@@ -43,3 +43,16 @@ class BufferClosed(BufferError):
     def __init__(self, reason: str = "closed") -> None:
         super().__init__(f"buffer is {reason}")
         self.reason = reason
+
+
+class RecordsNotStored(BufferError):
+    """The disk is full and no room could be made for these records by the eviction policy
+    (they belong to a protected stream such as ``service``, and nothing evictable is left).
+    They were **not** committed; the put that carried them raises this. Counted per stream as
+    ``rejected`` in the stats, with the alarm ``disk_full_records_rejected``."""
+
+    def __init__(self, ids: frozenset[str], per_stream: dict[str, int]) -> None:
+        shown = ", ".join(f"{stream}: {count}" for stream, count in sorted(per_stream.items()))
+        super().__init__(f"disk full: {len(ids)} record(s) not stored ({shown})")
+        self.ids = ids
+        self.per_stream = per_stream

@@ -24,7 +24,7 @@ from agent.logs import get_logger
 from buffer.aead import RecordCipher, associated_data, check_cipher
 from buffer.api import BufferError, BufferStats, NewRecord, StoredRecord, StreamStats
 from buffer.epochs import default_epoch_s, epoch_window
-from buffer.errors import MasterKeyMismatch
+from buffer.errors import MasterKeyMismatch, RecordsNotStored
 from buffer.keys import DerivedKeys
 from buffer.schema import migrate
 
@@ -36,7 +36,9 @@ ROW_OVERHEAD_BYTES = 120
 """Estimated bytes a row costs beyond its ciphertext (clear columns, two indexes, the id index)."""
 
 _SQLITE_FULL = 13
-_COUNTERS = ("published", "evicted", "expired", "purged", "auth_failures")
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+_COUNTERS = ("published", "evicted", "expired", "purged", "auth_failures", "rejected")
 _SELECT_COLUMNS = "seq, id, stream, route, priority, created_s, epoch, sealed"
 
 
@@ -58,6 +60,21 @@ def is_disk_full(exc: BaseException) -> bool:
     if code is not None and code & 0xFF == _SQLITE_FULL:
         return True
     return "database or disk is full" in str(exc)
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    """Only a damaged file is quarantined: not an I/O error, a full disk (a WAL database cannot
+    even be opened without room for its -shm file) or a permission problem."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(exc)
+    return "malformed" in text or "not a database" in text
+
+
+def _record_bytes(record: NewRecord) -> int:
+    """What a record is estimated to take on disk (ciphertext, nonce and tag, row overhead)."""
+    return len(record.payload) + 28 + ROW_OVERHEAD_BYTES
 
 
 @dataclass
@@ -107,6 +124,10 @@ class Store:
         self._epochs: dict[int, _Epoch] = {}
         self._current: dict[str, _Epoch] = {}
         self._counters: dict[tuple[str, str], int] = {}
+        self._unsaved: dict[tuple[str, str], int] = {}
+        """Counts that a full disk kept out of the file; written at the next commit that works."""
+        self._not_stored: dict[str, str] = {}
+        """Ids (-> stream) of records a full disk kept out; the adapter fails their puts."""
         self._inflight: set[str] = set()
         self._pending = _PendingTx()
         self.in_tx = False
@@ -157,6 +178,9 @@ class Store:
             conn = _connect(path)
         try:
             keys = _check_or_init_keys(conn, path, master_key)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError("open", str(exc)) from exc
         except BaseException:
             conn.close()
             raise
@@ -184,6 +208,8 @@ class Store:
             (stream, name): int(value)
             for stream, name, value in self.conn.execute("SELECT stream, name, value FROM counters")
         }
+        for key, value in self._unsaved.items():
+            self._counters[key] = self._counters.get(key, 0) + value
         self._epochs.clear()
         self._current.clear()
 
@@ -217,6 +243,7 @@ class Store:
     def _after_commit(self) -> None:
         self._pending = _PendingTx()
         self.committed_seq = self._max_seq()
+        self._save_unsaved()
         if "disk_full" in self.alarms and self.used_bytes() < self.disk_budget_bytes() * 0.9:
             self._clear_alarm("disk_full")
         if self.file_bytes() <= self.cap_bytes:
@@ -272,10 +299,12 @@ class Store:
             self._recover_full()
 
     def _insert(self, records: Sequence[NewRecord]) -> None:
+        if not records:
+            return
         now_s = self._clock()
-        estimate = sum(len(r.payload) + 28 + ROW_OVERHEAD_BYTES for r in records)
+        estimate = sum(_record_bytes(r) for r in records)
         if self.used_bytes() + estimate > min(self.db_budget_bytes(), self.disk_budget_bytes()):
-            self._enforce_cap(extra_bytes=estimate)
+            records = self._enforce_cap(extra_bytes=estimate, incoming=records, for_incoming=True)
         rows = []
         expired: dict[str, int] = {}
         for record in records:
@@ -539,42 +568,79 @@ class Store:
     def db_budget_bytes(self) -> int:
         return self.cap_bytes - self.wal_budget_bytes
 
-    def _enforce_cap(self, *, extra_bytes: int) -> None:
+    def _enforce_cap(self, *, extra_bytes: int, incoming: Sequence[NewRecord] = (),
+                     for_incoming: bool = False) -> list[NewRecord]:
         """Evict until the live pages plus ``extra_bytes`` fit the budget (the cap's, or the
-        disk's if that is smaller) with a 1 % margin."""
+        disk's if that is smaller) with a 1 % margin. With ``for_incoming``, the room is for
+        ``incoming`` (the records about to be inserted), which take part in the policy; returns
+        those of them that are to be inserted."""
         cap_budget = self.db_budget_bytes()
         disk_budget = self.disk_budget_bytes()
         budget = min(cap_budget, disk_budget)
         target = budget - extra_bytes - budget // 100
         need = self.used_bytes() - target
-        if need > 0:
-            self._raise_alarm("disk_full" if disk_budget < cap_budget else "over_cap_evicting")
-            self.evict(need)
+        if need <= 0:
+            return list(incoming)
+        self._raise_alarm("disk_full" if disk_budget < cap_budget else "over_cap_evicting")
+        kept, _ = self._evict_by_policy(need, incoming, for_incoming=for_incoming)
+        return kept
 
     def evict(self, need_bytes: int) -> int:
-        """Delete records worth about ``need_bytes``: unprotected streams first, lowest priority
-        (highest number) first, oldest first; protected (service) streams only when nothing
-        else is left. Counted per stream as ``evicted``. Returns rows deleted."""
+        """Delete stored records worth about ``need_bytes`` by policy (see
+        :meth:`_evict_by_policy`). Counted per stream as ``evicted``. Returns rows deleted."""
+        _, deleted = self._evict_by_policy(need_bytes, (), for_incoming=False)
+        return deleted
+
+    def _evict_by_policy(self, need_bytes: int, incoming: Sequence[NewRecord], *,
+                         for_incoming: bool) -> tuple[list[NewRecord], int]:
+        """Make ``need_bytes`` of room, taking stored rows and ``incoming`` records (not yet
+        inserted: the newest) as one population. Unprotected streams first: lowest priority
+        (highest number) first, within a priority the stored rows oldest first, then incoming
+        records oldest first. Protected (service) rows go only when no record of any other stream
+        is left, stored or incoming, and then at most as many bytes of them as the incoming
+        protected records take (the oldest fault makes room for the newest, one for one; never
+        more, whatever the budget estimate says), or, without ``for_incoming``, to bring an
+        over-cap file back under the cap. Incoming protected records are never dropped here.
+        Every row deleted and every incoming record dropped is counted as ``evicted``. Returns
+        the incoming records to insert and the rows deleted."""
         self.begin()
         freed = 0
         deleted = 0
+        kept = list(incoming)
         for protected in (False, True):
-            priority: int | None = self.conn.execute("SELECT max(priority) FROM records").fetchone()[0]
-            while priority is not None and freed < need_bytes:
-                rows = self._eviction_candidates(priority, protected, need_bytes - freed)
-                if rows:
+            if protected and for_incoming:
+                if not kept:
+                    break  # nothing is coming in any more: no reason to touch service rows
+                need_bytes = min(need_bytes, freed + sum(_record_bytes(r) for r in kept))
+            levels = {p for (p,) in self.conn.execute("SELECT DISTINCT priority FROM records")}
+            if not protected:
+                levels |= {r.priority for r in kept if r.stream not in self._protected}
+            for priority in sorted(levels, reverse=True):
+                while freed < need_bytes:
+                    rows = self._eviction_candidates(priority, protected, need_bytes - freed)
+                    if not rows:
+                        break
                     freed_now, per_stream = self._delete_rows(rows)
                     freed += freed_now
                     deleted += len(rows)
                     for stream, count in per_stream.items():
                         self._count(stream, "evicted", count)
-                    continue
-                priority = self.conn.execute(
-                    "SELECT max(priority) FROM records WHERE priority < ?", (priority,)
-                ).fetchone()[0]
+                if not protected and freed < need_bytes:
+                    dropped: dict[str, int] = {}
+                    for record in sorted((r for r in kept if r.priority == priority
+                                          and r.stream not in self._protected), key=lambda r: r.created_s):
+                        if freed >= need_bytes:
+                            break
+                        kept.remove(record)
+                        freed += _record_bytes(record)
+                        dropped[record.stream] = dropped.get(record.stream, 0) + 1
+                    for stream, count in dropped.items():
+                        self._count(stream, "evicted", count)
+                if freed >= need_bytes:
+                    break
             if freed >= need_bytes:
                 break
-        return deleted
+        return kept, deleted
 
     def _eviction_candidates(self, priority: int, protected: bool, need_bytes: int) -> list[tuple[int, str, int]]:
         sql = "SELECT seq, stream, length(sealed) FROM records WHERE priority = ?"
@@ -610,51 +676,95 @@ class Store:
         return freed, per_stream
 
     def _recover_full(self) -> None:
-        """The disk is full: roll back, evict, give space back, replay the transaction's puts and
-        acks. If they still do not fit, they are dropped (counted as evicted)."""
+        """The disk is full: roll back, make room, give space back, replay the transaction.
+
+        Acknowledged rows are deleted first (free room); then rows are evicted and the
+        transaction's unprotected records dropped, both by policy (see
+        :meth:`_evict_by_policy`) and counted as ``evicted``; then the remaining records are
+        inserted again. If even that cannot be committed, the transaction's unprotected records
+        are counted as ``evicted`` (alarm ``disk_full_records_dropped``) and its protected ones
+        as ``rejected`` (alarm ``disk_full_records_rejected``): they are not stored, and
+        :meth:`take_not_stored` names them so that their puts fail instead of returning."""
         self._raise_alarm("disk_full")
         pending = self._pending
+        self._pending = _PendingTx()
         self._rollback()
         with contextlib.suppress(sqlite3.Error):
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        pending_bytes = sum(len(r.payload) + 28 + ROW_OVERHEAD_BYTES for batch in pending.puts for r in batch)
-        need = max(pending_bytes * 2, self.used_bytes() // 10, 64 << 10)
-        for _attempt in range(4):
+        batch = [record for records in pending.puts for record in records]
+        acks = list(pending.acks)
+        # Start small (keep as much of the newest as fits) and double: 64 KiB .. 2 MiB or more.
+        need = max(self.used_bytes() // 32, 64 << 10)
+        for _attempt in range(6):
             try:
                 self.begin()
-                self.evict(need)
+                if acks:
+                    self._delete_ids(acks, "published")
+                kept, _ = self._evict_by_policy(need, batch, for_incoming=True)
                 self.conn.execute("COMMIT")
                 self.in_tx = False
+                # Committed: the acks are done and the drops counted; a retry starts from here.
+                batch, acks = kept, []
                 self.conn.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page per call
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
                 self.begin()
-                for batch in pending.puts:
-                    self._insert(batch)
-                if pending.acks:
-                    self._delete_ids(pending.acks, "published")
+                self._insert(batch)
                 self.conn.execute("COMMIT")
                 self.in_tx = False
-                self._pending = _PendingTx()
                 self.committed_seq = self._max_seq()
+                self._save_unsaved()
                 return
             except sqlite3.Error as exc:
-                if not is_disk_full(exc):
-                    self._rollback()
-                    raise StoreError("recover from full disk", str(exc)) from exc
                 self._rollback()
+                if not is_disk_full(exc):
+                    raise StoreError("recover from full disk", str(exc)) from exc
                 need *= 2
-        dropped: dict[str, int] = {}
-        for batch in pending.puts:
-            for record in batch:
-                dropped[record.stream] = dropped.get(record.stream, 0) + 1
-        self._pending = _PendingTx()
-        with contextlib.suppress(sqlite3.Error):
-            self.begin()
-            for stream, count in dropped.items():
-                self._count(stream, "evicted", count)
+        for record in batch:
+            protected = record.stream in self._protected
+            key = (record.stream, "rejected" if protected else "evicted")
+            self._unsaved[key] = self._unsaved.get(key, 0) + 1
+            self._counters[key] = self._counters.get(key, 0) + 1
+            if protected:
+                self._not_stored[record.id] = record.stream
+        if any(r.stream not in self._protected for r in batch):
+            self._raise_alarm("disk_full_records_dropped")
+        if any(r.stream in self._protected for r in batch):
+            self._raise_alarm("disk_full_records_rejected")
+        log.error("buffer_disk_full_records_not_stored", records=len(batch),
+                  rejected=sum(r.stream in self._protected for r in batch))
+        self._save_unsaved()
+
+    def take_not_stored(self) -> RecordsNotStored | None:
+        """The protected records a full disk kept out since the last call (their puts must
+        fail), or None."""
+        if not self._not_stored:
+            return None
+        per_stream: dict[str, int] = {}
+        for stream in self._not_stored.values():
+            per_stream[stream] = per_stream.get(stream, 0) + 1
+        error = RecordsNotStored(frozenset(self._not_stored), per_stream)
+        self._not_stored = {}
+        return error
+
+    def _save_unsaved(self) -> None:
+        """Write the counts a full disk kept out of the file, in a transaction of their own;
+        they stay in memory (and in the stats) until that works."""
+        if not self._unsaved or self.in_tx:
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            for (stream, name), value in self._unsaved.items():
+                self.conn.execute(
+                    "INSERT INTO counters (stream, name, value) VALUES (?, ?, ?)"
+                    " ON CONFLICT (stream, name) DO UPDATE SET value = value + excluded.value",
+                    (stream, name, value),
+                )
             self.conn.execute("COMMIT")
-        self.in_tx = False
-        self._raise_alarm("disk_full_records_dropped")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            return
+        self._unsaved.clear()
 
     # ---- state, export, stats -----------------------------------------------------------
 
@@ -712,8 +822,9 @@ class Store:
         for number, stream in self.conn.execute("SELECT epoch, stream FROM data_keys"):
             epoch_stream[number] = stream
             key_epochs[stream] = key_epochs.get(stream, 0) + 1
+        # Committed rows only: a row of the open transaction is not stored until its commit.
         for number, count, oldest in self.conn.execute(
-            "SELECT epoch, count(*), min(created_s) FROM records GROUP BY epoch"
+            "SELECT epoch, count(*), min(created_s) FROM records WHERE seq <= ? GROUP BY epoch", (self.committed_seq,)
         ):
             s = entry(epoch_stream.get(number, "?"))
             s.queued += count
@@ -787,8 +898,8 @@ def _try_open_existing(path: Path) -> tuple[sqlite3.Connection | None, str]:
     except sqlite3.DatabaseError as exc:
         if conn is not None:
             conn.close()
-        if is_disk_full(exc) or (isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)):
-            raise StoreError("open", str(exc)) from exc
+        if not _is_corruption(exc):
+            raise StoreError("open", f"{exc} (is the disk full?)" if "I/O" in str(exc) else str(exc)) from exc
         return None, str(exc)
 
 
