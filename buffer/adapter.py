@@ -9,7 +9,10 @@ Durability, exactly (``journal_mode=WAL``, ``synchronous=NORMAL``):
   transaction that is committed ``commit_interval_s`` after its first write (default 1 s, so an
   SD card sees one WAL append per second rather than one per record); a put that contains a
   record of an ``immediate_streams`` stream (``service``: fault codes) commits the transaction
-  at once, and so do purges, erasure, retention sweeps and state changes.
+  at once, and so do purges, erasure, retention sweeps and state changes. On a full disk a
+  record of an unprotected stream may instead be evicted by policy (counted); a put whose
+  ``service`` records could not be stored at all raises :class:`buffer.errors.RecordsNotStored`
+  (see docs/buffer.md, "What put promises on a full disk").
 * With ``synchronous=NORMAL`` in WAL mode, a commit is written to the WAL but the WAL is fsynced
   only at checkpoints. A ``kill -9`` of the process loses nothing that was committed (the OS
   holds the WAL pages). A **power cut** or kernel crash can lose the transactions committed

@@ -74,7 +74,9 @@ class BufferStats(msgspec.Struct, kw_only=True):
 class Buffer(Protocol):
     async def put(self, records: Sequence[NewRecord]) -> None:
         """Queue records for commit. Returns once they are committed (service-stream records
-        commit at once; others within ``commit_interval_s``)."""
+        commit at once; others within ``commit_interval_s``). On a full disk with nothing left
+        to evict, raises ``buffer.errors.RecordsNotStored`` for service records it could not
+        store (unprotected records are evicted by policy and counted instead)."""
         ...
 
     async def take(self, limit: int, *, exclude_streams: frozenset[str] = frozenset()) -> list[StoredRecord]:
