@@ -36,6 +36,8 @@ READING_QUEUE_BATCHES = 4096
 FLUSH_INTERVAL_S = 5.0
 STATUS_NOTIFY_INTERVAL_S = 30.0
 ACK_STALL_S = 30.0
+UNSTORED_MAX = 10_000
+"""Records a full disk could not take, held in memory until it can (oldest dropped beyond this)."""
 
 
 class StartupError(Exception):
@@ -93,6 +95,8 @@ class Agent:
         self._slots: dict[str, _SourceSlot] = {}
         self._readings_dropped = 0
         self._last_published = -1
+        self._unstored: list[NewRecord] = []
+        self._unstored_dropped = 0
         self._last_progress_monotonic = time.monotonic()
         self.buffer: Any = None
         self.pipeline: Any = None
@@ -229,7 +233,7 @@ class Agent:
                 await pipeline_task
                 closing = self.pipeline.flush(force=True)
                 closing.append(self.pipeline.audit("agent.stop", "agent", "info"))
-                await self.buffer.put(closing)
+                await self._store(closing)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.publisher.stop(), timeout=5.0)
                 publisher_task.cancel()
@@ -290,11 +294,29 @@ class Agent:
                 if readings:
                     records.extend(self.pipeline.process(readings))
             records.extend(self._take_extra())
-            if records:
-                await self.buffer.put(records)
+            if records or self._unstored:
+                await self._store(records)
                 self.publisher.wake()
             if done:
                 return
+
+    async def _store(self, records: list[NewRecord]) -> None:
+        """Commit records. What a full disk leaves unstored (records of a protected stream, with
+        nothing left to evict) is kept in memory, bounded, and offered again with the next batch:
+        the agent goes on and says so in its status."""
+        from buffer.errors import RecordsNotStored
+
+        batch = self._unstored + records
+        self._unstored = []
+        try:
+            await self.buffer.put(batch)
+        except RecordsNotStored as exc:
+            kept = [r for r in batch if r.id in exc.ids]
+            overflow = max(0, len(kept) - UNSTORED_MAX)
+            self._unstored_dropped += overflow
+            self._unstored = kept[overflow:]
+            log.error("disk full: records kept in memory until there is room", waiting=len(self._unstored),
+                      dropped=self._unstored_dropped, streams=exc.per_stream)
 
     def _record(self, record: NewRecord) -> None:
         """Queue a record made outside the reading path (audit, connectivity)."""
@@ -361,6 +383,9 @@ class Agent:
             port_state = slot.source.health().get("port_state")
             if port_state in ("lost", "unavailable"):
                 found.append(f"source {name} port {port_state}")
+        if self._unstored or self._unstored_dropped:
+            found.append(f"disk full: {len(self._unstored)} record(s) waiting in memory, "
+                         f"{self._unstored_dropped} lost")
         if self.publisher is not None:
             status = self.publisher.status()
             if not status.get("connected"):

@@ -39,3 +39,37 @@ def test_the_daemon_loads_neither_the_installer_tools_nor_rich(tmp_path: object)
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["2", "False", "False", "False"], result.stdout + result.stderr
     assert "file not found" in result.stderr
+
+
+def test_records_a_full_disk_refuses_are_kept_and_offered_again() -> None:
+    """The buffer refuses service records (disk full, nothing evictable): the daemon keeps them in
+    memory, says so in its problems, and stores them with the next batch once there is room."""
+    import asyncio
+
+    from buffer.api import NewRecord
+    from buffer.errors import RecordsNotStored
+
+    def record(n: int) -> NewRecord:
+        return NewRecord(id=f"01M8000000000000000000000{n}", stream="service", route="service/fault",
+                         priority=0, created_s=1.0, payload=b"{}")
+
+    class FullThenFreeDisk:
+        def __init__(self) -> None:
+            self.stored: list[str] = []
+            self.full = True
+
+        async def put(self, records: list[NewRecord]) -> None:
+            if self.full:
+                raise RecordsNotStored(frozenset(r.id for r in records), {"service": len(records)})
+            self.stored.extend(r.id for r in records)
+
+    agent = daemon.Agent(load_config(data_path("heatgate.example.toml")))
+    disk = FullThenFreeDisk()
+    agent.buffer = disk
+    asyncio.run(agent._store([record(1), record(2)]))
+    assert disk.stored == []
+    assert any("2 record(s) waiting in memory" in p for p in agent.problems())
+    disk.full = False
+    asyncio.run(agent._store([record(3)]))
+    assert disk.stored == [record(1).id, record(2).id, record(3).id]
+    assert not any("disk full" in p for p in agent.problems())
