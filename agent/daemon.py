@@ -36,6 +36,8 @@ READING_QUEUE_BATCHES = 4096
 FLUSH_INTERVAL_S = 5.0
 STATUS_NOTIFY_INTERVAL_S = 30.0
 ACK_STALL_S = 30.0
+SHUTDOWN_S = 12.0
+"""A clean stop gets this long (systemd's TimeoutStopSec is 20 s)."""
 UNSTORED_MAX = 10_000
 """Records a full disk could not take, held in memory until it can (oldest dropped beyond this)."""
 
@@ -226,18 +228,14 @@ class Agent:
                 await self._stop.wait()
                 log.info("stopping")
                 self.notifier.stopping()
-                for task in source_tasks:
-                    task.cancel()
-                await asyncio.gather(*source_tasks, return_exceptions=True)
-                await self._readings.put(None)  # the pipeline drains what the sources delivered
-                await pipeline_task
-                closing = self.pipeline.flush(force=True)
-                closing.append(self.pipeline.audit("agent.stop", "agent", "info"))
-                await self._store(closing)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.publisher.stop(), timeout=5.0)
-                publisher_task.cancel()
-                for task in helpers:
+                try:
+                    async with asyncio.timeout(SHUTDOWN_S):
+                        await self._shut_down(source_tasks, pipeline_task)
+                except TimeoutError:
+                    # systemd would kill us at TimeoutStopSec: stop now, with what is committed.
+                    exit_code = 1
+                    log.error("clean shutdown took too long; stopping anyway", after_s=SHUTDOWN_S)
+                for task in [*source_tasks, pipeline_task, publisher_task, *helpers]:
                     task.cancel()
         finally:
             await status_server.close()
@@ -245,6 +243,20 @@ class Agent:
             self.notifier.close()
         log.info("stopped")
         return exit_code
+
+    async def _shut_down(self, source_tasks: list[asyncio.Task[None]], pipeline_task: asyncio.Task[None]) -> None:
+        """Stop polling, run what the sources delivered through the pipeline, close the open
+        windows, commit, publish ``offline``."""
+        for task in source_tasks:
+            task.cancel()
+        await asyncio.gather(*source_tasks, return_exceptions=True)
+        await self._readings.put(None)  # the pipeline drains what the sources delivered
+        await pipeline_task
+        closing = self.pipeline.flush(force=True)
+        closing.append(self.pipeline.audit("agent.stop", "agent", "info"))
+        await self._store(closing)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.publisher.stop(), timeout=5.0)
 
     async def _supervise(self, name: str, slot: _SourceSlot) -> None:
         """Run one source for ever; restart it with backoff when it fails."""
