@@ -308,3 +308,27 @@ def test_verifier_refuses_a_key_pinned_twice() -> None:
 def test_envelope_type_is_the_wire_shape() -> None:
     env = msgspec.json.decode(signed("ping"), type=Envelope)
     assert env.v == 1 and env.key_id == CMD_KID and len(env.nonce) == 22
+
+
+def test_a_flood_of_unsigned_envelopes_is_summarised_not_audited_one_by_one() -> None:
+    """Anyone who can publish can send garbage: past the per-minute budget it is counted, and one
+    summary record per minute keeps it visible; signed refusals are always audited."""
+
+    async def go() -> tuple[list[Response], AuditLog]:
+        clock = Clock()
+        processor, _calls, audit, _ = await make_processor(MemoryState(), KEYS, clock)
+        processor.unverified_audits_per_min = 5
+        responses = [await processor.handle(b"[1]") for _ in range(20)]
+        responses.append(await processor.handle(signed("ping", target="gw-someone-else")))  # signed: audited
+        clock.now_s += 61
+        responses.append(await processor.handle(b"[2]"))  # a new minute: the summary, then this one
+        return responses, audit
+
+    responses, audit = run_async(go())
+    assert all(r.outcome == "refused" for r in responses)
+    individual = [r for r in audit.records if r.event == "command.unknown"]
+    assert len(individual) == 5 + 1
+    assert sum(r.record_id is None for r in responses) == 15
+    assert any(r.reason == reasons.WRONG_TARGET for r in audit.records)
+    (summary,) = [r for r in audit.records if r.event == "command.refusals_suppressed"]
+    assert summary.details["suppressed"] == 15 and summary.details[f"reason.{reasons.MALFORMED}"] == 15

@@ -55,6 +55,7 @@ RESPONSE_SCHEMA: Final = "heatgate.cmd-response/1"
 SEALED_FORMAT: Final = "heatgate-sealed/v1"
 
 Outcome = Literal["accepted", "refused", "failed", "done"]
+AuditOutcome = Literal["accepted", "refused", "failed", "done", "info"]
 
 
 class Response(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -123,6 +124,10 @@ async def _ping(_ctx: CommandContext) -> dict[str, Any]:
     return {"pong": True}
 
 
+UNVERIFIED_AUDITS_PER_MIN = 60
+"""Refusals of unsigned or wrongly signed envelopes audited one by one per minute; beyond, summarised."""
+
+
 class CommandProcessor:
     """Verify, audit, run. ``handlers`` maps command names to handlers; a catalog command
     without a handler is refused as ``unknown_command`` (``ping`` is always there)."""
@@ -141,6 +146,10 @@ class CommandProcessor:
         self._audit = audit
         self._clock = clock
         self.handler_timeout_s = handler_timeout_s
+        self.unverified_audits_per_min = UNVERIFIED_AUDITS_PER_MIN
+        self._window_start_s = -float("inf")
+        self._window_audits = 0
+        self._suppressed: dict[str, int] = {}
 
     async def handle(self, raw: bytes, *, correlation_data: bytes | None = None) -> Response:
         """Decide, audit and (if accepted) run one envelope; returns the response to publish.
@@ -164,10 +173,33 @@ class CommandProcessor:
     async def _refused(self, refusal: Refusal) -> Response:
         event = f"command.{refusal.command or 'unknown'}"
         actor = f"remote:{refusal.key_id}" if refusal.key_id else "remote:unverified"
-        record_id = await self._record(event, actor, "refused", refusal.reason, {"detail": refusal.detail})
+        record_id: str | None = None
+        if refusal.key_id or await self._admit_unverified_audit(refusal.reason):
+            record_id = await self._record(event, actor, "refused", refusal.reason, {"detail": refusal.detail})
         log.info("command refused", command=refusal.command, reason=refusal.reason, detail=refusal.detail)
         return self._response(refusal.command, "refused", refusal.reason, refusal.detail, record_id=record_id,
                               nonce=refusal.nonce)
+
+    async def _admit_unverified_audit(self, reason: str) -> bool:
+        """Whether a refusal that no pinned key signed gets its own audit record. Anyone who can
+        publish to the broker can send those: past ``unverified_audits_per_min`` in a minute they
+        are counted instead, and one summary record per minute says how many and why, so that a
+        flood cannot fill the security stream (and evict what matters) while staying visible."""
+        now = self._clock()
+        if now - self._window_start_s >= 60.0:
+            if self._suppressed:
+                details: dict[str, str | int | float | bool | None] = {
+                    "suppressed": sum(self._suppressed.values()),
+                    **{f"reason.{k}": v for k, v in sorted(self._suppressed.items())},
+                }
+                await self._record("command.refusals_suppressed", "agent", "info", None, details)
+                self._suppressed = {}
+            self._window_start_s, self._window_audits = now, 0
+        self._window_audits += 1
+        if self._window_audits <= self.unverified_audits_per_min:
+            return True
+        self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+        return False
 
     async def _run(self, verified: Verified) -> Response:
         command = verified.command
@@ -205,7 +237,7 @@ class CommandProcessor:
         await self._record(event, actor, "done", None, details)
         return self._response(command, "done", None, None, result=result, record_id=record_id, nonce=nonce)
 
-    async def _record(self, event: str, actor: str, outcome: Outcome, reason: str | None,
+    async def _record(self, event: str, actor: str, outcome: AuditOutcome, reason: str | None,
                       details: dict[str, str | int | float | bool | None]) -> str | None:
         body = AuditBody(event=event, actor=actor, outcome=outcome, reason=reason, details=details,
                          at=iso_utc(self._clock()))
