@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.cert is None) != (args.key is None):
         print("heatgate tail: give both --cert and --key", file=sys.stderr)
         return 2
-    console = Console(stderr=args.json, highlight=False)
+    console = Console(stderr=args.json, highlight=False, soft_wrap=True)
     try:
         return asyncio.run(
             tail(mqtt, topics=topics_for(mqtt.topic_prefix, gateway), prefix=mqtt.topic_prefix, tls_files=tls_files,
