@@ -35,6 +35,7 @@ from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from drivers.modbus.simmodel import FaultPlan, SimDevice, heatpump_device, meter_device
+from drivers.simargs import rate
 
 __all__ = [
     "FaultPlan",
@@ -246,13 +247,6 @@ async def serve_meter_rtu(*, link: str | None = None, baudrate: int = 9600, faul
 
 # -- the command line -------------------------------------------------------------------------
 
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a rate is between 0 and 1, got {text}")
-    return value
-
-
 def _fault(text: str) -> tuple[int, float]:
     code, sep, at = text.partition("@")
     try:
@@ -272,9 +266,9 @@ def _add_common(parser: argparse.ArgumentParser, *, port: int, link: str, rtu_de
     parser.add_argument("--fault", type=_fault, metavar="CODE@SECONDS",
                         help="set fault code CODE after SECONDS (e.g. 101@30)")
     parser.add_argument("--clear-after", type=float, metavar="S", help="clear the fault S seconds after it is set")
-    parser.add_argument("--drop-rate", type=_rate, default=0.0, help="share of requests left unanswered")
+    parser.add_argument("--drop-rate", type=rate, default=0.0, help="share of requests left unanswered")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="delay every answer by MS milliseconds")
-    parser.add_argument("--exception-rate", type=_rate, default=0.0,
+    parser.add_argument("--exception-rate", type=rate, default=0.0,
                         help="share of requests answered with a 'device failure' exception")
     parser.add_argument("--offline-after", type=float, metavar="S", help="stop answering after S seconds")
 

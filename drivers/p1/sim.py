@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from drivers.p1.simtelegram import MeterState, build_telegram
 from drivers.ptylink import PtyDevice
+from drivers.simargs import rate, serve_until_cancelled
 
 __all__ = ["P1SimStats", "P1Simulator", "register_sim", "run_p1_sim"]
 
@@ -131,20 +132,7 @@ async def run_p1_sim(
     """Run a simulator until cancelled; ``ready`` receives the pty path."""
     sim = P1Simulator(dsmr_version=dsmr_version, interval_s=interval_s, link=link,
                       bad_crc_rate=bad_crc_rate, garbage_rate=garbage_rate)
-    path = await sim.start()
-    if ready is not None:
-        ready.set_result(path)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await sim.stop()
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a rate is between 0 and 1, got {text}")
-    return value
+    await serve_until_cancelled(sim.start, sim.stop, ready)
 
 
 def _interval(text: str) -> float:
@@ -164,8 +152,8 @@ def register_sim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("--dsmr", default="5", choices=["2.2", "3", "4", "5"], help="DSMR version (default 5)")
     parser.add_argument("--interval-s", type=_interval, default=1.0, help="seconds between telegrams (default 1)")
     parser.add_argument("--link", default=DEFAULT_LINK, help=f"symlink to the pty (default {DEFAULT_LINK})")
-    parser.add_argument("--bad-crc-rate", type=_rate, default=0.0, help="share of telegrams with a wrong CRC")
-    parser.add_argument("--garbage-rate", type=_rate, default=0.0, help="share of telegrams after line noise")
+    parser.add_argument("--bad-crc-rate", type=rate, default=0.0, help="share of telegrams with a wrong CRC")
+    parser.add_argument("--garbage-rate", type=rate, default=0.0, help="share of telegrams after line noise")
     parser.set_defaults(handler=_main)
 
 

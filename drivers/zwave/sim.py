@@ -23,6 +23,7 @@ import signal
 from dataclasses import dataclass
 
 from drivers.ptylink import PtyDevice
+from drivers.simargs import rate, serve_until_cancelled
 from drivers.zwave import frames
 from drivers.zwave.frames import ACK, CAN, NAK, Control, DataFrame, FrameType
 from drivers.zwave.host import (
@@ -215,20 +216,7 @@ async def run_zwave_sim(*, link: str | None = DEFAULT_LINK, interval_s: float = 
     """Run a simulated controller until cancelled; ``ready`` receives the pty path."""
     sim = ZwaveSimulator(link=link, interval_s=interval_s, nak_rate=nak_rate, can_rate=can_rate,
                          drop_ack_rate=drop_ack_rate)
-    path = await sim.start()
-    if ready is not None:
-        ready.set_result(path)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await sim.stop()
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a rate is between 0 and 1, got {text}")
-    return value
+    await serve_until_cancelled(sim.start, sim.stop, ready)
 
 
 def register_sim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -240,9 +228,9 @@ def register_sim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     parser.add_argument("--link", default=DEFAULT_LINK, help=f"symlink to the pty (default {DEFAULT_LINK})")
     parser.add_argument("--interval-s", type=float, default=1.0, help="seconds between report rounds")
-    parser.add_argument("--nak-rate", type=_rate, default=0.0, help="share of host frames answered with NAK")
-    parser.add_argument("--can-rate", type=_rate, default=0.0, help="share of host frames answered with CAN")
-    parser.add_argument("--drop-ack-rate", type=_rate, default=0.0, help="share of host frames left unanswered")
+    parser.add_argument("--nak-rate", type=rate, default=0.0, help="share of host frames answered with NAK")
+    parser.add_argument("--can-rate", type=rate, default=0.0, help="share of host frames answered with CAN")
+    parser.add_argument("--drop-ack-rate", type=rate, default=0.0, help="share of host frames left unanswered")
     parser.set_defaults(handler=_main)
 
 
