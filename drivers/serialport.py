@@ -13,11 +13,13 @@ import asyncio
 import errno
 import os
 import termios
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import serial
 
+from agent.backoff import Backoff
 from drivers.reading import DriverError
 
 __all__ = ["LineSettings", "PortLost", "PortUnavailable", "SerialLink", "line_settings"]
@@ -195,3 +197,60 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+class PortKeeper:
+    """Keeps a serial port open for a session: opens it, runs ``session(link)``, and when the port
+    goes away (unplugged) or never came, reopens it with backoff. Each transition is logged once
+    each way (``<event_prefix>.port_unavailable`` / ``.port_open`` / ``.port_lost``), not once
+    per try. ``state`` is ``closed``, ``open``, ``unavailable`` or ``lost`` (a session may set its
+    own, e.g. ``no_controller``); ``losses`` counts ports lost while open."""
+
+    def __init__(self, path: str, settings: LineSettings, *, source: str, event_prefix: str,
+                 backoff: Backoff, log: Any) -> None:
+        self.path = path
+        self.settings = settings
+        self.source = source
+        self.event_prefix = event_prefix
+        self.backoff = backoff
+        self.log = log
+        self.state = "closed"
+        self.losses = 0
+
+    async def run(self, session: Callable[[SerialLink], Awaitable[None]], *,
+                  after_session: Callable[[], None] | None = None) -> None:
+        """Run ``session`` on the open port for ever (until cancelled). A session that returns or
+        raises PortLost (alone or in an exception group) is followed by a reopen after backoff."""
+        link = SerialLink(self.path, self.settings, source=self.source)
+        was_down = False
+        try:
+            while True:
+                try:
+                    link.open()
+                except PortUnavailable as exc:
+                    if not was_down:
+                        self.log.warning(f"{self.event_prefix}.port_unavailable", source=self.source,
+                                         port_path=self.path, errno=exc.errno)
+                        was_down = True
+                    self.state = "unavailable"
+                    await asyncio.sleep(self.backoff.next_delay_s())
+                    continue
+                self.state = "open"
+                self.log.info(f"{self.event_prefix}.port_open", source=self.source, port_path=self.path,
+                              back=was_down)
+                was_down = False
+                try:
+                    await session(link)
+                except* PortLost:
+                    self.losses += 1
+                    self.state = "lost"
+                    was_down = True
+                    self.log.warning(f"{self.event_prefix}.port_lost", source=self.source, port_path=self.path)
+                finally:
+                    if after_session is not None:
+                        after_session()
+                    link.close()
+                await asyncio.sleep(self.backoff.next_delay_s())
+        finally:
+            link.close()
+            self.state = "closed"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -13,7 +12,7 @@ from drivers.p1 import framer
 from drivers.p1.errors import P1ChecksumError, P1ParseError
 from drivers.p1.telegram import P1Decoder
 from drivers.reading import ReadingSink
-from drivers.serialport import LineSettings, PortLost, PortUnavailable, SerialLink, line_settings
+from drivers.serialport import LineSettings, PortKeeper, SerialLink, line_settings
 
 __all__ = ["P1Runner", "serial_settings_for"]
 
@@ -39,16 +38,23 @@ class P1Runner:
         self.config = config
         self._settings = serial_settings_for(config)
         self._decoder = P1Decoder(config.dsmr_version, source=config.name)
-        self._backoff = Backoff(min_s=reopen_min_s, max_s=reopen_max_s)
         self._log = get_logger("heatgate.drivers.p1")
+        self._port = PortKeeper(config.port, self._settings, source=config.name, event_prefix="p1",
+                                backoff=Backoff(min_s=reopen_min_s, max_s=reopen_max_s), log=self._log)
         self.telegrams_ok = 0
         self.crc_errors = 0
         self.parse_errors = 0
         self.garbage_bytes = 0
         self.readings = 0
-        self.port_losses = 0
-        self.port_state = "closed"
         self.last_telegram_ts: float | None = None
+
+    @property
+    def port_state(self) -> str:
+        return self._port.state
+
+    @property
+    def port_losses(self) -> int:
+        return self._port.losses
 
     def health(self) -> dict[str, Any]:
         return {
@@ -66,36 +72,7 @@ class P1Runner:
         }
 
     async def run(self, sink: ReadingSink) -> None:
-        link = SerialLink(self.config.port, self._settings, source=self.name)
-        was_down = False
-        try:
-            while True:
-                try:
-                    link.open()
-                except PortUnavailable as exc:
-                    if not was_down:
-                        self._log.warning("p1.port_unavailable", source=self.name, port_path=self.config.port,
-                                     errno=exc.errno)
-                        was_down = True
-                    self.port_state = "unavailable"
-                    await asyncio.sleep(self._backoff.next_delay_s())
-                    continue
-                self.port_state = "open"
-                self._log.info("p1.port_open", source=self.name, port_path=self.config.port, back=was_down)
-                was_down = False
-                try:
-                    await self._read(link, sink)
-                except PortLost:
-                    self.port_losses += 1
-                    self.port_state = "lost"
-                    was_down = True
-                    self._log.warning("p1.port_lost", source=self.name, port_path=self.config.port)
-                finally:
-                    link.close()
-                await asyncio.sleep(self._backoff.next_delay_s())
-        finally:
-            link.close()
-            self.port_state = "closed"
+        await self._port.run(lambda link: self._read(link, sink))
 
     async def _read(self, link: SerialLink, sink: ReadingSink) -> None:
         buffer = bytearray()
@@ -124,7 +101,7 @@ class P1Runner:
                          parse_errors_count=self.parse_errors)
             return
         self.telegrams_ok += 1
-        self._backoff.reset()
+        self._port.backoff.reset()
         self.last_telegram_ts = time.time()
         self.readings += len(readings)
         if readings:

@@ -12,7 +12,7 @@ from agent.backoff import Backoff
 from agent.config import ZwaveSource
 from agent.logs import get_logger
 from drivers.reading import PointKind, Reading, ReadingSink
-from drivers.serialport import PortLost, PortUnavailable, SerialLink, line_settings
+from drivers.serialport import PortKeeper, SerialLink, line_settings
 from drivers.zwave import commandclasses as cc
 from drivers.zwave.frames import DataFrame, ZwaveError
 from drivers.zwave.host import FUNC_APPLICATION_COMMAND, FUNC_BRIDGE_COMMAND, HostStats, ZwaveHost
@@ -71,13 +71,12 @@ class ZwaveRunner:
         self.name = config.name
         self.config = config
         self._nodes = {node.node_id: node for node in config.nodes}
-        self._backoff = Backoff(min_s=reopen_min_s, max_s=reopen_max_s)
         self._reset_wait_s = reset_wait_s
         self._host_options = host_options or {}
         self._log = get_logger("heatgate.drivers.zwave")
+        self._port = PortKeeper(config.port, line_settings("8N1", 115200), source=config.name, event_prefix="zwave",
+                                backoff=Backoff(min_s=reopen_min_s, max_s=reopen_max_s), log=self._log)
         self.stats = HostStats()
-        self.port_state = "closed"
-        self.port_losses = 0
         self.unsupported_secure = 0
         self.unsupported_commands = 0
         self.decode_errors = 0
@@ -85,6 +84,14 @@ class ZwaveRunner:
         self.controller_ready = False
         self.last_report_ts: dict[int, float] = {}
         self._secure_logged: set[int] = set()
+
+    @property
+    def port_state(self) -> str:
+        return self._port.state
+
+    @property
+    def port_losses(self) -> int:
+        return self._port.losses
 
     def health(self) -> dict[str, Any]:
         return {
@@ -105,42 +112,18 @@ class ZwaveRunner:
         }
 
     async def run(self, sink: ReadingSink) -> None:
-        link = SerialLink(self.config.port, line_settings("8N1", 115200), source=self.name)
-        was_down = False
+        await self._port.run(lambda link: self._session_or_restart(link, sink), after_session=self._not_ready)
+
+    async def _session_or_restart(self, link: SerialLink, sink: ReadingSink) -> None:
         try:
-            while True:
-                try:
-                    link.open()
-                except PortUnavailable as exc:
-                    if not was_down:
-                        self._log.warning("zwave.port_unavailable", source=self.name, port_path=self.config.port,
-                                          errno=exc.errno)
-                        was_down = True
-                    self.port_state = "unavailable"
-                    await asyncio.sleep(self._backoff.next_delay_s())
-                    continue
-                self.port_state = "open"
-                self._log.info("zwave.port_open", source=self.name, port_path=self.config.port, back=was_down)
-                was_down = False
-                try:
-                    await self._session(link, sink)
-                except* PortLost:
-                    self.port_losses += 1
-                    self.port_state = "lost"
-                    was_down = True
-                    self._log.warning("zwave.port_lost", source=self.name, port_path=self.config.port)
-                except* ZwaveError as group:
-                    # The controller did not answer its start-up: close, reopen later, start over.
-                    self.port_state = "no_controller"
-                    self._log.warning("zwave.startup_failed", source=self.name,
-                                      error=str(group.exceptions[0]))
-                finally:
-                    self.controller_ready = False
-                    link.close()
-                await asyncio.sleep(self._backoff.next_delay_s())
-        finally:
-            link.close()
-            self.port_state = "closed"
+            await self._session(link, sink)
+        except* ZwaveError as group:
+            # The controller did not answer its start-up: close, reopen later, start over.
+            self._port.state = "no_controller"
+            self._log.warning("zwave.startup_failed", source=self.name, error=str(group.exceptions[0]))
+
+    def _not_ready(self) -> None:
+        self.controller_ready = False
 
     async def _session(self, link: SerialLink, sink: ReadingSink) -> None:
         async def on_request(frame: DataFrame) -> None:
@@ -154,7 +137,7 @@ class ZwaveRunner:
             group.create_task(host.read_loop(), name=f"zwave-read-{self.name}")
             ident = await host.start_up(reset_wait_s=self._reset_wait_s)
             self.controller_ready = True
-            self._backoff.reset()
+            self._port.backoff.reset()
             home_id = ident[:4].hex()
             self._log.info("zwave.controller_ready", source=self.name, controller_node=ident[4])
             self.readings += 1
