@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 
 def rate(text: str) -> float:
@@ -25,3 +28,23 @@ async def serve_until_cancelled(start: Callable[[], Awaitable[str]], stop: Calla
         await asyncio.Event().wait()
     finally:
         await stop()
+
+
+def run_from_cli(simulator: Callable[[asyncio.Future[str]], Coroutine[Any, Any, None]],
+                 announce: Callable[[str], str]) -> int:
+    """``heatgate sim …``: run ``simulator(ready)`` until SIGINT/SIGTERM, printing
+    ``announce(where)`` once it listens. Exit status 0."""
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[str] = loop.create_future()
+        task = asyncio.create_task(simulator(ready), name="sim-main")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        where = await ready
+        print(announce(where), flush=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return 0
+
+    return asyncio.run(main())

@@ -15,13 +15,12 @@ import argparse
 import asyncio
 import os
 import random
-import signal
 import time
 from dataclasses import dataclass
 
 from drivers.p1.simtelegram import MeterState, build_telegram
 from drivers.ptylink import PtyDevice
-from drivers.simargs import rate, serve_until_cancelled
+from drivers.simargs import rate, run_from_cli, serve_until_cancelled
 
 __all__ = ["P1SimStats", "P1Simulator", "register_sim", "run_p1_sim"]
 
@@ -158,22 +157,9 @@ def register_sim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _main(args: argparse.Namespace) -> int:
-    return asyncio.run(_serve(args))
-
-
-async def _serve(args: argparse.Namespace) -> int:
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[str] = loop.create_future()
-    task = asyncio.create_task(run_p1_sim(
-        dsmr_version=args.dsmr, interval_s=args.interval_s, link=args.link,
-        bad_crc_rate=args.bad_crc_rate, garbage_rate=args.garbage_rate, ready=ready,
-    ), name="p1-sim-main")
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    path = await ready
-    print(f"p1 simulator (DSMR {args.dsmr}) on {path}, linked at {args.link}", flush=True)
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    return 0
+    return run_from_cli(
+        lambda ready: run_p1_sim(
+            dsmr_version=args.dsmr, interval_s=args.interval_s, link=args.link,
+            bad_crc_rate=args.bad_crc_rate, garbage_rate=args.garbage_rate, ready=ready),
+        lambda path: f"p1 simulator (DSMR {args.dsmr}) on {path}, linked at {args.link}",
+    )

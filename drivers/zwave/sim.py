@@ -19,11 +19,10 @@ import argparse
 import asyncio
 import os
 import random
-import signal
 from dataclasses import dataclass
 
 from drivers.ptylink import PtyDevice
-from drivers.simargs import rate, serve_until_cancelled
+from drivers.simargs import rate, run_from_cli, serve_until_cancelled
 from drivers.zwave import frames
 from drivers.zwave.frames import ACK, CAN, NAK, Control, DataFrame, FrameType
 from drivers.zwave.host import (
@@ -235,22 +234,9 @@ def register_sim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _main(args: argparse.Namespace) -> int:
-    return asyncio.run(_serve(args))
-
-
-async def _serve(args: argparse.Namespace) -> int:
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[str] = loop.create_future()
-    task = asyncio.create_task(run_zwave_sim(
-        link=args.link, interval_s=args.interval_s, nak_rate=args.nak_rate, can_rate=args.can_rate,
-        drop_ack_rate=args.drop_ack_rate, ready=ready,
-    ), name="zwave-sim-main")
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    path = await ready
-    print(f"zwave controller simulator on {path}, linked at {args.link}", flush=True)
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    return 0
+    return run_from_cli(
+        lambda ready: run_zwave_sim(
+            link=args.link, interval_s=args.interval_s, nak_rate=args.nak_rate, can_rate=args.can_rate,
+            drop_ack_rate=args.drop_ack_rate, ready=ready),
+        lambda path: f"zwave controller simulator on {path}, linked at {args.link}",
+    )
