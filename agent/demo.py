@@ -94,7 +94,7 @@ class Demo:
         self._spawn("sim-zwave", "sim", "zwave", "--link", str(self.sim_dir / "zwave"))
         links = [self.sim_dir / name for name in ("meter", "p1", "zwave")]
         self._wait_for("the simulators' pseudo-terminals", lambda: all(p.exists() for p in links))
-        self._wait_for("the heat-pump simulator", lambda: _listening(self.heatpump_port))
+        self._wait_for("the heat-pump simulator", lambda: listening(self.heatpump_port))
 
     def provision(self) -> None:
         assert self.broker is not None and self.broker.pki is not None
@@ -185,34 +185,40 @@ port = "{self.sim_dir / 'zwave'}"
         return command
 
     def stop(self) -> None:
-        agent = self.processes.pop("agent", None)
-        if agent is not None and agent.poll() is None:
-            agent.send_signal(signal.SIGTERM)
-            try:
-                agent.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+        """The agent first (SIGTERM: it commits and says offline), then the simulators, then the broker."""
+        stop_process(self.processes.pop("agent", None), timeout_s=15)
         for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()
         for process in self.processes.values():
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout_s=5)
         self.processes.clear()
         if self.broker is not None:
             self.broker.stop()
 
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
     import socket
 
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
         return True
     return False
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, *, timeout_s: float = 10.0) -> int | None:
+    """SIGTERM, then SIGKILL after ``timeout_s``; always reaped. Returns the exit code."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 DEMO_WINDOWS_S = {"telemetry": 10, "analytics": 20}

@@ -15,12 +15,10 @@ demo``. Everything started here is stopped by ``close()`` (or the context manage
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.demo import listening, stop_process
 from agent.provision import Answers, provision
 from agent.status import StatusError, query_status
 
@@ -127,27 +126,6 @@ def spawn_sim(log_path: Path, *args: str) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "agent", "sim", *args], stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop_process(process: subprocess.Popen[bytes] | None, *, timeout_s: float = 10.0) -> int | None:
-    """SIGTERM, then SIGKILL after ``timeout_s``; always reaped. Returns the exit code."""
-    if process is None:
-        return None
-    if process.poll() is None:
-        process.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-        process.terminate()
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
-
-
-def listening(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-        return True
-    return False
 
 
 def rss_kb(pid: int) -> int:
