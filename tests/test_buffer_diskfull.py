@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from buffer.errors import RecordsNotStored
 from buffer.ids import IdGenerator
 from tests.buffer_support import RETENTION_S, T0, Clock, integrity, records, sql
 from tests.support.leaks import run_async
+from tests.support.tmpfs import tmpfs
 
 KEY = bytes(range(32))
 
@@ -29,13 +29,8 @@ KEY = bytes(range(32))
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 1.5 MiB tmpfs."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k,mode=0700", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "1536k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def _fill(path: Path, leave_bytes: int = 0) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from buffer.adapter import AsyncBuffer, open_buffer
 from buffer.ids import IdGenerator
 from tests.buffer_support import RETENTION_S, T0, Clock, integrity, records, sql
 from tests.support.leaks import run_async
+from tests.support.tmpfs import tmpfs
 
 KEY = bytes(range(32))
 CAP = 1 << 20
@@ -94,13 +94,8 @@ def test_lower_cap_at_restart_shrinks_the_file(tmp_path: Path) -> None:
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 1.5 MiB tmpfs (we are root in CI and here)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k,mode=0700", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "1536k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_full_disk_evicts_and_alarms_without_crashing(small_fs: Path) -> None:

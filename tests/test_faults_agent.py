@@ -22,6 +22,7 @@ from agent.localbroker import free_port
 from drivers.p1.sim import P1Simulator
 from tests.support.agent_harness import Gateway, LoadRig, load_sources, wait_until
 from tests.support.leaks import run_async
+from tests.support.tmpfs import tmpfs
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.serial]
 
@@ -77,13 +78,8 @@ def test_corrupt_database_is_quarantined_and_the_agent_runs_on(tmp_path: Path) -
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs for the state directory (the tests run as root)."""
-    mount = tmp_path / "state"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "state", "4m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def test_full_disk_evicts_alarms_and_keeps_running(tmp_path: Path, small_fs: Path) -> None:
