@@ -46,7 +46,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
-from agent.publish.decode import Deduplicator, decode_message
+from agent.publish.decode import Decoded, Deduplicator, decode_message
 
 __all__ = ["BackendSource", "BackendStats", "JetStreamBackend", "mqtt_touch", "subject_to_topic",
            "topic_to_subject"]
@@ -120,6 +120,29 @@ class BackendStats:
     @property
     def unique(self) -> int:
         return len(self.ids)
+
+    def count(self, worker: int, where: str, decoded: Decoded, dedup: Deduplicator) -> None:
+        """Account one decoded message that ``worker`` received on ``where``."""
+        self.messages += 1
+        self.per_worker[worker] += 1
+        if not decoded.valid:
+            self.invalid += 1
+            if len(self.invalid_examples) < 5:
+                self.invalid_examples.append(f"{where}: {decoded.error}")
+            return
+        if decoded.kind == "state":
+            self.states += 1
+            return
+        now = time.time()
+        for record in decoded.records:
+            self.records += 1
+            if not dedup.first_time(record.id):
+                self.duplicates += 1
+                continue
+            self.ids.add(record.id)
+            if self.first_record_s is None:
+                self.first_record_s = now
+            self.last_record_s = now
 
 
 class JetStreamBackend:
@@ -260,28 +283,8 @@ class JetStreamBackend:
                     await message.ack()
 
     def _handle(self, worker: int, subject: str, data: bytes) -> None:
-        stats = self.stats
-        stats.messages += 1
-        stats.per_worker[worker] += 1
         decoded = decode_message(subject_to_topic(subject), data, prefix=self.prefix)
-        if not decoded.valid:
-            stats.invalid += 1
-            if len(stats.invalid_examples) < 5:
-                stats.invalid_examples.append(f"{subject}: {decoded.error}")
-            return
-        if decoded.kind == "state":
-            stats.states += 1
-            return
-        now = time.time()
-        for record in decoded.records:
-            stats.records += 1
-            if not self.dedup.first_time(record.id):
-                stats.duplicates += 1
-                continue
-            stats.ids.add(record.id)
-            if stats.first_record_s is None:
-                stats.first_record_s = now
-            stats.last_record_s = now
+        self.stats.count(worker, subject, decoded, self.dedup)
 
     async def wait_for(self, expected: set[str], timeout_s: float) -> set[str]:
         """Wait until every id in ``expected`` was consumed (or the timeout); return the missing."""

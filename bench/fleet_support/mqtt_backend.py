@@ -51,24 +51,7 @@ class SharedSubscriptionBackend:
     def _on_message(self, _client: mqtt.Client, worker: int, msg: mqtt.MQTTMessage) -> None:
         decoded = decode_message(msg.topic, bytes(msg.payload), prefix=self.prefix)
         with self._lock:
-            stats = self.stats
-            stats.messages += 1
-            stats.per_worker[worker] += 1
-            if not decoded.valid:
-                stats.invalid += 1
-                return
-            if decoded.kind == "state":
-                stats.states += 1
-                return
-            now = time.time()
-            for record in decoded.records:
-                stats.records += 1
-                if not self.dedup.first_time(record.id):
-                    stats.duplicates += 1
-                    continue
-                stats.ids.add(record.id)
-                stats.first_record_s = stats.first_record_s or now
-                stats.last_record_s = now
+            self.stats.count(worker, msg.topic, decoded, self.dedup)
 
     def stop(self) -> None:
         for client in self._clients:
