@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from agent.payloads import STREAMS, FaultBody, TelemetryBody, body_encoder
 from agent.publish.decode import Deduplicator, decode_message
 from agent.publish.packing import pack, topic_for
-from agent.schemas import generate, load_schema, shipped
+from agent.schemas import differing, generate, load_schema, meaning, shipped
 from buffer.api import StoredRecord
 from buffer.ids import new_id
 
@@ -20,8 +20,20 @@ SENT = "2025-01-01T00:00:00.000Z"
 
 
 def test_shipped_schemas_equal_what_the_types_generate() -> None:
-    assert shipped() == generate()
+    assert differing(generate(), shipped()) == []
     assert set(generate()) == {f"heatgate.{k}.v1.json" for k in (*STREAMS, "state")}
+
+
+def test_schemas_compare_by_meaning_not_by_description_whitespace() -> None:
+    name, text = next(iter(generate().items()))
+    document = json.loads(text)
+    described = next(node for node in document["$defs"].values() if "description" in node)
+    described["description"] = "\n    " + described["description"].replace(" ", "\n      ") + "\n"
+    assert meaning(json.dumps(document)) == meaning(text)
+    assert differing({name: text}, {name: json.dumps(document)}) == []
+    described["description"] += " changed"
+    assert differing({name: text}, {name: json.dumps(document)}) == [name]
+    assert differing({name: text}, {}) == [name]
 
 
 def test_analytics_schema_has_no_gateway_and_refuses_extra_fields() -> None:

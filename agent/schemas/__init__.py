@@ -15,7 +15,7 @@ import msgspec
 
 from agent.payloads import SCHEMA_VERSION, STREAM_MESSAGES, StatePayload
 
-__all__ = ["SCHEMA_DIR", "generate", "load_schema", "schema_file_name", "shipped", "write"]
+__all__ = ["SCHEMA_DIR", "differing", "generate", "load_schema", "meaning", "schema_file_name", "shipped", "write"]
 
 SCHEMA_DIR = Path(__file__).parent
 
@@ -46,6 +46,31 @@ def shipped() -> dict[str, str]:
     """The schema files installed with the package."""
     root = resources.files("agent.schemas")
     return {entry.name: entry.read_text(encoding="utf-8") for entry in root.iterdir() if entry.name.endswith(".json")}
+
+
+def meaning(text: str) -> Any:
+    """A schema document as data, with each ``description`` reduced to its words.
+
+    msgspec takes descriptions from docstrings and has changed how it dedents them between releases;
+    two schemas that differ only in a description's line breaks or indentation mean the same.
+    """
+
+    def normalise(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: (" ".join(value.split()) if key == "description" and isinstance(value, str)
+                          else normalise(value)) for key, value in node.items()}
+        if isinstance(node, list):
+            return [normalise(item) for item in node]
+        return node
+
+    return normalise(json.loads(text))
+
+
+def differing(expected: dict[str, str], found: dict[str, str]) -> list[str]:
+    """File names present in only one of the two sets, or whose schemas differ in meaning."""
+    names = set(expected) | set(found)
+    return sorted(name for name in names
+                  if name not in expected or name not in found or meaning(expected[name]) != meaning(found[name]))
 
 
 def load_schema(kind: str) -> dict[str, Any]:
