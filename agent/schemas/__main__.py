@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agent.schemas", description=__doc__)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", action="store_true", help="write agent/schemas/*.json from the types")
-    group.add_argument("--check", action="store_true", help="exit 1 if the shipped files differ in meaning from the types")
+    group.add_argument("--check", action="store_true", help="exit 1 if shipped schemas differ in meaning")
     args = parser.parse_args(argv)
     if args.write:
         for path in write():
