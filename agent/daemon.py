@@ -430,13 +430,18 @@ class Agent:
         """Re-read and apply what can change without a restart (:mod:`agent.reload`): validated
         first, applied whole or not at all; audited either way. The sources, the pipeline and
         the publisher go on meanwhile, so nothing read or committed is lost. True if applied."""
+        self.notifier.reloading()
+        log.info("reloading", config=str(self.loaded.path))
+        applied = await self._apply_reload()
+        self._reloads += 1
+        self._last_reload_ts = time.time()
+        self.notifier.ready(self.health_line())
+        return applied
+
+    async def _apply_reload(self) -> bool:
         from agent.reload import plan_reload
         from agent.typedload import ConfigError
 
-        self.notifier.reloading()
-        log.info("reloading", config=str(self.loaded.path))
-        self._reloads += 1
-        self._last_reload_ts = time.time()
         try:
             plan = await asyncio.to_thread(plan_reload, self.loaded.path, self.config, self.policy)
         except ConfigError as exc:
@@ -461,14 +466,12 @@ class Agent:
                         restart_needed=restart)
         else:
             log.info("reloaded", policy_changed=plan.policy_changed)
-        self.notifier.ready(self.health_line())
         return True
 
     def _reload_refused(self, reason: str) -> bool:
         self._reload_error = reason
         log.error("reload refused; running on the previous settings", reason=reason)
         self._record(self.pipeline.audit("agent.reload", "agent", "refused", reason=reason[:500]))
-        self.notifier.ready(self.health_line())
         return False
 
     async def _status_loop(self) -> None:
