@@ -6,7 +6,12 @@
 
 A source that fails is restarted with backoff while the others go on. SIGTERM (or SIGINT)
 stops the sources, runs what they delivered through the pipeline, closes the open aggregation
-windows, commits everything, publishes ``offline`` and exits 0.
+windows, commits everything, publishes ``offline`` and exits 0. SIGHUP reloads what can change
+without a restart (see :mod:`agent.reload`) while the pipeline and the publisher go on.
+
+One agent per state directory: the first thing ``run`` does is take ``<state_dir>/agent.lock``
+(:mod:`agent.statelock`); a second agent exits 1 before it opens the buffer, the status socket
+or a broker connection.
 """
 
 from __future__ import annotations
@@ -14,16 +19,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agent import __version__
 from agent.backoff import Backoff
 from agent.config import LoadedConfig, SourceConfig
+from agent.health import CounterRate, HealthLimits, HealthSnapshot, SourceView, source_error, source_state
+from agent.health import problems as health_problems
 from agent.logs import get_logger
 from agent.sdnotify import LoopWatchdog, Notifier, watchdog_interval_s
+from agent.statelock import StateLock, StateLocked
 from agent.status import StatusServer
 from buffer.api import NewRecord
 from drivers.reading import DriverError, Reading, Source
@@ -40,6 +50,7 @@ SHUTDOWN_S = 12.0
 """A clean stop gets this long (systemd's TimeoutStopSec is 20 s)."""
 UNSTORED_MAX = 10_000
 """Records a full disk could not take, held in memory until it can (oldest dropped beyond this)."""
+HEALTH_LIMITS = HealthLimits()
 
 
 class StartupError(Exception):
@@ -100,6 +111,12 @@ class Agent:
         self._unstored: list[NewRecord] = []
         self._unstored_dropped = 0
         self._last_progress_monotonic = time.monotonic()
+        self._stray_rate = CounterRate()
+        self._reload_requested = asyncio.Event()
+        self._reload_error: str | None = None
+        self._restart_needed: tuple[str, ...] = ()
+        self._reloads = 0
+        self._last_reload_ts: float | None = None
         self.buffer: Any = None
         self.pipeline: Any = None
         self.publisher: Any = None
@@ -185,12 +202,35 @@ class Agent:
     # ---- the tasks ------------------------------------------------------------------------
 
     async def run(self) -> int:
-        """Run until SIGTERM/SIGINT; return the process exit code."""
+        """Run until SIGTERM/SIGINT; return the process exit code. SIGHUP reloads."""
+        loop = asyncio.get_running_loop()
+        # At once: SIGHUP's default action kills the process, and a reload may come at any time.
+        # One that comes during start-up is applied once the agent runs.
+        loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
+        state_dir = Path(self.config.gateway.state_dir)
+        try:
+            lock = StateLock.acquire(state_dir)
+        except StateLocked as exc:
+            return self._cannot_start(StartupError(str(exc), exit_code=1))
+        except OSError as exc:
+            return self._cannot_start(StartupError(f"cannot lock the state directory {state_dir}: {exc}"))
+        try:
+            return await self._run_locked()
+        finally:
+            lock.release()
+
+    @staticmethod
+    def _cannot_start(exc: StartupError) -> int:
+        log.error("cannot start", reason=str(exc))
+        sys.stderr.write(f"heatgate: {exc}\n")
+        sys.stderr.flush()
+        return exc.exit_code
+
+    async def _run_locked(self) -> int:
         try:
             await self._open()
         except StartupError as exc:
-            log.error("cannot start", reason=str(exc))
-            return exc.exit_code
+            return self._cannot_start(exc)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
@@ -215,6 +255,7 @@ class Agent:
                     group.create_task(self._flush_loop(), name="flusher"),
                     group.create_task(self._sweep_loop(), name="retention-sweeper"),
                     group.create_task(self._status_loop(), name="status-notify"),
+                    group.create_task(self._reload_loop(), name="reloader"),
                 ]
                 publisher_task = group.create_task(self.publisher.run(), name="publisher")
                 watchdog_s = watchdog_interval_s()
@@ -346,7 +387,8 @@ class Agent:
             await asyncio.sleep(FLUSH_INTERVAL_S)
             # `heatgate privacy` (another process) may have changed consent, objection or
             # restriction: pick that up within one interval.
-            await self.privacy_state.reload()
+            await self._reload_privacy_state()
+            self._stray_rate.observe(time.monotonic(), self._stray_messages())
             records = self.pipeline.flush()
             if records:
                 self._extra_records.extend(records)
@@ -363,6 +405,74 @@ class Agent:
             if any(removed.values()):
                 log.info("retention sweep", removed=removed)
             await asyncio.sleep(self.config.buffer.sweep_interval_s)
+
+    async def _reload_privacy_state(self) -> str | None:
+        """Re-read consent, objection and restriction; on an unreadable state keep the one in
+        force and return why."""
+        from agent.privacy.state import PrivacyStateError
+
+        try:
+            await self.privacy_state.reload()
+        except PrivacyStateError as exc:
+            log.error("privacy state unreadable; keeping the one in force", reason=exc.reason)
+            return exc.reason
+        return None
+
+    # ---- reload (SIGHUP) ----------------------------------------------------------------------
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()  # signals that come during a reload: one more after it
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Re-read and apply what can change without a restart (:mod:`agent.reload`): validated
+        first, applied whole or not at all; audited either way. The sources, the pipeline and
+        the publisher go on meanwhile, so nothing read or committed is lost. True if applied."""
+        self.notifier.reloading()
+        log.info("reloading", config=str(self.loaded.path))
+        applied = await self._apply_reload()
+        self._reloads += 1
+        self._last_reload_ts = time.time()
+        self.notifier.ready(self.health_line())
+        return applied
+
+    async def _apply_reload(self) -> bool:
+        from agent.reload import plan_reload
+        from agent.typedload import ConfigError
+
+        try:
+            plan = await asyncio.to_thread(plan_reload, self.loaded.path, self.config, self.policy)
+        except ConfigError as exc:
+            return self._reload_refused(f"{exc.source}: " + "; ".join(str(issue) for issue in exc.issues))
+        state_error = await self._reload_privacy_state()
+        if state_error is not None:
+            return self._reload_refused(f"privacy state: {state_error}")
+        if plan.policy_changed:
+            # The windows open under the old policy are closed and committed with it.
+            self._extra_records.extend(self.pipeline.adopt_policy(plan.policy))
+            self.policy = plan.policy
+        self._reload_error = None
+        self._restart_needed = plan.restart_needed
+        restart = ", ".join(plan.restart_needed) or None
+        self._record(self.pipeline.audit(
+            "agent.reload", "agent", "ok",
+            details={"config_sha256": plan.loaded.sha256, "policy_changed": plan.policy_changed,
+                     "restart_needed": restart},
+        ))
+        if restart:
+            log.warning("reloaded; some changes need a restart", policy_changed=plan.policy_changed,
+                        restart_needed=restart)
+        else:
+            log.info("reloaded", policy_changed=plan.policy_changed)
+        return True
+
+    def _reload_refused(self, reason: str) -> bool:
+        self._reload_error = reason
+        log.error("reload refused; running on the previous settings", reason=reason)
+        self._record(self.pipeline.audit("agent.reload", "agent", "refused", reason=reason[:500]))
+        return False
 
     async def _status_loop(self) -> None:
         while True:
@@ -385,28 +495,42 @@ class Agent:
         return {"sources": len(self._slots), "healthy": not self.problems()}
 
     def problems(self) -> list[str]:
-        found = []
-        for name, slot in self._slots.items():
-            if slot.state != "running":
-                found.append(f"source {name} {slot.state}" + (f": {slot.last_error}" if slot.last_error else ""))
-                continue
-            # A serial source rides out an unplugged port inside run() (it never fails, so its
-            # slot stays "running"): its own port state is what tells that it reads nothing.
-            port_state = slot.source.health().get("port_state")
-            if port_state in ("lost", "unavailable"):
-                found.append(f"source {name} port {port_state}")
-        if self._unstored or self._unstored_dropped:
-            found.append(f"disk full: {len(self._unstored)} record(s) waiting in memory, "
-                         f"{self._unstored_dropped} lost")
+        """What is wrong now, one sentence each (:mod:`agent.health` has the rules)."""
+        return health_problems(self._health_snapshot(), HEALTH_LIMITS)
+
+    def _health_snapshot(self) -> HealthSnapshot:
+        connected: bool | None = None
+        inflight = 0
+        stall_s: float | None = None
+        stray_per_min: float | None = None
         if self.publisher is not None:
             status = self.publisher.status()
-            if not status.get("connected"):
-                found.append("broker not connected")
-            stalled_s = self._acknowledgement_stall_s(status)
-            if stalled_s is not None:
-                found.append(f"broker not acknowledging: {status.get('inflight')} message(s) in flight, "
-                             f"no PUBACK for {stalled_s:.0f} s")
-        return found
+            connected = bool(status.get("connected"))
+            inflight = int(status.get("inflight") or 0)
+            stall_s = self._acknowledgement_stall_s(status)
+            self._stray_rate.observe(time.monotonic(), self._stray_messages())
+            stray_per_min = self._stray_rate.per_min()
+        return HealthSnapshot(
+            now_s=time.time(),
+            sources=tuple(self._source_view(name, slot) for name, slot in self._slots.items()),
+            broker_connected=connected,
+            inflight=inflight,
+            ack_stall_s=stall_s,
+            stray_per_min=stray_per_min,
+            unstored=len(self._unstored),
+            unstored_dropped=self._unstored_dropped,
+            reload_error=self._reload_error,
+            restart_needed=self._restart_needed,
+        )
+
+    @staticmethod
+    def _source_view(name: str, slot: _SourceSlot) -> SourceView:
+        return SourceView(name=name, slot_state=slot.state, health=slot.source.health(), last_error=slot.last_error)
+
+    def _stray_messages(self) -> int:
+        """Messages that arrived on topics the gateway does not serve (counted by the publisher)."""
+        count = getattr(self.publisher, "stray_messages", 0)
+        return count if isinstance(count, int) else 0
 
     def _acknowledgement_stall_s(self, status: dict[str, Any]) -> float | None:
         """Seconds since the broker last acknowledged anything while messages wait in flight
@@ -429,9 +553,11 @@ class Agent:
 
         sources = {}
         for name, slot in self._slots.items():
-            health = dict(slot.source.health())
+            view = self._source_view(name, slot)
+            health = dict(view.health)
             health.setdefault("type", slot.type)
-            health["state"] = slot.state if slot.state != "running" else health.get("state", "running")
+            health["state"] = source_state(view)
+            error = source_error(view)
             health["restarts"] = slot.restarts
             health["readings"] = slot.readings
             health["last_reading_ts"] = slot.last_reading_ts
@@ -439,8 +565,8 @@ class Agent:
             if slot.first_reading_monotonic is not None:
                 minutes = max(time.monotonic() - slot.first_reading_monotonic, 1.0) / 60
                 health["readings_per_min"] = round(slot.readings / minutes, 1)
-            if slot.last_error:
-                health["last_error"] = slot.last_error
+            if error or slot.last_error:
+                health["last_error"] = error or slot.last_error
             sources[name] = health
         buffer_stats = to_builtins(await self.buffer.stats())
         problems = self.problems()
@@ -458,4 +584,11 @@ class Agent:
             "buffer": buffer_stats,
             "privacy": self.privacy_state.describe(),
             "readings_queue": self._readings.qsize(),
+            "reload": {
+                "reloads": self._reloads,
+                "last_reload_ts": self._last_reload_ts,
+                "error": self._reload_error,
+                "restart_needed": list(self._restart_needed),
+            },
+            "stray_messages": self._stray_messages(),
         }

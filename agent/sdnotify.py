@@ -1,8 +1,8 @@
 """systemd's notify protocol (``Type=notify``) and a watchdog for a stalled event loop.
 
 The protocol is one datagram per message to ``$NOTIFY_SOCKET`` (a path, or an abstract
-socket when it starts with ``@``): ``READY=1``, ``STATUS=…``, ``WATCHDOG=1``, ``STOPPING=1``.
-Outside systemd every call is a no-op.
+socket when it starts with ``@``): ``READY=1``, ``STATUS=…``, ``WATCHDOG=1``, ``STOPPING=1``,
+and ``RELOADING=1`` … ``READY=1`` around a reload (SIGHUP). Outside systemd every call is a no-op.
 
 :class:`LoopWatchdog` pings systemd from the event loop (so a stalled loop stops the pings),
 and a separate thread notices a stall itself: past the interval it dumps every thread's
@@ -56,6 +56,12 @@ class Notifier:
 
     def ready(self, status: str) -> None:
         self.notify(ready=1, status=status)
+
+    def reloading(self) -> None:
+        """A reload starts; :meth:`ready` when it is done (applied or refused). MONOTONIC_USEC is
+        what systemd >= 253 asks of ``Type=notify-reload``; older ones ignore it."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.notify(reloading=1, status="reloading", monotonic_usec=usec)
 
     def status(self, status: str) -> None:
         self.notify(status=status)

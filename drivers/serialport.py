@@ -204,7 +204,8 @@ class PortKeeper:
     goes away (unplugged) or never came, reopens it with backoff. Each transition is logged once
     each way (``<event_prefix>.port_unavailable`` / ``.port_open`` / ``.port_lost``), not once
     per try. ``state`` is ``closed``, ``open``, ``unavailable`` or ``lost`` (a session may set its
-    own, e.g. ``no_controller``); ``losses`` counts ports lost while open."""
+    own, e.g. ``no_controller``); ``losses`` counts ports lost while open; ``last_error`` says why
+    the port is not open (None while it is)."""
 
     def __init__(self, path: str, settings: LineSettings, *, source: str, event_prefix: str,
                  backoff: Backoff, log: Any) -> None:
@@ -216,6 +217,7 @@ class PortKeeper:
         self.log = log
         self.state = "closed"
         self.losses = 0
+        self.last_error: str | None = None
 
     async def run(self, session: Callable[[SerialLink], Awaitable[None]], *,
                   after_session: Callable[[], None] | None = None) -> None:
@@ -233,17 +235,20 @@ class PortKeeper:
                                          port_path=self.path, errno=exc.errno)
                         was_down = True
                     self.state = "unavailable"
+                    self.last_error = str(exc)
                     await asyncio.sleep(self.backoff.next_delay_s())
                     continue
                 self.state = "open"
+                self.last_error = None
                 self.log.info(f"{self.event_prefix}.port_open", source=self.source, port_path=self.path,
                               back=was_down)
                 was_down = False
                 try:
                     await session(link)
-                except* PortLost:
+                except* PortLost as lost:
                     self.losses += 1
                     self.state = "lost"
+                    self.last_error = str(lost.exceptions[0])
                     was_down = True
                     self.log.warning(f"{self.event_prefix}.port_lost", source=self.source, port_path=self.path)
                 finally:

@@ -73,3 +73,31 @@ def test_records_a_full_disk_refuses_are_kept_and_offered_again() -> None:
     asyncio.run(agent._store([record(3)]))
     assert disk.stored == [record(1).id, record(2).id, record(3).id]
     assert not any("disk full" in p for p in agent.problems())
+
+
+def test_the_publishers_stray_message_counter_feeds_the_health_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loop of messages on topics the gateway does not serve shows as a problem; a publisher
+    without the counter (older) counts as none."""
+
+    class Publisher:
+        def __init__(self) -> None:
+            self.stray_messages = 0
+
+        def status(self) -> dict[str, object]:
+            return {"connected": True, "published": 0, "inflight": 0}
+
+    clock = [1000.0]
+    monkeypatch.setattr(daemon.time, "monotonic", lambda: clock[0])
+    agent = daemon.Agent(load_config(data_path("heatgate.example.toml")))
+    agent._slots.clear()
+    publisher = Publisher()
+    agent.publisher = publisher
+    assert agent.problems() == []
+    for _ in range(10):  # one stray message a second for 10 s
+        clock[0] += 1.0
+        publisher.stray_messages += 1
+        agent.problems()
+    found = agent.problems()
+    assert len(found) == 1 and found[0].startswith("60 stray message(s)/min"), found
+    del publisher.stray_messages
+    assert daemon.Agent._stray_messages(agent) == 0

@@ -145,3 +145,25 @@ def test_watchdog_quiet_when_loop_is_healthy(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert not stalled.is_set()
+
+
+def test_reload_is_sighup_under_type_notify() -> None:
+    """systemd 252 (Raspberry Pi OS bookworm) has no Type=notify-reload: reload is ExecReload's
+    SIGHUP, which the agent handles (tests/test_daemon_reload.py) with RELOADING=1 ... READY=1."""
+    unit = _unit()
+    assert unit["Service.Type"] == ["notify"]
+    assert unit["Service.ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+
+
+def test_notifier_brackets_a_reload(tmp_path: Path) -> None:
+    with _listen(tmp_path) as sock:
+        notifier = Notifier(str(tmp_path / "notify"))
+        before_us = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        notifier.reloading()
+        notifier.ready("ok: 2 source(s)")
+        notifier.close()
+        reloading = dict(line.split("=", 1) for line in sock.recv(4096).decode().splitlines())
+        ready = sock.recv(4096).decode()
+    assert reloading["RELOADING"] == "1" and reloading["STATUS"] == "reloading"
+    assert int(reloading["MONOTONIC_USEC"]) >= before_us
+    assert ready == "READY=1\nSTATUS=ok: 2 source(s)"

@@ -20,6 +20,17 @@ event loop stalls past WatchdogSec it dumps every thread's traceback and exits s
 systemd restarts it. On SIGTERM it stops polling, commits what it has, publishes `offline`
 and exits 0 within a few seconds.
 
+On SIGHUP (`systemctl reload heatgate`) it re-reads and validates the config file for the
+privacy policy it names, the policy itself and the privacy state (consent, objection,
+restriction), and applies them without dropping a reading or the broker connection. A file
+that does not validate changes nothing: the error is logged and shown by `heatgate status`.
+Sources, [mqtt], keys, buffer, gateway, status socket, the pseudonym epoch, a policy's retention
+periods and the log level need `systemctl restart heatgate`; a reload that finds them changed
+says so in `heatgate status`. Every reload is audited (agent.reload).
+
+One agent per state directory: it locks <state_dir>/agent.lock first; a second agent on the
+same state directory exits 1 naming the PID of the first, without touching its buffer or broker.
+
 Logs go to standard output as JSON lines (for journald) unless it is a terminal.
 exit status: 0 after a clean stop, 1 on a runtime failure, 2 on bad config or keys.
 """

@@ -96,6 +96,17 @@ def _errors(health: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items())
 
 
+def _state(health: dict[str, Any]) -> str:
+    """The source's state, coloured: green running, red anything else; devices failing named."""
+    state = str(health.get("state", ""))
+    text = f"[green]{state}[/]" if state == "running" else f"[red]{state}[/]"
+    failing = sorted(name for name, device in (health.get("devices") or {}).items()
+                     if isinstance(device, dict) and device.get("failing_since_ts") is not None)
+    if failing:
+        text += f" [red](failing: {', '.join(failing)})[/]"
+    return text
+
+
 def render(document: dict[str, Any], console: Console) -> None:
     now = time.time()
     healthy = document.get("healthy")
@@ -131,7 +142,7 @@ def render(document: dict[str, Any], console: Console) -> None:
         sources.add_row(
             name,
             str(health.get("type", "")),
-            str(health.get("state", "")),
+            _state(health),
             _age(health.get("last_reading_ts"), now),
             str(health.get("readings_per_min", "-")),
             quality_text,

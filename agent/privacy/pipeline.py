@@ -149,6 +149,7 @@ class Pipeline:
         self.keys = keys
         self.state = state
         self._clock = clock
+        self._gateway_region = gateway.region
         self.region = generalise_region(gateway.region, policy.region)
         self._streams = {
             name: _Stream(index, name, stream, policy.priority(name))
@@ -269,6 +270,23 @@ class Pipeline:
         for fault_key in list(self._fault_counts):
             if by_index[fault_key[0]].name in objected:
                 del self._fault_counts[fault_key]
+
+    def adopt_policy(self, policy: Policy) -> list[NewRecord]:
+        """Switch to ``policy`` (a reload). Every open window is closed under the old policy and
+        its records returned (commit them: nothing read is lost); what the sources last reported
+        (fault and status values, identifiers) is kept, so nothing is announced twice."""
+        closing = self.flush(force=True)
+        self.policy = policy
+        self.region = generalise_region(self._gateway_region, policy.region)
+        self._streams = {
+            name: _Stream(index, name, stream, policy.priority(name))
+            for index, (name, stream) in enumerate(policy.streams.items())
+        }
+        self._targets.clear()
+        self._accs.clear()
+        self._fault_counts.clear()
+        self._seen_version = -1
+        return closing
 
     def drop_stream(self, stream: str) -> int:
         """Discard a stream's open windows (objection, erasure); returns how many."""

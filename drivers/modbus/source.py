@@ -60,6 +60,9 @@ class DeviceState:
     requests: int = 0
     errors: dict[str, int] = field(default_factory=lambda: {"timeout": 0, "exception": 0, "comm": 0})
     last_reading_ts: float | None = None
+    failing_since_ts: float | None = None
+    """Wall time of the first of the polls that failed in a row (None while it answers)."""
+    last_error: str | None = None
     poll_times: deque[float] = field(default_factory=lambda: deque(maxlen=20))
 
     def timeout_s(self, cap_s: float) -> float:
@@ -149,6 +152,9 @@ class ModbusBusRunner:
                     "polls": d.polls,
                     "requests": d.requests,
                     "errors": dict(d.errors),
+                    "failures_in_row": d.failures_in_row,
+                    "failing_since_ts": d.failing_since_ts,
+                    "last_error": d.last_error,
                     "poll_rate_hz": round(d.poll_rate_hz(), 3),
                     "latency_ms": None if d.latency_s is None else round(d.latency_s * 1000, 1),
                 }
@@ -201,11 +207,13 @@ class ModbusBusRunner:
                                                unit_id=state.config.unit_id, timeout_s=timeout_s)
             except ModbusTimeout:
                 state.errors["timeout"] += 1
+                state.last_error = f"no answer within {timeout_s:.1f} s"
                 if attempt == attempts - 1:
                     raise
                 continue
             except ModbusCommError as exc:
                 state.errors["comm"] += 1
+                state.last_error = str(exc)
                 self._link_state(False, str(exc))
                 raise
             except ModbusExceptionResponse:
@@ -229,9 +237,12 @@ class ModbusBusRunner:
                 state.backing_off = False
                 state.next_at = asyncio.get_running_loop().time()  # poll it fully at once
             state.failures_in_row = 0
+            state.failing_since_ts = None
             state.backoff.reset()
             return
         state.failures_in_row += 1
+        if state.failing_since_ts is None:
+            state.failing_since_ts = time.time()
         if not state.backing_off and state.failures_in_row >= self.fail_after:
             state.backing_off = True
             _log.warning("modbus device not answering; backing off", source=self.name, device=state.config.name,

@@ -62,6 +62,7 @@ class P1Runner:
             "port": self.config.port,
             "dsmr_version": self.config.dsmr_version,
             "port_state": self.port_state,
+            "port_error": self._port.last_error,
             "telegrams_ok": self.telegrams_ok,
             "crc_errors": self.crc_errors,
             "parse_errors": self.parse_errors,

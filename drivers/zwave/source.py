@@ -98,6 +98,7 @@ class ZwaveRunner:
             "type": "zwave",
             "port": self.config.port,
             "port_state": self.port_state,
+            "port_error": self._port.last_error,
             "port_losses": self.port_losses,
             "controller_ready": self.controller_ready,
             **self.stats.as_dict(),
