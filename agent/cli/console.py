@@ -1,8 +1,8 @@
 """Rich consoles for the CLI's output: never cut when piped, and one answer to a closed pipe.
 
 On a terminal a console takes the terminal's width. Piped or redirected, rich would assume 80
-columns and wrap or cut tables; here it gets no practical width limit instead (unless
-``COLUMNS`` says otherwise), so that ``heatgate status > file`` and ``| grep`` see whole lines.
+columns (or ``COLUMNS``) and wrap or cut tables; here it gets no practical width limit instead,
+so that ``heatgate status > file`` and ``| grep`` see whole lines.
 
 A reader that stops early (``| head``) closes the pipe: rich would redirect stdout to
 /dev/null and exit 1 on its own. These consoles let the ``BrokenPipeError`` through, so that
@@ -13,7 +13,6 @@ not.
 from __future__ import annotations
 
 import errno
-import os
 import sys
 from typing import Any
 
@@ -31,9 +30,8 @@ class _Console(Console):
 
 
 def _width(stream: Any) -> int | None:
-    if stream.isatty() or os.environ.get("COLUMNS"):
-        return None  # rich's own choice: the terminal's width, or COLUMNS
-    return PIPED_WIDTH_COLUMNS
+    # Not COLUMNS either when piped: shells and CI runners export it for their terminal.
+    return None if stream.isatty() else PIPED_WIDTH_COLUMNS
 
 
 def output_console(**options: Any) -> Console:
