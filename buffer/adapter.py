@@ -63,17 +63,21 @@ async def open_buffer(
     epoch_s: Mapping[str, float] | None = None,
     immediate_streams: frozenset[str] = frozenset({"service"}),
     clock: Callable[[], float] = time.time,
+    local_command: bool = False,
 ) -> AsyncBuffer:
     """Open (or create) the encrypted buffer at ``path`` and start its writer thread.
 
     ``retention_s`` maps each stream to its retention; ``epoch_s`` overrides the key-epoch
     length per stream (default: see :mod:`buffer.epochs`). ``immediate_streams`` commit at once
     and are evicted last. ``clock`` (seconds since the epoch) drives retention and is
-    injectable for tests. A first retention sweep runs before this returns.
+    injectable for tests. A first retention sweep runs before this returns. ``local_command``:
+    a short-lived process (the CLI) that may write while the agent runs; it goes ahead of the
+    agent's writer until it closes the buffer (see :mod:`buffer.turnstile`).
 
     Raises :class:`buffer.errors.MasterKeyMismatch` (database untouched) for a wrong key,
-    :class:`buffer.errors.UnknownCipher`, :class:`buffer.schema.SchemaTooNew`, or
-    :class:`buffer.store.StoreError`; all are :class:`buffer.api.BufferError`. A corrupt file
+    :class:`buffer.errors.UnknownCipher`, :class:`buffer.schema.SchemaTooNew`,
+    :class:`buffer.store.StoreError`, or :class:`buffer.errors.BufferBusy` (another process kept
+    the buffer locked); all are :class:`buffer.api.BufferError`. A corrupt file
     does not raise: it is renamed aside and reported in ``stats().alarms``.
     """
     check_cipher(cipher)
@@ -90,6 +94,7 @@ async def open_buffer(
             epoch_s=epoch_s,
             protected_streams=immediate_streams,
             clock=clock,
+            local_command=local_command,
         )
         try:
             store.sweep(None)

@@ -6,7 +6,15 @@ from pathlib import Path
 
 from buffer.api import BufferError
 
-__all__ = ["BufferClosed", "BufferError", "KeyFileError", "MasterKeyMismatch", "RecordsNotStored", "UnknownCipher"]
+__all__ = [
+    "BufferBusy",
+    "BufferClosed",
+    "BufferError",
+    "KeyFileError",
+    "MasterKeyMismatch",
+    "RecordsNotStored",
+    "UnknownCipher",
+]
 
 
 class KeyFileError(BufferError):
@@ -56,3 +64,15 @@ class RecordsNotStored(BufferError):
         super().__init__(f"disk full: {len(ids)} record(s) not stored ({shown})")
         self.ids = ids
         self.per_stream = per_stream
+
+
+class BufferBusy(BufferError):
+    """Another process kept the buffer locked for longer than this one would wait (``holder``
+    says who, as far as it is known). Nothing of the operation that needed the lock was done.
+    Callers exit 1."""
+
+    def __init__(self, path: Path, waited_s: float, holder: str) -> None:
+        super().__init__(f"buffer {path} is busy: {holder} kept it locked for {waited_s:g} s")
+        self.path = path
+        self.waited_s = waited_s
+        self.holder = holder

@@ -24,17 +24,27 @@ from agent.logs import get_logger
 from buffer.aead import RecordCipher, associated_data, check_cipher
 from buffer.api import BufferError, BufferStats, NewRecord, StoredRecord, StreamStats
 from buffer.epochs import default_epoch_s, epoch_window
-from buffer.errors import MasterKeyMismatch, RecordsNotStored
+from buffer.errors import BufferBusy, MasterKeyMismatch, RecordsNotStored
 from buffer.keys import DerivedKeys
 from buffer.schema import migrate
+from buffer.turnstile import Turnstile
 
 log = get_logger("heatgate.buffer")
 
-__all__ = ["ROW_OVERHEAD_BYTES", "Store", "StoreError", "is_disk_full"]
+__all__ = ["BUSY_TIMEOUT_S", "ROW_OVERHEAD_BYTES", "TURNSTILE_WAIT_S", "Store", "StoreError", "is_disk_full"]
 
 ROW_OVERHEAD_BYTES = 120
 """Estimated bytes a row costs beyond its ciphertext (clear columns, two indexes, the id index)."""
 
+BUSY_TIMEOUT_S = 5.0
+"""How long a connection waits for another process's write transaction before giving up."""
+
+TURNSTILE_WAIT_S = 30.0
+"""How long the agent's writer waits for a local command to finish with the buffer (see
+:mod:`buffer.turnstile`), and how long a local command waits for another one."""
+
+_FILE_MODE = 0o600
+_SQLITE_BUSY = 5
 _SQLITE_FULL = 13
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
@@ -109,8 +119,10 @@ class Store:
         protected_streams: frozenset[str],
         clock: Callable[[], float],
         alarms: list[str],
+        turnstile: Turnstile,
     ) -> None:
         self.path = path
+        self._turnstile = turnstile
         self._db = db
         self.conn: sqlite3.Connection = db.conn
         self._keys = keys
@@ -140,6 +152,7 @@ class Store:
         self.conn.execute(f"PRAGMA wal_autocheckpoint = {max(16, self.wal_budget_bytes // 2 // self._page_size)}")
         self._load()
         self.committed_seq = self._max_seq()
+        self._data_version = self._read_data_version()
 
     # ---- opening ------------------------------------------------------------------------
 
@@ -155,8 +168,17 @@ class Store:
         epoch_s: Mapping[str, float] | None,
         protected_streams: frozenset[str],
         clock: Callable[[], float],
+        local_command: bool = False,
     ) -> Store:
         """Open or create the database at ``path``.
+
+        ``local_command``: this is a short-lived process writing while the agent may run (the
+        CLI): it holds the turnstile (:mod:`buffer.turnstile`) until :meth:`close`, so that the
+        agent's writer lets it in; :class:`BufferBusy` if another local command holds it for
+        longer than :data:`TURNSTILE_WAIT_S`.
+
+        Every file of the buffer (the database, its -wal and -shm, quarantined copies, the
+        turnstile) is mode 0600 whatever the umask.
 
         A file that is not a database or fails ``quick_check`` is renamed aside to
         ``<name>.corrupt-<UTC timestamp>`` (with its -wal/-shm) and a fresh one is started; an
@@ -165,8 +187,37 @@ class Store:
         """
         check_cipher(cipher)
         path = Path(path)
-        alarms: list[str] = []
         path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            turnstile = Turnstile(path)
+        except OSError as exc:
+            raise StoreError("open", f"cannot create {path}-turnstile: {exc}") from exc
+        try:
+            if local_command:
+                turnstile.hold(TURNSTILE_WAIT_S)
+            store = cls._open_with(path, master_key, turnstile, cap_bytes=cap_bytes, cipher=cipher,
+                                   retention_s=retention_s, epoch_s=epoch_s,
+                                   protected_streams=protected_streams, clock=clock)
+        except BaseException:
+            turnstile.close()
+            raise
+        return store
+
+    @classmethod
+    def _open_with(
+        cls,
+        path: Path,
+        master_key: bytes,
+        turnstile: Turnstile,
+        *,
+        cap_bytes: int,
+        cipher: str,
+        retention_s: Mapping[str, float],
+        epoch_s: Mapping[str, float] | None,
+        protected_streams: frozenset[str],
+        clock: Callable[[], float],
+    ) -> Store:
+        alarms: list[str] = []
         conn: sqlite3.Connection | None = None
         if path.exists():
             conn, reason = _try_open_existing(path)
@@ -185,8 +236,6 @@ class Store:
             conn.close()
             raise
         _set_pragmas(conn)
-        with contextlib.suppress(OSError):
-            os.chmod(path, 0o600)
         epochs = dict(epoch_s or {})
         for stream, retention in retention_s.items():
             epochs.setdefault(stream, default_epoch_s(retention))
@@ -201,6 +250,7 @@ class Store:
             protected_streams=protected_streams,
             clock=clock,
             alarms=alarms,
+            turnstile=turnstile,
         )
 
     def _load(self) -> None:
@@ -222,9 +272,29 @@ class Store:
     # ---- transactions -------------------------------------------------------------------
 
     def begin(self) -> None:
-        if not self.in_tx:
+        """Open a write transaction (after the turnstile: a local command goes first).
+        :class:`BufferBusy` if another process keeps the write lock beyond the busy timeout."""
+        if self.in_tx:
+            return
+        if not self._turnstile.pass_through(TURNSTILE_WAIT_S):
+            log.warning("buffer_turnstile_held", waited_s=TURNSTILE_WAIT_S)
+        try:
             self.conn.execute("BEGIN IMMEDIATE")
-            self.in_tx = True
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != _SQLITE_BUSY:
+                raise
+            raise BufferBusy(self.path, BUSY_TIMEOUT_S, "another process") from exc
+        self.in_tx = True
+        version = self._read_data_version()
+        if version != self._data_version:
+            # Another process (a local command: erase, object, consent) committed since our last
+            # transaction: cached data keys may have been destroyed and counters changed.
+            self._data_version = version
+            self._load()
+            self.committed_seq = self._max_seq()
+
+    def _read_data_version(self) -> int:
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
     def commit(self) -> None:
         """Commit the open transaction. On a full disk: roll back, evict, replay, alarm."""
@@ -850,6 +920,7 @@ class Store:
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
             self.conn.close()
+            self._turnstile.close()
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -880,8 +951,19 @@ def _state_ad(key: str) -> bytes:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
-    conn.execute("PRAGMA busy_timeout = 5000")
+    """Connect with a busy timeout, the files 0600 first: SQLite creates the -wal and -shm with
+    the database file's mode, so a database that is 0600 before the first write never has a
+    wider -wal or -shm, whatever the umask (and older wider files are narrowed here)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
+    try:
+        os.fchmod(fd, _FILE_MODE)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", _FILE_MODE)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True, timeout=BUSY_TIMEOUT_S)
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     return conn
 
 
@@ -907,10 +989,14 @@ def _quarantine_file(path: Path) -> Path:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     aside = path.with_name(f"{path.name}.corrupt-{stamp}")
     os.replace(path, aside)
+    with contextlib.suppress(OSError):
+        os.chmod(aside, _FILE_MODE)
     for suffix in ("-wal", "-shm"):
         side = Path(f"{path}{suffix}")
         if side.exists():
             os.replace(side, Path(f"{aside}{suffix}"))
+            with contextlib.suppress(OSError):
+                os.chmod(f"{aside}{suffix}", _FILE_MODE)
     return aside
 
 

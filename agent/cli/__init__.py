@@ -5,13 +5,16 @@ function that adds its parser and sets ``handler`` to a function taking the pars
 and returning the exit code. A subcommand is listed in :data:`COMMAND_MODULES` only once it
 works: there are no stubs.
 
-Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config. A reader that closes the
+output early (``heatgate status --json | head -1``) is not a failure: the command ends quietly
+with the code it had, or 0 if the closed pipe interrupted it.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -110,6 +113,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code."""
+    code: int | None = None
+    try:
+        code = _run(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # As the Python docs advise (signal module, "Note on SIGPIPE"): point stdout at
+        # /dev/null so that the interpreter's final flush does not fail again on exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK if code is None else code
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     command = _requested_command(words)
     if command == "run" and "rich" not in sys.modules:

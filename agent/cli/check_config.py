@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.cli.common import add_config_option, load_or_report
+from agent.cli.console import output_console
 from agent.config import (
     Config,
     ModbusRtuSource,
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         )
         sys.stdout.write("\n")
         return 0
-    _summary(loaded.config, str(args.config), Console(highlight=False))
+    _summary(loaded.config, str(args.config), output_console())
     return 0
 
 

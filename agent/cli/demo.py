@@ -9,8 +9,7 @@ import subprocess
 from pathlib import Path
 from types import FrameType
 
-from rich.console import Console
-
+from agent.cli.console import error_console
 from agent.demo import DemoError, running_demo
 
 DESCRIPTION = """\
@@ -44,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console = error_console(soft_wrap=True)
     stop = {"requested": False}
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
-
 from agent.cli.common import add_config_option, load_or_report
+from agent.cli.console import output_console
 from agent.doctor import run_checks
 
 DESCRIPTION = """\
@@ -39,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_or_report(args.config)
     if loaded is None:
         return 2
-    console = Console(highlight=False, soft_wrap=True)
+    console = output_console(soft_wrap=True)
     with console.status("checking the installation…"):
         checks = run_checks(loaded, probe_timeout_s=args.probe_timeout_s)
     for check in checks:

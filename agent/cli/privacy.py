@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.cli.common import add_config_option, load_or_report, print_config_error
+from agent.cli.console import error_console, output_console
 from agent.config import Config
 from agent.typedload import ConfigError
 
@@ -100,7 +102,7 @@ def _setup(args: argparse.Namespace) -> _Setup | None:
 
 
 def _err(message: str) -> None:
-    Console(stderr=True, highlight=False).print(f"[bold red]error[/]: {message}")
+    error_console().print(f"[bold red]error[/]: {message}")
 
 
 async def _with_buffer(setup: _Setup, work: Callable[[Any, Any, Any], Awaitable[int]]) -> int:
@@ -110,6 +112,7 @@ async def _with_buffer(setup: _Setup, work: Callable[[Any, Any, Any], Awaitable[
     from agent.privacy.state import PrivacyState, PrivacyStateError
     from buffer.adapter import open_buffer
     from buffer.api import BufferError
+    from buffer.errors import BufferBusy
     from buffer.keys import load_master_key
 
     config = setup.config
@@ -117,7 +120,10 @@ async def _with_buffer(setup: _Setup, work: Callable[[Any, Any, Any], Awaitable[
         master_key = load_master_key(config.master_key_path, config.keys.master_key_credential)
         buffer = await open_buffer(config.buffer_path, master_key, cap_bytes=config.buffer.cap_bytes,
                                    commit_interval_s=0.0, cipher=config.buffer.cipher,
-                                   retention_s=setup.policy.retention_s())
+                                   retention_s=setup.policy.retention_s(), local_command=True)
+    except BufferBusy as exc:
+        _err(_busy_sentence(exc))
+        return 1
     except BufferError as exc:
         _err(f"cannot open the buffer {config.buffer_path}: {exc}")
         return 1
@@ -131,8 +137,20 @@ async def _with_buffer(setup: _Setup, work: Callable[[Any, Any, Any], Awaitable[
     except (PrivacyStateError, PseudonymError) as exc:
         _err(exc.reason)
         return 1
+    except BufferBusy as exc:
+        _err(_busy_sentence(exc))
+        return 1
+    except BufferError as exc:
+        _err(f"the buffer {config.buffer_path} failed: {exc}")
+        return 1
     finally:
-        await buffer.close()
+        with contextlib.suppress(BufferError):
+            await buffer.close()
+
+
+def _busy_sentence(exc: Any) -> str:
+    return (f"the buffer {exc.path} is busy ({exc.holder} kept it locked for {exc.waited_s:g} s); "
+            "try again in a moment")
 
 
 # ---- report -------------------------------------------------------------------------------------
@@ -172,7 +190,7 @@ def _report(args: argparse.Namespace) -> int:
         json.dump(document, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:
-        _render(document, Console(highlight=False))
+        _render(document, output_console())
     return 0
 
 
@@ -279,7 +297,7 @@ def _export(args: argparse.Namespace) -> int:
             with os.fdopen(fd, "w") as handle:
                 handle.write(text)
             count = len(document["records"])
-            Console(stderr=True, highlight=False).print(f"exported {count} record(s) to {args.output}")
+            error_console().print(f"exported {count} record(s) to {args.output}")
         else:
             sys.stdout.write(text)
         return 0
@@ -305,7 +323,7 @@ def _erase(args: argparse.Namespace) -> int:
             _err(exc.reason)
             return 2
         removed = json.loads(records[0].payload)["details"]["removed"]
-        Console(highlight=False).print(f"erased {what}: {removed} record(s) deleted, their keys destroyed")
+        output_console().print(f"erased {what}: {removed} record(s) deleted, their keys destroyed")
         return 0
 
     return asyncio.run(_with_buffer(setup, work))
@@ -335,7 +353,7 @@ def _change(args: argparse.Namespace) -> int:
         verb = body["event"].removeprefix("privacy.")
         changed = "" if details.get("changed") else " (already so; audited)"
         extra = f"; {details['purged']} queued record(s) destroyed" if "purged" in details else ""
-        Console(highlight=False).print(f"{verb} {args.name}: done{changed}{extra}")
+        output_console().print(f"{verb} {args.name}: done{changed}{extra}")
         return 0
 
     return asyncio.run(_with_buffer(setup, work))

@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.prompt import Prompt
 
 from agent.cli.common import print_config_error
+from agent.cli.console import error_console, output_console
 from agent.config import load_config
 from agent.provision import Answers, ProvisionError, provision
 from agent.typedload import ConfigError
@@ -67,7 +67,7 @@ def _ask(value: str | None, prompt: str, missing: list[str], flag: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    err = Console(stderr=True, highlight=False)
+    err = error_console()
     missing: list[str] = []
     gateway_id = _ask(args.gateway_id, "Gateway id", missing, "--gateway-id")
     region = _ask(args.region, "Postcode or region", missing, "--region")
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     except PermissionError as exc:
         err.print(f"[bold red]error[/]: {exc} (run as root, or choose --state-dir and --config-out you can write)")
         return 1
-    out = Console(highlight=False, soft_wrap=True)
+    out = output_console(soft_wrap=True)
     for item in report.created:
         out.print(f"[green]created[/] {item}")
     for item in report.kept:

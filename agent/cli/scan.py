@@ -60,13 +60,13 @@ def _main(args: argparse.Namespace) -> int:
 
 
 async def _scan(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from agent.cli.console import output_console
     from drivers.modbus.link import ModbusLink
     from drivers.modbus.scan import identify, probe_unit
 
-    console = Console()
+    console = output_console(highlight=True)
     timeout_s = args.timeout_ms / 1000.0
     if args.host:
         port = args.port or 502

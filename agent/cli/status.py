@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.cli.common import add_config_option, load_or_report
+from agent.cli.console import error_console, output_console
 from agent.status import StatusError, query_status
 
 DESCRIPTION = """\
@@ -49,13 +50,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         document = query_status(path)
     except StatusError as exc:
-        Console(stderr=True).print(f"[bold red]error[/]: {exc}", highlight=False)
+        error_console().print(f"[bold red]error[/]: {exc}")
         return 1
     if args.json:
         json.dump(document, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:
-        render(document, Console(highlight=False))
+        render(document, output_console())
     return 0 if document.get("healthy") else 1
 
 

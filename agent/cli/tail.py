@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from agent.cli.common import add_config_option, load_or_report
+from agent.cli.console import error_console, output_console
 from agent.config import MqttConfig
 from agent.publish.client import Incoming, MqttClient, TlsFiles
 from agent.publish.decode import Decoded, Deduplicator, decode_message
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.cert is None) != (args.key is None):
         print("heatgate tail: give both --cert and --key", file=sys.stderr)
         return 2
-    console = Console(stderr=args.json, highlight=False, soft_wrap=True)
+    console = (error_console if args.json else output_console)(soft_wrap=True)
     try:
         return asyncio.run(
             tail(mqtt, topics=topics_for(mqtt.topic_prefix, gateway), prefix=mqtt.topic_prefix, tls_files=tls_files,
