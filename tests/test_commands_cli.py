@@ -132,6 +132,8 @@ class Responder:
     async def _answer(self, message: Incoming) -> None:
         correlation = message.properties.get("correlation_data")
         response = await self.processor.handle(message.payload, correlation_data=correlation)
+        if response is None:  # a refusal past its budget
+            return
         await self.client.publish(f"{PREFIX}/{GATEWAY}/cmd/response", encode_response(response),
                                   correlation_data=correlation)
 

@@ -311,24 +311,29 @@ def test_envelope_type_is_the_wire_shape() -> None:
 
 
 def test_a_flood_of_unsigned_envelopes_is_summarised_not_audited_one_by_one() -> None:
-    """Anyone who can publish can send garbage: past the per-minute budget it is counted, and one
-    summary record per minute keeps it visible; signed refusals are always audited."""
+    """Anyone who can publish can send garbage: past the per-minute budget it is neither audited
+    nor answered but counted, and summaries say exactly how many; a signed refusal has its own
+    budget. (Before: every refusal was answered, the summary was written at the next minute's
+    first refusal and the budget reset only after it was awaited.)"""
 
-    async def go() -> tuple[list[Response], AuditLog]:
+    async def go() -> tuple[list[Response | None], AuditLog]:
         clock = Clock()
-        processor, _calls, audit, _ = await make_processor(MemoryState(), KEYS, clock)
-        processor.unverified_audits_per_min = 5
+        processor, _calls, audit, _ = await make_processor(MemoryState(), KEYS, clock, unverified_per_min=5)
         responses = [await processor.handle(b"[1]") for _ in range(20)]
-        responses.append(await processor.handle(signed("ping", target="gw-someone-else")))  # signed: audited
+        responses.append(await processor.handle(signed("ping", target="gw-someone-else")))  # its own budget
         clock.now_s += 61
-        responses.append(await processor.handle(b"[2]"))  # a new minute: the summary, then this one
+        responses.append(await processor.handle(b"[2]"))  # the window slid: audited, and the summary is due
+        await processor.close()
         return responses, audit
 
     responses, audit = run_async(go())
-    assert all(r.outcome == "refused" for r in responses)
+    answered = [r for r in responses if r is not None]
+    assert len(answered) == 5 + 1 + 1 and all(r.outcome == "refused" for r in answered)
     individual = [r for r in audit.records if r.event == "command.unknown"]
     assert len(individual) == 5 + 1
-    assert sum(r.record_id is None for r in responses) == 15
     assert any(r.reason == reasons.WRONG_TARGET for r in audit.records)
-    (summary,) = [r for r in audit.records if r.event == "command.refusals_suppressed"]
-    assert summary.details["suppressed"] == 15 and summary.details[f"reason.{reasons.MALFORMED}"] == 15
+    summaries = [r for r in audit.records if r.event == "command.refusals_suppressed"]
+    # the first as soon as one is suppressed, the next a minute later, with the rest: 15 in all
+    assert [s.details["suppressed"] for s in summaries] == [1, 14]
+    assert [s.details[f"reason.{reasons.MALFORMED}"] for s in summaries] == [1, 14]
+    assert {s.details["class"] for s in summaries} == {"unverified"}
