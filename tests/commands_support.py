@@ -8,7 +8,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.commands.dispatch import CommandContext, CommandFailed, CommandProcessor, Handler
+from agent.commands.dispatch import CommandContext, CommandFailed, CommandProcessor, Handler, Response
 from agent.commands.keys import key_id
 from agent.commands.limiter import DEFAULT_UNVERIFIED_PER_MIN, DEFAULT_VERIFIED_PER_MIN
 from agent.commands.nonces import NonceStore, StateStore
@@ -108,3 +108,10 @@ async def make_processor(state: StateStore, keys: Keys, clock: Clock, *, calls: 
     processor = CommandProcessor(verifier, calls.handlers(), audit, clock=clock, monotonic=clock,
                                  unverified_per_min=unverified_per_min, verified_per_min=verified_per_min)
     return processor, calls, audit, nonces
+
+
+async def answered(processor: CommandProcessor, raw: bytes) -> Response:
+    """``processor.handle(raw)`` for an envelope that must be answered (not suppressed by a budget)."""
+    response = await processor.handle(raw)
+    assert response is not None, "the refusal was suppressed"
+    return response

@@ -18,7 +18,7 @@ from agent.commands.dispatch import CommandContext, CommandProcessor, Response
 from agent.commands.envelope import Envelope, encode_envelope
 from agent.commands.keys import key_id
 from agent.commands.sign import new_nonce, sign_approval, sign_envelope
-from tests.commands_support import GATEWAY, NOW_S, AuditLog, Calls, Clock, Keys, make_processor
+from tests.commands_support import GATEWAY, NOW_S, AuditLog, Calls, Clock, Keys, answered, make_processor
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
 
@@ -59,7 +59,7 @@ def forged_by_stranger() -> bytes:
 def run(raws: list[bytes], **options: Any) -> tuple[list[Response], Calls, AuditLog]:
     async def go() -> tuple[list[Response], Calls, AuditLog]:
         processor, calls, audit, _ = await make_processor(MemoryState(), KEYS, Clock(), **options)
-        return [await processor.handle(raw) for raw in raws], calls, audit
+        return [await answered(processor, raw) for raw in raws], calls, audit
 
     return run_async(go())
 
@@ -179,7 +179,7 @@ def test_concurrent_copies_run_once() -> None:
 
     async def go() -> list[Response]:
         processor, _, _, _ = await make_processor(MemoryState(), KEYS, Clock())
-        return list(await asyncio.gather(*(processor.handle(raw) for _ in range(5))))
+        return list(await asyncio.gather(*(answered(processor, raw) for _ in range(5))))
 
     outcomes = sorted(r.outcome for r in run_async(go()))
     assert outcomes == ["done", "refused", "refused", "refused", "refused"]
@@ -217,7 +217,7 @@ def test_catalog_command_without_handler_is_unknown() -> None:
     async def go() -> tuple[Response, AuditLog]:
         processor, _, audit, _ = await make_processor(MemoryState(), KEYS, Clock())
         bare = CommandProcessor(processor.verifier, {}, audit, clock=Clock())
-        return await bare.handle(signed("status")), audit
+        return await answered(bare, signed("status")), audit
 
     response, audit = run_async(go())
     assert (response.outcome, response.reason) == ("refused", reasons.UNKNOWN_COMMAND)
@@ -269,7 +269,7 @@ def test_handler_timeout_is_a_failure() -> None:
     async def go() -> tuple[Response, AuditLog]:
         processor, _, audit, _ = await make_processor(MemoryState(), KEYS, Clock())
         quick = CommandProcessor(processor.verifier, {"status": slow}, audit, clock=Clock(), handler_timeout_s=0.05)
-        return await quick.handle(signed("status")), audit
+        return await answered(quick, signed("status")), audit
 
     response, audit = run_async(go())
     assert (response.outcome, response.reason) == ("failed", reasons.TIMEOUT)

@@ -3,7 +3,8 @@
 The checks, in order (the first that fails gives the reason code, see :mod:`agent.commands.reasons`):
 
 1. ``oversize``: more than ``max_bytes``, refused before parsing;
-2. ``malformed``: not a JSON envelope of the right shape; ``unsigned``: no signature;
+2. ``malformed``: nested deeper than ``MAX_DEPTH`` (refused before parsing), or not a JSON
+   envelope of the right shape; ``unsigned``: no signature;
 3. ``unknown_key``, ``bad_signature``: the command key, pinned by key id;
 4. ``wrong_target``; ``malformed`` for an empty validity window or one longer than ``max_ttl_s``;
    ``not_yet_valid``, ``expired`` (each with ``skew_s`` of tolerance);
