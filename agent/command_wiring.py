@@ -74,4 +74,4 @@ async def answer(agent: Agent, topic: str, payload: bytes, properties: dict[str,
     prefix = agent.config.mqtt.topic_prefix
     response_topic = f"{prefix}/{agent.config.gateway.id}/cmd/response"
     await answer_message(agent.commands, agent.publisher.publish_raw, response_topic, payload, properties)
-    agent.publisher.wake()
+    agent.publisher.wake()  # the audit records (or a summary) just committed

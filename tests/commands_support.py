@@ -8,8 +8,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.commands.dispatch import CommandContext, CommandFailed, CommandProcessor, Handler
+from agent.commands.dispatch import CommandContext, CommandFailed, CommandProcessor, Handler, Response
 from agent.commands.keys import key_id
+from agent.commands.limiter import DEFAULT_UNVERIFIED_PER_MIN, DEFAULT_VERIFIED_PER_MIN
 from agent.commands.nonces import NonceStore, StateStore
 from agent.commands.verify import CommandVerifier
 from agent.payloads import AuditBody
@@ -96,10 +97,21 @@ class Calls:
 
 async def make_processor(state: StateStore, keys: Keys, clock: Clock, *, calls: Calls | None = None,
                          audit: AuditLog | None = None, max_entries: int = 4096,
+                         unverified_per_min: int = DEFAULT_UNVERIFIED_PER_MIN,
+                         verified_per_min: int = DEFAULT_VERIFIED_PER_MIN,
                          **verifier_options: Any) -> tuple[CommandProcessor, Calls, AuditLog, NonceStore]:
     nonces = await NonceStore.load(state, clock=clock, max_entries=max_entries)
     verifier = CommandVerifier(GATEWAY, keys.command_keys(), keys.approval_keys(), nonces, clock=clock,
                                write_bounds=write_bounds, **verifier_options)
     calls = calls or Calls()
     audit = audit or AuditLog()
-    return CommandProcessor(verifier, calls.handlers(), audit, clock=clock), calls, audit, nonces
+    processor = CommandProcessor(verifier, calls.handlers(), audit, clock=clock, monotonic=clock,
+                                 unverified_per_min=unverified_per_min, verified_per_min=verified_per_min)
+    return processor, calls, audit, nonces
+
+
+async def answered(processor: CommandProcessor, raw: bytes) -> Response:
+    """``processor.handle(raw)`` for an envelope that must be answered (not suppressed by a budget)."""
+    response = await processor.handle(raw)
+    assert response is not None, "the refusal was suppressed"
+    return response

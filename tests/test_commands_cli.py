@@ -16,17 +16,18 @@ import pytest
 
 from agent.cli import main
 from agent.commands import reasons
-from agent.commands.dispatch import CommandProcessor, encode_response
+from agent.commands.dispatch import CommandProcessor
 from agent.commands.keys import key_id, load_ed25519_public, load_x25519_private
 from agent.commands.nonces import NonceStore
 from agent.commands.verify import CommandVerifier
-from agent.commands.wiring import pinned_keys
+from agent.commands.wiring import answer, pinned_keys
 from agent.config import MqttConfig
 from agent.publish.client import Incoming, MqttClient
 from tests.commands_support import GATEWAY, AuditLog, Calls, write_bounds
 from tests.support.broker import Broker
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
+from tests.support.subscriber import Subscriber
 
 PREFIX = "heatgate/v1"
 
@@ -111,6 +112,7 @@ class Responder:
         self.calls = Calls()
         self.audit = AuditLog()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.handled = 0
 
     async def start(self) -> None:
         nonces = await NonceStore.load(MemoryState())
@@ -130,13 +132,16 @@ class Responder:
         task.add_done_callback(self.tasks.discard)
 
     async def _answer(self, message: Incoming) -> None:
-        correlation = message.properties.get("correlation_data")
-        response = await self.processor.handle(message.payload, correlation_data=correlation)
-        await self.client.publish(f"{PREFIX}/{GATEWAY}/cmd/response", encode_response(response),
-                                  correlation_data=correlation)
+        async def publish_raw(topic: str, payload: bytes, *, qos: int, correlation_data: bytes | None) -> None:
+            await self.client.publish(topic, payload, qos=qos, correlation_data=correlation_data)
+
+        await answer(self.processor, publish_raw, f"{PREFIX}/{GATEWAY}/cmd/response", message.payload,
+                     dict(message.properties))
+        self.handled += 1
 
     async def stop(self) -> None:
         await asyncio.gather(*self.tasks)
+        await self.processor.close()
         await self.client.disconnect()
 
 
@@ -198,6 +203,50 @@ def test_send_against_a_real_broker(broker_factory: Any, keydir: Path, tmp_path:
     assert json.loads(write[1])["result"] == {"readback": 48.5}
     assert export[0] == 0, export[2]
     assert json.loads(export[1])["result"]["opened"]["register"] == {"streams": 5}
+
+
+def test_a_flood_through_the_broker_gets_the_budget_s_responses_and_exact_counts(plain_broker: Broker,
+                                                                                keydir: Path) -> None:
+    """2,000 unsigned envelopes on the command topic: 60 answers on cmd/response, 60 audit
+    records, and summaries counting the other 1,940 exactly (through ``wiring.answer``)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    flood = 2000
+    unsigned = json.dumps({"v": 1, "target": GATEWAY, "command": "ping", "args": {}, "issued_at": 1,
+                           "expires_at": 2, "nonce": "A" * 22, "key_id": "0" * 16}).encode()
+
+    async def go() -> tuple[Responder, int]:
+        responder = Responder(plain_broker, keydir, tls=False)
+        await responder.start()
+        with Subscriber("127.0.0.1", plain_broker.port, [f"{PREFIX}/{GATEWAY}/cmd/response"]) as responses:
+            sender = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+            sender.connect("127.0.0.1", plain_broker.port)
+            sender.loop_start()
+            try:
+                infos = [sender.publish(f"{PREFIX}/{GATEWAY}/cmd/ping", unsigned, qos=1) for _ in range(flood)]
+                for info in infos:
+                    await asyncio.to_thread(info.wait_for_publish, 10)
+                for _ in range(200):
+                    if responder.handled == flood:
+                        break
+                    await asyncio.sleep(0.05)
+                await responder.stop()
+                await asyncio.sleep(0.5)  # any late response would have arrived by now
+                return responder, len(responses.messages)
+            finally:
+                sender.loop_stop()
+                sender.disconnect()
+
+    responder, answered = run_async(go())
+    assert responder.handled == flood
+    assert answered == 60
+    records = responder.audit.records
+    individual = [r for r in records if r.reason == reasons.UNSIGNED]
+    summaries = [r for r in records if r.event == "command.refusals_suppressed"]
+    assert len(individual) == 60
+    assert sum(int(s.details["suppressed"] or 0) for s in summaries) == flood - 60
+    assert len(records) == 60 + len(summaries) and len(summaries) <= 2
 
 
 def test_send_times_out_without_a_gateway(plain_broker: Broker, keydir: Path) -> None:

@@ -106,3 +106,35 @@ def test_field_mutations_of_valid_envelopes(verify: Any, index: int, data: st.Da
     else:
         target[key] = data.draw(json_values)
     check(verify(json.dumps(doc).encode()), VALID[index])
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+deep_values = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\ab', max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\k', max_size=4), inner,
+                                                                max_size=3),
+    max_leaves=30,
+)
+
+
+@SETTINGS
+@given(value=deep_values, ascii_only=st.booleans())
+def test_nesting_depth_is_the_json_depth_whatever_the_strings_hold(value: Any, ascii_only: bool) -> None:
+    """The scan before parsing counts brackets only outside strings (escaped quotes included)."""
+    from agent.commands.envelope import nesting_depth
+
+    assert nesting_depth(json.dumps(value, ensure_ascii=ascii_only).encode()) == _depth(value)
+
+
+@SETTINGS
+@given(depth=st.integers(0, 6000), opener=st.sampled_from([b"[", b'{"a":']))
+def test_any_nesting_is_refused_never_raised(verify: Any, depth: int, opener: bytes) -> None:
+    raw = b'{"v":1,"args":' + opener * depth + b"1" + b"}"
+    check(verify(raw))

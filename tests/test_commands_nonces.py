@@ -14,7 +14,7 @@ from agent.commands.nonces import STATE_KEY, NonceStore, NonceStoreError
 from agent.commands.sign import sign_envelope
 from buffer.adapter import open_buffer
 from buffer.api import BufferError
-from tests.commands_support import GATEWAY, NOW_S, Clock, Keys, make_processor
+from tests.commands_support import GATEWAY, NOW_S, Clock, Keys, answered, make_processor
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
 
@@ -36,7 +36,7 @@ def agent_run(db: Path, raws: list[bytes], clock: Clock) -> list[Response]:
                                    commit_interval_s=0.02)
         try:
             processor, _, _, _ = await make_processor(buffer, KEYS, clock)
-            return [await processor.handle(raw) for raw in raws]
+            return [await answered(processor, raw) for raw in raws]
         finally:
             await buffer.close()
 
@@ -96,10 +96,10 @@ def test_flooded_store_never_lets_an_evicted_envelope_replay() -> None:
         clock = Clock()
         processor, calls, _, _ = await make_processor(MemoryState(), KEYS, clock, max_entries=2)
         first = signed(issued_at=NOW_S - 10)
-        assert (await processor.handle(first)).outcome == "done"
+        assert (await answered(processor, first)).outcome == "done"
         for i in range(3):
-            assert (await processor.handle(signed(issued_at=NOW_S + i))).outcome == "done"
-        replay = await processor.handle(first)
+            assert (await answered(processor, signed(issued_at=NOW_S + i))).outcome == "done"
+        replay = await answered(processor, first)
         assert (replay.outcome, replay.reason) == ("refused", reasons.REPLAYED)
         assert len(calls.calls) == 4
 
@@ -122,11 +122,21 @@ class BrokenState(MemoryState):
 
 def test_unpersistable_nonce_means_the_command_does_not_run() -> None:
     async def go() -> None:
-        processor, calls, audit, _ = await make_processor(BrokenState(), KEYS, Clock())
-        response = await processor.handle(signed())
-        assert (response.outcome, response.reason) == ("failed", reasons.STATE_UNAVAILABLE)
+        processor, calls, audit, _ = await make_processor(BrokenState(), KEYS, Clock(), verified_per_min=1)
+        raw = signed()
+        response = await processor.handle(raw)
+        assert response is not None
+        assert (response.outcome, response.reason, response.command) == ("failed", reasons.STATE_UNAVAILABLE, "status")
         assert calls.calls == []
         assert [(a.outcome, a.reason) for a in audit.records] == [("failed", reasons.STATE_UNAVAILABLE)]
+        # copies of it are replays (the nonce stays remembered in memory: fail closed), under the
+        # signed-refusal budget
+        copies = [await processor.handle(raw) for _ in range(3)]
+        assert copies[0] is not None and copies[0].reason == reasons.REPLAYED
+        assert copies[1:] == [None, None]
+        await processor.close()
+        summaries = [a.details["suppressed"] for a in audit.records if a.event == "command.refusals_suppressed"]
+        assert summaries == [1, 1]  # one as soon as suppression starts, the rest at close
 
     run_async(go())
 

@@ -18,7 +18,7 @@ from agent.commands.dispatch import CommandContext, CommandProcessor, Response
 from agent.commands.envelope import Envelope, encode_envelope
 from agent.commands.keys import key_id
 from agent.commands.sign import new_nonce, sign_approval, sign_envelope
-from tests.commands_support import GATEWAY, NOW_S, AuditLog, Calls, Clock, Keys, make_processor
+from tests.commands_support import GATEWAY, NOW_S, AuditLog, Calls, Clock, Keys, answered, make_processor
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
 
@@ -59,7 +59,7 @@ def forged_by_stranger() -> bytes:
 def run(raws: list[bytes], **options: Any) -> tuple[list[Response], Calls, AuditLog]:
     async def go() -> tuple[list[Response], Calls, AuditLog]:
         processor, calls, audit, _ = await make_processor(MemoryState(), KEYS, Clock(), **options)
-        return [await processor.handle(raw) for raw in raws], calls, audit
+        return [await answered(processor, raw) for raw in raws], calls, audit
 
     return run_async(go())
 
@@ -179,7 +179,7 @@ def test_concurrent_copies_run_once() -> None:
 
     async def go() -> list[Response]:
         processor, _, _, _ = await make_processor(MemoryState(), KEYS, Clock())
-        return list(await asyncio.gather(*(processor.handle(raw) for _ in range(5))))
+        return list(await asyncio.gather(*(answered(processor, raw) for _ in range(5))))
 
     outcomes = sorted(r.outcome for r in run_async(go()))
     assert outcomes == ["done", "refused", "refused", "refused", "refused"]
@@ -217,7 +217,7 @@ def test_catalog_command_without_handler_is_unknown() -> None:
     async def go() -> tuple[Response, AuditLog]:
         processor, _, audit, _ = await make_processor(MemoryState(), KEYS, Clock())
         bare = CommandProcessor(processor.verifier, {}, audit, clock=Clock())
-        return await bare.handle(signed("status")), audit
+        return await answered(bare, signed("status")), audit
 
     response, audit = run_async(go())
     assert (response.outcome, response.reason) == ("refused", reasons.UNKNOWN_COMMAND)
@@ -269,7 +269,7 @@ def test_handler_timeout_is_a_failure() -> None:
     async def go() -> tuple[Response, AuditLog]:
         processor, _, audit, _ = await make_processor(MemoryState(), KEYS, Clock())
         quick = CommandProcessor(processor.verifier, {"status": slow}, audit, clock=Clock(), handler_timeout_s=0.05)
-        return await quick.handle(signed("status")), audit
+        return await answered(quick, signed("status")), audit
 
     response, audit = run_async(go())
     assert (response.outcome, response.reason) == ("failed", reasons.TIMEOUT)
@@ -311,24 +311,29 @@ def test_envelope_type_is_the_wire_shape() -> None:
 
 
 def test_a_flood_of_unsigned_envelopes_is_summarised_not_audited_one_by_one() -> None:
-    """Anyone who can publish can send garbage: past the per-minute budget it is counted, and one
-    summary record per minute keeps it visible; signed refusals are always audited."""
+    """Anyone who can publish can send garbage: past the per-minute budget it is neither audited
+    nor answered but counted, and summaries say exactly how many; a signed refusal has its own
+    budget. (Before: every refusal was answered, the summary was written at the next minute's
+    first refusal and the budget reset only after it was awaited.)"""
 
-    async def go() -> tuple[list[Response], AuditLog]:
+    async def go() -> tuple[list[Response | None], AuditLog]:
         clock = Clock()
-        processor, _calls, audit, _ = await make_processor(MemoryState(), KEYS, clock)
-        processor.unverified_audits_per_min = 5
+        processor, _calls, audit, _ = await make_processor(MemoryState(), KEYS, clock, unverified_per_min=5)
         responses = [await processor.handle(b"[1]") for _ in range(20)]
-        responses.append(await processor.handle(signed("ping", target="gw-someone-else")))  # signed: audited
+        responses.append(await processor.handle(signed("ping", target="gw-someone-else")))  # its own budget
         clock.now_s += 61
-        responses.append(await processor.handle(b"[2]"))  # a new minute: the summary, then this one
+        responses.append(await processor.handle(b"[2]"))  # the window slid: audited, and the summary is due
+        await processor.close()
         return responses, audit
 
     responses, audit = run_async(go())
-    assert all(r.outcome == "refused" for r in responses)
+    answered = [r for r in responses if r is not None]
+    assert len(answered) == 5 + 1 + 1 and all(r.outcome == "refused" for r in answered)
     individual = [r for r in audit.records if r.event == "command.unknown"]
     assert len(individual) == 5 + 1
-    assert sum(r.record_id is None for r in responses) == 15
     assert any(r.reason == reasons.WRONG_TARGET for r in audit.records)
-    (summary,) = [r for r in audit.records if r.event == "command.refusals_suppressed"]
-    assert summary.details["suppressed"] == 15 and summary.details[f"reason.{reasons.MALFORMED}"] == 15
+    summaries = [r for r in audit.records if r.event == "command.refusals_suppressed"]
+    # the first as soon as one is suppressed, the next a minute later, with the rest: 15 in all
+    assert [s.details["suppressed"] for s in summaries] == [1, 14]
+    assert [s.details[f"reason.{reasons.MALFORMED}"] for s in summaries] == [1, 14]
+    assert {s.details["class"] for s in summaries} == {"unverified"}

@@ -33,7 +33,7 @@ from agent.privacy.state import PrivacyState
 from buffer.adapter import open_buffer
 from config import data_path
 from drivers.modbus.profile import load_profile
-from tests.commands_support import GATEWAY, NOW_S, Clock, Keys
+from tests.commands_support import GATEWAY, NOW_S, Clock, Keys, answered
 from tests.support.leaks import run_async
 
 KEYS = Keys()
@@ -68,8 +68,10 @@ def test_privacy_commands_over_the_real_pipeline_and_buffer(tmp_path: Path) -> N
             for raw in [signed("privacy.object", stream="analytics"), signed("privacy.object", stream="service"),
                         signed("privacy.erase", stream="telemetry"),
                         signed("privacy.export", recipient=b64url_encode(raw_public(RECIPIENT.public_key())))]:
-                responses.append(await answer(processor, publish_raw, f"heatgate/v1/{GATEWAY}/cmd/response", raw,
-                                              {"correlation_data": b"corr-1", "response_topic": "evil/topic"}))
+                response = await answer(processor, publish_raw, f"heatgate/v1/{GATEWAY}/cmd/response", raw,
+                                        {"correlation_data": b"corr-1", "response_topic": "evil/topic"})
+                assert response is not None
+                responses.append(response)
             everything = await buffer.export_all()
             audit = [json.loads(r.payload) for r in everything if r.stream == "security"]
             return responses, audit, state.objected_streams(), published
@@ -136,7 +138,7 @@ def test_device_write_handler_maps_driver_errors() -> None:
         for v in (value, float(point.max)):
             args = {"device": "heatpump", "point": point.name, "value": v}
             approval = sign_approval(KEYS.approval, operator="op-1", target=GATEWAY, issued_at=NOW_S, **args)
-            out.append(await processor.handle(encode_envelope(sign_envelope(
+            out.append(await answered(processor, encode_envelope(sign_envelope(
                 KEYS.command, target=GATEWAY, command="device.write", args=args, issued_at=NOW_S,
                 approval=approval))))
         return out

@@ -1,9 +1,13 @@
 """Running commands: verify, audit, call the injected handler, answer.
 
 ``CommandProcessor.handle(raw, correlation_data=...)`` returns the :class:`Response` to publish
-on ``<prefix>/<gateway>/cmd/response`` (with the request's correlation data). Every envelope
-received leaves an audit record *before* anything else happens: ``refused`` with its reason, or
-``accepted``; an accepted command then leaves a second record, ``done`` or ``failed``. Audit
+on ``<prefix>/<gateway>/cmd/response`` (with the request's correlation data), or None when the
+refusal was suppressed (see below). Every envelope received leaves an audit record *before*
+anything else happens: ``refused`` with its reason, or ``accepted``; an accepted command then
+leaves a second record, ``done`` or ``failed``. Refusals of envelopes that are not valid new
+commands (unsigned, forged, replayed, another gateway's...) are limited per minute by
+:class:`agent.commands.limiter.RefusalLimiter`: past the budget they are neither audited nor
+answered, but counted exactly in ``command.refusals_suppressed`` summary records. Audit
 records are ``AuditBody`` values with event ``command.<name>`` (``command.unknown`` while the
 envelope is not authenticated), actor ``remote:<key id>`` (``remote:unverified`` before the
 signature checked out) and details without personal data (never argument values, except the
@@ -18,6 +22,7 @@ box. A handler signals a failure it understands by raising :class:`CommandFailed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -30,9 +35,16 @@ from agent.commands import reasons
 from agent.commands.catalog import EXPORT_COMMAND, WRITE_COMMAND, ExportArgs
 from agent.commands.envelope import b64url_decode, b64url_encode
 from agent.commands.errors import CommandError
-from agent.commands.nonces import NonceStoreError
+from agent.commands.limiter import (
+    DEFAULT_UNVERIFIED_PER_MIN,
+    DEFAULT_VERIFIED_PER_MIN,
+    RefusalClass,
+    RefusalLimiter,
+    SeenRefusals,
+    Summary,
+)
 from agent.commands.seal import seal
-from agent.commands.verify import CommandVerifier, Refusal, Verified
+from agent.commands.verify import CommandVerifier, NonceUnrecorded, Refusal, Verified
 from agent.logs import get_logger
 from agent.payloads import AuditBody
 
@@ -124,13 +136,16 @@ async def _ping(_ctx: CommandContext) -> dict[str, Any]:
     return {"pong": True}
 
 
-UNVERIFIED_AUDITS_PER_MIN = 60
-"""Refusals of unsigned or wrongly signed envelopes audited one by one per minute; beyond, summarised."""
+SUMMARY_EVENT: Final = "command.refusals_suppressed"
 
 
 class CommandProcessor:
     """Verify, audit, run. ``handlers`` maps command names to handlers; a catalog command
-    without a handler is refused as ``unknown_command`` (``ping`` is always there)."""
+    without a handler is refused as ``unknown_command`` (``ping`` is always there).
+
+    ``clock`` (seconds since the epoch) stamps records and responses; ``monotonic`` (seconds)
+    drives the refusal budgets, so that a wall-clock step cannot open or close them. Call
+    :meth:`close` when stopping: it writes the last summary of suppressed refusals."""
 
     def __init__(
         self,
@@ -139,67 +154,118 @@ class CommandProcessor:
         audit: AuditSink,
         *,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         handler_timeout_s: float = 30.0,
+        unverified_per_min: int = DEFAULT_UNVERIFIED_PER_MIN,
+        verified_per_min: int = DEFAULT_VERIFIED_PER_MIN,
     ) -> None:
         self.verifier = verifier
         self._handlers: dict[str, Handler] = {"ping": _ping, **handlers}
         self._audit = audit
         self._clock = clock
+        self._monotonic = monotonic
         self.handler_timeout_s = handler_timeout_s
-        self.unverified_audits_per_min = UNVERIFIED_AUDITS_PER_MIN
-        self._window_start_s = -float("inf")
-        self._window_audits = 0
-        self._suppressed: dict[str, int] = {}
+        self.limiter = RefusalLimiter(unverified_per_min=unverified_per_min, verified_per_min=verified_per_min)
+        # a valid envelope is refusable as new for at most its window plus the skew on both sides
+        self._seen = SeenRefusals(verifier.max_ttl_s + 2 * verifier.skew_s)
+        self._summary_timer: asyncio.Task[None] | None = None
 
-    async def handle(self, raw: bytes, *, correlation_data: bytes | None = None) -> Response:
-        """Decide, audit and (if accepted) run one envelope; returns the response to publish.
-        Raises only if the audit sink raises (then nothing ran)."""
+    async def handle(self, raw: bytes, *, correlation_data: bytes | None = None) -> Response | None:
+        """Decide, audit and (if accepted) run one envelope; returns the response to publish, or
+        None for a refusal past its budget (counted for the next summary instead). Raises only if
+        the audit sink raises (then nothing ran)."""
         try:
             verdict = await self.verifier.verify(raw)
-        except NonceStoreError as exc:
-            log.error("command nonce not recorded; command not run", error=exc.reason)
-            record_id = await self._record("command.unknown", "remote:unverified", "failed",
-                                           reasons.STATE_UNAVAILABLE, {})
-            return self._response(None, "failed", reasons.STATE_UNAVAILABLE, "the gateway cannot record the nonce",
-                                  record_id=record_id)
+        except NonceUnrecorded as exc:
+            return await self._unrecorded(exc)
         if isinstance(verdict, Refusal):
             return await self._refused(verdict)
         if verdict.command not in self._handlers:
             return await self._refused(Refusal(reasons.UNKNOWN_COMMAND, "not enabled on this gateway",
                                                command=verdict.command, key_id=verdict.key_id,
-                                               nonce=verdict.envelope.nonce))
+                                               nonce=verdict.envelope.nonce, fingerprint=verdict.envelope.signature))
         return await self._run(verdict)
 
-    async def _refused(self, refusal: Refusal) -> Response:
+    async def close(self) -> None:
+        """Stops the summary timer and writes every pending summary (the counts are never lost)."""
+        timer, self._summary_timer = self._summary_timer, None
+        if timer is not None:
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
+        await self._write_summaries(self.limiter.take_all(self._monotonic()))
+
+    def _admitted(self, key_id: str | None, fingerprint: str | None, reason: str) -> bool:
+        """Whether a refusal is audited and answered. Synchronous: decided and counted before
+        anything awaits, so concurrent envelopes see each other's decisions."""
+        now_s = self._monotonic()
+        refusal_class: RefusalClass
+        if key_id is None:
+            refusal_class = "unverified"
+        elif fingerprint is not None and self._seen.first_sight(fingerprint, now_s):
+            return True  # what a valid new command got: always audited in full
+        else:
+            refusal_class = "verified"
+        return self.limiter.admit(refusal_class, reason, now_s)
+
+    async def _refused(self, refusal: Refusal) -> Response | None:
+        admitted = self._admitted(refusal.key_id, refusal.fingerprint, refusal.reason)
+        await self._write_summaries(self.limiter.due_summaries(self._monotonic()))
+        if not admitted:
+            self._arm_summary_timer()
+            return None
         event = f"command.{refusal.command or 'unknown'}"
         actor = f"remote:{refusal.key_id}" if refusal.key_id else "remote:unverified"
-        record_id: str | None = None
-        if refusal.key_id or await self._admit_unverified_audit(refusal.reason):
-            record_id = await self._record(event, actor, "refused", refusal.reason, {"detail": refusal.detail})
+        record_id = await self._record(event, actor, "refused", refusal.reason, {"detail": refusal.detail})
         log.info("command refused", command=refusal.command, reason=refusal.reason, detail=refusal.detail)
         return self._response(refusal.command, "refused", refusal.reason, refusal.detail, record_id=record_id,
                               nonce=refusal.nonce)
 
-    async def _admit_unverified_audit(self, reason: str) -> bool:
-        """Whether a refusal that no pinned key signed gets its own audit record. Anyone who can
-        publish to the broker can send those: past ``unverified_audits_per_min`` in a minute they
-        are counted instead, and one summary record per minute says how many and why, so that a
-        flood cannot fill the security stream (and evict what matters) while staying visible."""
-        now = self._clock()
-        if now - self._window_start_s >= 60.0:
-            if self._suppressed:
-                details: dict[str, str | int | float | bool | None] = {
-                    "suppressed": sum(self._suppressed.values()),
-                    **{f"reason.{k}": v for k, v in sorted(self._suppressed.items())},
-                }
-                await self._record("command.refusals_suppressed", "agent", "info", None, details)
-                self._suppressed = {}
-            self._window_start_s, self._window_audits = now, 0
-        self._window_audits += 1
-        if self._window_audits <= self.unverified_audits_per_min:
-            return True
-        self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
-        return False
+    async def _unrecorded(self, exc: NonceUnrecorded) -> Response | None:
+        admitted = self._admitted(exc.key_id, exc.fingerprint, reasons.STATE_UNAVAILABLE)
+        await self._write_summaries(self.limiter.due_summaries(self._monotonic()))
+        if not admitted:
+            self._arm_summary_timer()
+            return None
+        log.error("command nonce not recorded; command not run", command=exc.command, error=exc.reason)
+        record_id = await self._record(f"command.{exc.command}", f"remote:{exc.key_id}", "failed",
+                                       reasons.STATE_UNAVAILABLE, {})
+        return self._response(exc.command, "failed", reasons.STATE_UNAVAILABLE, "the gateway cannot record the nonce",
+                              record_id=record_id, nonce=exc.nonce)
+
+    async def _write_summaries(self, summaries: list[Summary]) -> None:
+        for index, summary in enumerate(summaries):
+            details: dict[str, str | int | float | bool | None] = {
+                "class": summary.refusal_class,
+                "suppressed": summary.suppressed,
+                **{f"reason.{k}": v for k, v in summary.by_reason.items()},
+                "over_s": round(summary.until_s - summary.since_s, 3),
+            }
+            try:
+                await self._record(SUMMARY_EVENT, "agent", "info", None, details)
+            except BaseException:
+                for unwritten in summaries[index:]:
+                    self.limiter.restore(unwritten)
+                raise
+            log.warning("command refusals suppressed", refusal_class=summary.refusal_class,
+                        suppressed=summary.suppressed, **summary.by_reason)
+
+    def _arm_summary_timer(self) -> None:
+        if self._summary_timer is None:
+            self._summary_timer = asyncio.get_running_loop().create_task(
+                self._summaries_when_due(), name="command-refusal-summaries")
+
+    async def _summaries_when_due(self) -> None:
+        """Writes each summary when it falls due, also when no refusal comes to write it."""
+        try:
+            while (due_s := self.limiter.next_summary_s()) is not None:
+                await asyncio.sleep(max(due_s - self._monotonic(), 0.0))
+                await self._write_summaries(self.limiter.due_summaries(self._monotonic()))
+        except Exception:  # the timer task's boundary: the counts were put back for the next try
+            log.exception("summary of suppressed command refusals not written")
+        finally:
+            if self._summary_timer is asyncio.current_task():
+                self._summary_timer = None
 
     async def _run(self, verified: Verified) -> Response:
         command = verified.command

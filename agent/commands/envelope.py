@@ -1,6 +1,7 @@
 """The signed command envelope (wire format ``v: 1``) and its canonical signing bytes.
 
-A command is one JSON object, UTF-8, at most ``max_bytes`` (16 KiB by default)::
+A command is one JSON object, UTF-8, at most ``max_bytes`` (16 KiB by default) and nested at
+most ``MAX_DEPTH`` (8) levels deep, both checked before parsing::
 
     {"v": 1, "target": "gw-0001", "command": "privacy.object", "args": {"stream": "analytics"},
      "issued_at": 1714567800, "expires_at": 1714568100,
@@ -38,6 +39,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
+import re
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -47,8 +50,11 @@ __all__ = [
     "APPROVAL_DOMAIN",
     "COMMAND_DOMAIN",
     "DEFAULT_MAX_BYTES",
+    "FIELD_NAMES",
+    "MAX_DEPTH",
     "Approval",
     "Envelope",
+    "NestingTooDeep",
     "Write",
     "approval_signing_bytes",
     "b64url_decode",
@@ -56,11 +62,22 @@ __all__ = [
     "decode_envelope",
     "encode_envelope",
     "envelope_signing_bytes",
+    "nesting_depth",
 ]
 
 COMMAND_DOMAIN: Final = b"heatgate-cmd/v1\n"
 APPROVAL_DOMAIN: Final = b"heatgate-approval/v1\n"
 DEFAULT_MAX_BYTES: Final = 16 * 1024
+MAX_DEPTH: Final = 8
+"""Objects and arrays nested deeper than this are refused before parsing. A valid envelope needs 3
+(envelope, approval, write); the parser recurses per level, and a few KiB of ``[`` would otherwise
+exhaust the interpreter's recursion limit."""
+
+# A JSON string, or an unterminated one running to the end: it always matches where it starts, so
+# removing strings is one linear pass whatever the input (no retry from every quote).
+_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP: Final = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 B64URL = r"^[A-Za-z0-9_-]+$"
 Nonce = Annotated[str, Meta(min_length=22, max_length=64, pattern=B64URL,
@@ -112,9 +129,35 @@ class Envelope(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, om
 
 _decoder: Final = msgspec.json.Decoder(Envelope)
 
+FIELD_NAMES: Final = frozenset(Envelope.__struct_fields__) | frozenset(Approval.__struct_fields__) | frozenset(
+    Write.__struct_fields__)
+"""Every field name of the envelope and its parts (what an error may name without echoing the sender)."""
+
+
+class NestingTooDeep(msgspec.DecodeError):
+    """The input nests objects or arrays deeper than :data:`MAX_DEPTH`; nothing was parsed."""
+
+    def __init__(self, depth: int) -> None:
+        super().__init__(f"nested {depth} levels deep, at most {MAX_DEPTH}")
+        self.depth = depth
+
+
+def nesting_depth(raw: bytes) -> int:
+    """How deep objects and arrays nest in ``raw`` (brackets inside strings do not count), without
+    parsing it; linear in ``len(raw)``. For bytes that are not JSON the figure is an upper bound of
+    what a parser would reach before it stops."""
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(_STEP[b] for b in brackets), default=0)
+
 
 def decode_envelope(raw: bytes) -> Envelope:
-    """Parse; raises ``msgspec.DecodeError`` / ``msgspec.ValidationError`` (both ``msgspec.MsgspecError``)."""
+    """Parse; raises ``msgspec.DecodeError`` / ``msgspec.ValidationError`` (both ``msgspec.MsgspecError``).
+    Input nested deeper than :data:`MAX_DEPTH` raises :class:`NestingTooDeep` (a ``DecodeError``)
+    before any parsing."""
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        depth = nesting_depth(raw)
+        if depth > MAX_DEPTH:
+            raise NestingTooDeep(depth)
     try:
         return _decoder.decode(raw)
     except UnicodeDecodeError as exc:  # msgspec lets invalid UTF-8 in an object key through as this

@@ -3,7 +3,8 @@
 The checks, in order (the first that fails gives the reason code, see :mod:`agent.commands.reasons`):
 
 1. ``oversize``: more than ``max_bytes``, refused before parsing;
-2. ``malformed``: not a JSON envelope of the right shape; ``unsigned``: no signature;
+2. ``malformed``: nested deeper than ``MAX_DEPTH`` (refused before parsing), or not a JSON
+   envelope of the right shape; ``unsigned``: no signature;
 3. ``unknown_key``, ``bad_signature``: the command key, pinned by key id;
 4. ``wrong_target``; ``malformed`` for an empty validity window or one longer than ``max_ttl_s``;
    ``not_yet_valid``, ``expired`` (each with ``skew_s`` of tolerance);
@@ -17,12 +18,19 @@ The checks, in order (the first that fails gives the reason code, see :mod:`agen
    re-signed with the same nonce, and an accepted one runs at most once.
 
 Only authenticated envelopes (past step 3) report their key id and command; the detail of a
-refusal never echoes argument values.
+refusal never echoes argument values. Before authentication nothing in the envelope can be
+believed and anyone may have sent it, so the detail of those refusals is built from the gateway's
+own words only (reason, sizes, the envelope's own field names), never from the sender's text.
+
+A refusal that a *valid new command* could get (authentic, addressed here, within its validity,
+not a replay: steps 5 and 6) carries the envelope's signature as its ``fingerprint``, so that the
+processor can tell its first arrival (always audited) from a copy sent again.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,15 +44,18 @@ from agent.commands import reasons
 from agent.commands.catalog import COMMANDS, WRITE_COMMAND, DeviceWriteArgs
 from agent.commands.envelope import (
     DEFAULT_MAX_BYTES,
+    FIELD_NAMES,
+    MAX_DEPTH,
     Envelope,
+    NestingTooDeep,
     approval_signing_bytes,
     b64url_decode,
     decode_envelope,
     envelope_signing_bytes,
 )
-from agent.commands.nonces import NonceStore
+from agent.commands.nonces import NonceStore, NonceStoreError
 
-__all__ = ["CommandVerifier", "Refusal", "Verified", "WriteBounds"]
+__all__ = ["CommandVerifier", "NonceUnrecorded", "Refusal", "Verified", "WriteBounds"]
 
 WriteBounds = Callable[[str, str], "tuple[float, float] | None"]
 """``write_bounds(device, point)``: ``(min, max)`` if the profile marks the point writable, else None."""
@@ -77,6 +88,48 @@ class Refusal:
     command: str | None = None
     key_id: str | None = None
     nonce: str | None = None
+    fingerprint: str | None = None
+    """The envelope's signature, set only where a valid new command could be refused this way."""
+
+
+class NonceUnrecorded(NonceStoreError):
+    """An envelope that passed every check but whose nonce could not be persisted (so it must not
+    run). Carries what the processor needs to answer and audit it."""
+
+    def __init__(self, reason: str, *, command: str, key_id: str, nonce: str, fingerprint: str) -> None:
+        super().__init__(reason)
+        self.command = command
+        self.key_id = key_id
+        self.nonce = nonce
+        self.fingerprint = fingerprint
+
+
+_ERROR_PATH: Final = re.compile(r" - at `(\$[^`]*)`$")
+_MISSING_FIELD: Final = re.compile(r"^Object missing required field `([a-z_]+)`")
+
+
+def _unverified_malformed(exc: msgspec.MsgspecError, size_bytes: int) -> str:
+    """The detail of an envelope that does not parse, in the gateway's own words: the parser's
+    messages quote the sender's field names and values, which must not reach the audit stream."""
+    if isinstance(exc, NestingTooDeep):
+        return f"not an envelope: nested {exc.depth} levels deep, at most {MAX_DEPTH} ({size_bytes} bytes)"
+    if not isinstance(exc, msgspec.ValidationError):
+        return f"not JSON ({size_bytes} bytes)"
+    message = str(exc)
+    found = _ERROR_PATH.search(message)
+    parts = found.group(1).split(".")[1:] if found else []
+    where = "$" + "".join(f".{p}" for p in parts) if found and set(parts) <= FIELD_NAMES else None
+    missing = _MISSING_FIELD.match(message)
+    if message.startswith("Object contains unknown field"):
+        what = "an unknown field"
+    elif missing and missing.group(1) in FIELD_NAMES:
+        what = f"missing field `{missing.group(1)}`"
+    elif message.startswith("Expected"):
+        what = "a value of the wrong type or form"
+    else:
+        what = "an invalid value"
+    at = f" at `{where}`" if where is not None else ""
+    return f"not an envelope: {what}{at} ({size_bytes} bytes)"
 
 
 def _short(text: str) -> str:
@@ -137,34 +190,42 @@ class CommandVerifier:
         self._enabled = frozenset(COMMANDS) if enabled_commands is None else enabled_commands & frozenset(COMMANDS)
 
     async def verify(self, raw: bytes) -> Verified | Refusal:
-        """Never raises for any input, except :class:`agent.commands.nonces.NonceStoreError`
-        when the nonce of an otherwise valid envelope cannot be persisted."""
+        """Never raises for any input, except :class:`NonceUnrecorded` when the nonce of an
+        otherwise valid envelope cannot be persisted."""
         if len(raw) > self.max_bytes:
             return Refusal(reasons.OVERSIZE, f"{len(raw)} bytes, at most {self.max_bytes}")
         try:
             envelope = decode_envelope(raw)
         except msgspec.MsgspecError as exc:
-            return Refusal(reasons.MALFORMED, _short(str(exc)))
+            return Refusal(reasons.MALFORMED, _unverified_malformed(exc, len(raw)))
         if not envelope.signature:
             return Refusal(reasons.UNSIGNED, "the envelope has no signature")
         key = self._command_keys.get(envelope.key_id)
         if key is None:
             what = "an approval key, not a command key" if envelope.key_id in self._approval_keys else "not pinned"
-            return Refusal(reasons.UNKNOWN_KEY, f"key {envelope.key_id} is {what}")
+            return Refusal(reasons.UNKNOWN_KEY, f"the envelope's key is {what}")
         if not _signature_ok(key, envelope.signature, envelope_signing_bytes(envelope)):
-            return Refusal(reasons.BAD_SIGNATURE, f"the signature does not verify with key {envelope.key_id}")
-        return await self._authentic(envelope)
+            return Refusal(reasons.BAD_SIGNATURE, "the signature does not verify with the named key")
+        try:
+            return await self._authentic(envelope)
+        except NonceStoreError as exc:
+            raise NonceUnrecorded(exc.reason, command=envelope.command, key_id=envelope.key_id, nonce=envelope.nonce,
+                                  fingerprint=envelope.signature) from exc
 
     async def _authentic(self, envelope: Envelope) -> Verified | Refusal:
+        in_scope = False  # addressed here and within its validity: a valid new command could be refused now
+
         def refuse(reason: str, detail: str) -> Refusal:
             return Refusal(reason, _short(detail), command=envelope.command if envelope.command in COMMANDS else None,
-                           key_id=envelope.key_id, nonce=envelope.nonce)
+                           key_id=envelope.key_id, nonce=envelope.nonce,
+                           fingerprint=envelope.signature if in_scope and reason != reasons.REPLAYED else None)
 
         if envelope.target != self.gateway_id:
             return refuse(reasons.WRONG_TARGET, "addressed to another gateway")
         window = self._window(envelope.issued_at, envelope.expires_at)
         if window is not None:
             return refuse(*window)
+        in_scope = True
         args_type = COMMANDS.get(envelope.command)
         if args_type is None or envelope.command not in self._enabled:
             return refuse(reasons.UNKNOWN_COMMAND, "not a command of this gateway")

@@ -194,13 +194,15 @@ PublishRaw = Callable[..., Awaitable[None]]
 
 
 async def answer(processor: CommandProcessor, publish_raw: PublishRaw, response_topic: str, payload: bytes,
-                 properties: Mapping[str, Any]) -> Response:
+                 properties: Mapping[str, Any]) -> Response | None:
     """Handle one command message and publish its response (QoS 1) on ``response_topic`` with
     the request's correlation data. The response topic is the gateway's own fixed
     ``<prefix>/<gw>/cmd/response``, never the request's (an unauthenticated property could
-    otherwise send the answer anywhere the gateway may publish)."""
+    otherwise send the answer anywhere the gateway may publish). A refusal past its per-minute
+    budget is not answered (None): a flood must not become a flood of responses."""
     correlation = properties.get("correlation_data")
     correlation = bytes(correlation) if isinstance(correlation, bytes | bytearray) else None
     response = await processor.handle(payload, correlation_data=correlation)
-    await publish_raw(response_topic, encode_response(response), qos=1, correlation_data=correlation)
+    if response is not None:
+        await publish_raw(response_topic, encode_response(response), qos=1, correlation_data=correlation)
     return response
