@@ -293,6 +293,8 @@ class Agent:
         await asyncio.gather(*source_tasks, return_exceptions=True)
         await self._readings.put(None)  # the pipeline drains what the sources delivered
         await pipeline_task
+        if self.commands is not None:
+            await self.commands.close()  # the refusal summary of the last minute, before agent.stop
         closing = self.pipeline.flush(force=True)
         closing.append(self.pipeline.audit("agent.stop", "agent", "info"))
         await self._store(closing)
