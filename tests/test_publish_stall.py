@@ -1,5 +1,5 @@
 """A broker that keeps the connection alive (answers pings) but stops acknowledging: the
-publisher drops the connection after PUBACK_TIMEOUT_S, keeps every record, and tries again."""
+publisher drops the connection after ``mqtt.puback_timeout_s``, keeps every record, and tries again."""
 
 from __future__ import annotations
 
@@ -7,18 +7,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from agent.config import MqttConfig
-from agent.publish import publisher as publisher_module
 from agent.publish.publisher import Publisher
 from tests.support.black_hole import BlackHoleBroker
 from tests.support.leaks import run_async
 from tests.support.memory_buffer_publish import open_real_buffer, telemetry_record
 
 
-def test_no_puback_while_pings_are_answered_is_a_reconnect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(publisher_module, "PUBACK_TIMEOUT_S", 0.5)
+def test_no_puback_while_pings_are_answered_is_a_reconnect(tmp_path: Path) -> None:
     events: list[tuple[str, str | None]] = []
 
     async def scenario() -> tuple[int, int, Any]:
@@ -27,7 +23,7 @@ def test_no_puback_while_pings_are_answered_is_a_reconnect(tmp_path: Path, monke
         buffer: Any = await open_real_buffer(tmp_path)
         try:
             await buffer.put([telemetry_record(i) for i in range(50)])
-            config = MqttConfig(url=f"mqtt://127.0.0.1:{broker.port}", keepalive_s=5,
+            config = MqttConfig(url=f"mqtt://127.0.0.1:{broker.port}", keepalive_s=5, puback_timeout_s=0.5,
                                 reconnect_min_s=0.05, reconnect_max_s=0.2)
             publisher = Publisher(config, "gw-stall-0001", buffer, version="t", health=dict,
                                   on_connectivity=lambda e, _t, r: events.append((e, r)))
