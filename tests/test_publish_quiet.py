@@ -92,6 +92,43 @@ def test_a_quiet_spell_longer_than_the_timeout_keeps_the_one_connection(
     assert _states(received) == ["online", "offline"]  # one birth, then the clean stop
     assert sum(m.topic == TELEMETRY for m in received) == 3  # nothing sent twice
     assert _broker_connections(broker) == 1
+    assert status["oldest_unacked_age_s"] is None  # nothing in flight
+
+
+@pytest.mark.slow
+def test_at_the_default_timeout_a_quiet_spell_is_not_a_dead_connection(
+    broker_factory: Callable[..., Broker], tmp_path: Path
+) -> None:
+    """The shipped default (30 s) once, with a quiet spell just past it: the issue's case."""
+    broker = broker_factory("plain")
+    events: list[str] = []
+    assert MqttConfig().puback_timeout_s == 30.0
+
+    async def scenario() -> dict[str, Any]:
+        buffer: Any = await open_real_buffer(tmp_path)
+        try:
+            publisher = Publisher(_config(broker), GW, buffer, version="t", health=dict,
+                                  on_connectivity=lambda e, _t, _r: events.append(e))
+            task = asyncio.create_task(publisher.run())
+            await buffer.put([telemetry_record(0)])
+            publisher.wake()
+            await _delivered(buffer)
+            await asyncio.sleep(31)
+            await buffer.put([telemetry_record(1)])
+            publisher.wake()
+            await _delivered(buffer)
+            await asyncio.sleep(1)
+            status = publisher.status()
+            await publisher.stop()
+            await task
+            return status
+        finally:
+            await buffer.close()
+
+    status = run_async(scenario())
+    assert events == ["connected"]
+    assert status["published"] == 2
+    assert _broker_connections(broker) == 1
 
 
 def test_stopped_in_the_reconnect_loop_leaves_the_retained_state_offline(

@@ -4,6 +4,7 @@ publisher drops the connection after ``mqtt.puback_timeout_s``, keeps every reco
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def test_no_puback_while_pings_are_answered_is_a_reconnect(tmp_path: Path) -> No
 @pytest.mark.parametrize("what", ["birth", "command response"])
 def test_the_birth_and_command_responses_are_bounded_by_the_same_timeout(tmp_path: Path, what: str) -> None:
     """Not only drained records: any message without PUBACK for ``puback_timeout_s`` ends the
-    connection (a command response used to wait for ever; the birth had its own 10 s)."""
+    connection (a command response used to wait for ever). The birth has at most 10 s."""
     events: list[tuple[str, str | None]] = []
 
     async def scenario() -> tuple[BaseException | None, int]:
@@ -87,6 +88,6 @@ def test_the_birth_and_command_responses_are_bounded_by_the_same_timeout(tmp_pat
     raised, connections = run_async(scenario())
     assert connections >= 2
     reasons = [r for e, r in events if e == "disconnected"]
-    assert reasons and "no PUBACK within 0.5 s" in (reasons[0] or ""), events
+    assert reasons and re.search(r"no PUBACK .*within 0\.5 s", reasons[0] or ""), events
     if what == "command response":
         assert isinstance(raised, ConnectionLost) and "no PUBACK" in raised.reason

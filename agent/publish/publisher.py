@@ -56,6 +56,9 @@ REFUSED_HOLD_S = 60.0
 """How long a stream whose publish the broker refused is held back before trying again."""
 TAKE_RECORDS_MAX = 512
 """Records per drain round: small enough that a new fault waits for at most one round."""
+BIRTH_TIMEOUT_S = 10.0
+"""A new connection proves itself sooner: its birth is acknowledged within this (or within
+``mqtt.puback_timeout_s`` if shorter), else it is dropped. Measured from the birth's own send."""
 OFFLINE_TIMEOUT_S = 3.0
 """A clean stop waits this long for the PUBACK of ``offline`` (the daemon gives the publisher's
 stop 5 s); without it the connection is closed so that the broker publishes the will."""
@@ -130,9 +133,14 @@ class Publisher:
     def status(self) -> dict[str, Any]:
         """connected, connected_since (epoch s), last_error, published (records), refused,
         inflight (records), alarms, and counters; ``stray_messages``: messages received on a topic
-        that is not a served command (e.g. the gateway's own responses), dropped unanswered."""
+        that is not a served command (e.g. the gateway's own responses), dropped unanswered;
+        ``oldest_unacked_age_s``: how long the oldest message in flight has waited for its PUBACK
+        (None when nothing is in flight); at ``mqtt.puback_timeout_s`` the connection is dropped."""
+        client = self._client
+        oldest_s = client.oldest_unacked_age_s() if client is not None else None
         return {**self._stats, "inflight": self._inflight_records, "alarms": list(self._alarms),
-                "held_streams": sorted(self._held)}
+                "held_streams": sorted(self._held),
+                "oldest_unacked_age_s": round(oldest_s, 3) if oldest_s is not None else None}
 
     async def publish_raw(
         self,
@@ -232,11 +240,16 @@ class Publisher:
             log.info("broker connected", url=self.config.url, session_present=client.session_present)
             if self.on_command is not None:
                 self._subscribe_commands(client)
+            birth_timeout_s = min(BIRTH_TIMEOUT_S, self.config.puback_timeout_s)
             try:
-                # Bounded like every message: the client drops the connection at the PUBACK timeout.
-                await client.publish(self.state_topic, self._state_payload("online"), qos=1, retain=True)
+                await asyncio.wait_for(
+                    client.publish(self.state_topic, self._state_payload("online"), qos=1, retain=True),
+                    birth_timeout_s,
+                )
             except PublishRefused as exc:  # the records still go: the ACL may cover them
                 self._alarm(f"broker refused the birth message on {exc.topic}: 0x{exc.reason_code:02x} {exc.reason}")
+            except TimeoutError:
+                raise ConnectionLost(f"no PUBACK for the birth message within {birth_timeout_s:g} s") from None
             offline_acked = await self._drain(client)
         finally:
             self._stats["connected"] = False
