@@ -76,6 +76,9 @@ class MqttConfig(_Section, frozen=True, kw_only=True):
     max_payload_bytes: Annotated[int, Meta(ge=1024, le=268435455)] = 64 * 1024
     reconnect_min_s: Annotated[float, Meta(gt=0, le=60)] = 1.0
     reconnect_max_s: Annotated[float, Meta(gt=0, le=3600)] = 300.0
+    puback_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    """A QoS 1 message unacknowledged for this long means the connection is dead: it is
+    dropped (the broker publishes the will) and everything in flight goes again."""
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)

@@ -29,6 +29,7 @@ def test_shipped_example_is_valid() -> None:
     assert {s.name for s in config.sources} == {"heatpump", "meter-bus", "smartmeter", "zwave"}
     tcp = next(s for s in config.sources if isinstance(s, ModbusTcpSource))
     assert tcp.devices[0].profile == "sim-heatpump"
+    assert config.mqtt.puback_timeout_s == 30.0
     assert len(loaded.sha256) == 64
 
 
@@ -70,6 +71,8 @@ BASE = '[gateway]\nid = "gw-t-0001"\nregion = "1234"\nstate_dir = "/tmp/x"\n'
     [
         ('[gateway\nid = 1', "", "not valid TOML"),
         (BASE + "[mqtt]\nkeepalive_s = 2\n", "mqtt.keepalive_s", ">= 5"),
+        (BASE + "[mqtt]\npuback_timeout_s = 0\n", "mqtt.puback_timeout_s", "> 0"),
+        (BASE + '[mqtt]\npuback_timeout_s = "soon"\n', "mqtt.puback_timeout_s", "expected `float`"),
         (BASE + '[[sources]]\ntype = "p1"\nname = "a"\nport = "/dev/ttyUSB0"\n'
                 '[[sources]]\ntype = "p1"\nname = "a"\nport = "/dev/ttyUSB1"\n',
          "sources[1].name", "duplicate source name 'a'"),

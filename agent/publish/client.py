@@ -12,6 +12,12 @@ with a fresh client each time; the broker keeps the session (clean start off, se
 so subscriptions and queued commands survive. Records are never lost by a drop: unacknowledged
 ones fail their futures with :class:`ConnectionLost` and the buffer hands them out again.
 
+PUBACK timeout: every QoS 1 message in flight carries the time it was sent. When the oldest one
+has waited ``mqtt.puback_timeout_s`` (checked by the keepalive task, about once a second), the
+connection is taken as dead and dropped without DISCONNECT, so the broker publishes the will.
+Only the age of the oldest unacknowledged message counts: a connection that was quiet for
+hours is as fresh as a new one, and a new connection starts with nothing in flight.
+
 TLS: on when the URL is ``mqtts://``, with the configured CA (system CAs if none), TLS >= 1.2,
 the host name checked, and the client certificate for mutual TLS. A TLS failure is a
 :class:`ConnectError`; there is never a retry in plaintext (``mqtt://`` is only accepted for a
@@ -24,6 +30,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +41,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.config import MqttConfig
 from agent.publish.errors import ConnectError, ConnectionLost, NotConnected, PublishRefused
@@ -130,7 +138,10 @@ class MqttClient:
         self._on_lost_cb = on_lost
         self._connect_timeout_s = connect_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: dict[int, tuple[asyncio.Future[None], str]] = {}
+        # mid -> (future, topic, monotonic time sent); insertion order is send order, so the
+        # first entry is the oldest unacknowledged message.
+        self._pending: dict[int, tuple[asyncio.Future[None], str, float]] = {}
+        self._puback_timeout_s = config.puback_timeout_s
         self._connack: asyncio.Future[bool] | None = None
         self._misc_task: asyncio.Task[None] | None = None
         self._fd: int | None = None
@@ -238,7 +249,8 @@ class MqttClient:
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
         was_connected = self.connected
         self.connected = False
-        detail = self._last_log_error or str(reason)
+        # The first reason wins: after _drop() closed the socket, paho may still report its own.
+        detail = self.lost_reason or self._last_log_error or str(reason)
         self.lost_reason = detail
         if self._connack is not None and not self._connack.done():
             # Closed before CONNACK: typically a TLS alert (client certificate missing or refused).
@@ -307,9 +319,27 @@ class MqttClient:
             self._loop.remove_writer(fd)
 
     async def _misc_loop(self) -> None:
-        """Keepalive pings and ping timeouts."""
+        """Keepalive pings and ping timeouts; the PUBACK timeout (see the module docstring)."""
         while self._client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:
-            await asyncio.sleep(MISC_INTERVAL_S)
+            age_s = self.oldest_unacked_age_s()
+            if age_s is not None and age_s >= self._puback_timeout_s:
+                self._drop(f"no PUBACK within {self._puback_timeout_s:g} s")
+                return
+            wait_s = MISC_INTERVAL_S
+            if age_s is not None:
+                wait_s = min(wait_s, self._puback_timeout_s - age_s)
+            await asyncio.sleep(wait_s)
+
+    def _drop(self, reason: str) -> None:
+        """Close the socket without DISCONNECT: the broker publishes the will (``offline``).
+        In-flight messages fail with :class:`ConnectionLost`; ``on_lost`` hears ``reason``."""
+        was_connected = self.connected
+        self.connected = False
+        self.lost_reason = self.lost_reason or reason
+        self._teardown()
+        self._fail_pending(self.lost_reason)
+        if was_connected and self._on_lost_cb is not None:
+            self._on_lost_cb(self.lost_reason)
 
     # ---- publishing -----------------------------------------------------------------------
 
@@ -347,7 +377,7 @@ class MqttClient:
             future.set_result(None)
         else:
             # Registered before the write: a write that finds the connection dead fails it.
-            self._pending[info.mid] = (future, topic)
+            self._pending[info.mid] = (future, topic, time.monotonic())
         if write_now:
             self._write_now()
         return future
@@ -364,7 +394,7 @@ class MqttClient:
         entry = self._pending.pop(mid, None)
         if entry is None:
             return
-        future, topic = entry
+        future, topic, _sent = entry
         if future.done():
             return
         if reason.is_failure:
@@ -374,7 +404,7 @@ class MqttClient:
 
     def _fail_pending(self, reason: str) -> None:
         pending, self._pending = self._pending, {}
-        for future, _topic in pending.values():
+        for future, _topic, _sent in pending.values():
             if not future.done():
                 future.set_exception(ConnectionLost(reason))
                 future.exception()  # a caller that stopped waiting must not warn "never retrieved"
@@ -383,12 +413,30 @@ class MqttClient:
     def inflight(self) -> int:
         return len(self._pending)
 
+    def oldest_unacked_age_s(self) -> float | None:
+        """Seconds since the oldest QoS 1 message still waiting for its PUBACK was sent."""
+        for _future, _topic, sent_monotonic in self._pending.values():
+            return time.monotonic() - sent_monotonic
+        return None
+
     # ---- subscribing ----------------------------------------------------------------------
 
-    def subscribe(self, topics: list[str], qos: int = 1) -> None:
+    def subscribe(self, topics: list[str], qos: int = 1, *, no_local: bool = False) -> None:
+        """Subscribe (SUBACK not awaited). ``no_local`` (MQTT 5 only; 3.1.1 has no such option):
+        the broker does not send back what this client publishes itself."""
         if not self.connected:
             raise NotConnected()
-        self._client.subscribe([(topic, qos) for topic in topics])
+        if self._v5:
+            options = SubscribeOptions(qos=qos, noLocal=no_local)
+            self._client.subscribe([(topic, options) for topic in topics])
+        else:
+            self._client.subscribe([(topic, qos) for topic in topics])
+
+    def unsubscribe(self, topics: list[str]) -> None:
+        """Remove subscriptions (UNSUBACK not awaited); one that does not exist is harmless."""
+        if not self.connected:
+            raise NotConnected()
+        self._client.unsubscribe(topics)
 
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         if self._on_message_cb is None:
@@ -408,9 +456,10 @@ class MqttClient:
 
     # ---- closing --------------------------------------------------------------------------
 
-    async def disconnect(self) -> None:
-        """Send DISCONNECT (normal: the broker does not publish the will) and close."""
-        if self.connected:
+    async def disconnect(self, *, with_will: bool = False) -> None:
+        """Send DISCONNECT (normal: the broker discards the will) and close; with ``with_will``,
+        close without DISCONNECT, so that the broker publishes the will."""
+        if self.connected and not with_will:
             self._client.disconnect()
             # paho writes the DISCONNECT via the loop's writer; give it one turn to go out.
             for _ in range(50):

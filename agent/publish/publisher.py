@@ -2,7 +2,7 @@
 
 ``run()`` loops for ever: connect (capped exponential backoff with full jitter between
 attempts, :func:`agent.backoff.full_jitter_delay_s`), publish the retained birth ``online``,
-subscribe to ``<prefix>/<gw>/cmd/+``, then drain. Each drain round takes a few records
+subscribe to the commands it serves, then drain. Each drain round takes a few records
 (service lane first, because the buffer hands out the lowest priority number first), packs them
 per route into messages of at most ``max_payload_bytes`` and publishes them at QoS 1, keeping at
 most ``inflight_max`` messages unacknowledged. Rounds are short, so a fault put while a week of
@@ -11,7 +11,20 @@ backlog drains is taken in the next round, ahead of the backlog.
 Records are acked in the buffer (deleted) only when the PUBACK of their message arrived. On a
 lost connection they are released and go again with the same ids; a PUBACK with a reason code
 >= 0x80 (MQTT 5, e.g. 0x87 not authorized) releases them, raises an alarm and holds that
-stream back for ``REFUSED_HOLD_S``.
+stream back for ``REFUSED_HOLD_S``. A message (records, birth, command response) without PUBACK
+for ``mqtt.puback_timeout_s`` after it was sent drops the connection (see :mod:`.client`).
+
+The retained state: the only normal DISCONNECT is the one after the broker acknowledged the
+retained ``offline`` of a clean stop. Every other end of a connection (lost, PUBACK timeout,
+stopped while the broker does not answer) closes it without DISCONNECT, so that the broker
+publishes the will, ``offline`` too. So after any stop the retained state is ``offline``.
+
+Commands: the gateway subscribes to ``<prefix>/<gw>/cmd/<name>`` for each command it serves
+(:data:`agent.commands.catalog.COMMANDS`), never to a filter that matches its own
+``cmd/response`` (MQTT 5: with no-local as well). Anything else that arrives (its own response
+through a stale subscription, an unknown command name) is counted in ``stray_messages`` and
+never answered. A resumed session may still hold the ``cmd/+`` subscription of an earlier
+version: it is removed after each connect that finds the session present.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ from typing import Any
 import msgspec
 
 from agent.backoff import Backoff
+from agent.commands.catalog import COMMANDS
 from agent.config import MqttConfig
 from agent.logs import get_logger
 from agent.payloads import STREAMS, StatePayload
@@ -43,8 +57,11 @@ REFUSED_HOLD_S = 60.0
 TAKE_RECORDS_MAX = 512
 """Records per drain round: small enough that a new fault waits for at most one round."""
 BIRTH_TIMEOUT_S = 10.0
-PUBACK_TIMEOUT_S = 30.0
-"""With messages in flight and no PUBACK for this long, the connection is taken as dead."""
+"""A new connection proves itself sooner: its birth is acknowledged within this (or within
+``mqtt.puback_timeout_s`` if shorter), else it is dropped. Measured from the birth's own send."""
+OFFLINE_TIMEOUT_S = 3.0
+"""A clean stop waits this long for the PUBACK of ``offline`` (the daemon gives the publisher's
+stop 5 s); without it the connection is closed so that the broker publishes the will."""
 ALARMS_MAX = 20
 
 _PUBLISHED = frozenset(STREAMS)
@@ -59,8 +76,9 @@ class Publisher:
     ``health()`` is sampled for the birth message; ``restricted()`` names streams that must not
     be published now (data-subject restriction); ``on_connectivity(event, target, reason)``
     hears ``connected`` / ``disconnected`` / ``connect_failed`` (called on the loop's thread).
-    Set ``on_command`` to receive messages on ``<prefix>/<gw>/cmd/+`` as
-    ``(topic, payload, properties)`` with ``correlation_data`` / ``response_topic`` properties.
+    Set ``on_command`` to receive messages on ``<prefix>/<gw>/cmd/<name>`` (one topic per
+    command served) as ``(topic, payload, properties)`` with ``correlation_data`` /
+    ``response_topic`` properties.
     """
 
     def __init__(
@@ -84,20 +102,25 @@ class Publisher:
         self.on_command: CommandHook | None = None
         self.prefix = mqtt.topic_prefix
         self.state_topic = f"{self.prefix}/{gateway_id}/state"
-        self.command_filter = f"{self.prefix}/{gateway_id}/cmd/+"
+        self.command_topics = frozenset(f"{self.prefix}/{gateway_id}/cmd/{name}" for name in COMMANDS)
+        self.response_topic = f"{self.prefix}/{gateway_id}/cmd/response"
+        self.legacy_command_filter = f"{self.prefix}/{gateway_id}/cmd/+"
+        """Subscribed by earlier versions; matches ``cmd/response``. Removed from a resumed session."""
         self.target = f"{mqtt.host}:{mqtt.port}"
         self._client: MqttClient | None = None
         self._wake = asyncio.Event()
         self._stopping = False
         self._stopped = asyncio.Event()
+        self._running = False
+        self._finished = asyncio.Event()
         self._held: dict[str, float] = {}  # stream -> monotonic time until which it is held back
         self._command_tasks: set[asyncio.Task[None]] = set()
         self._backoff = Backoff(min_s=mqtt.reconnect_min_s, max_s=mqtt.reconnect_max_s)
         self._inflight_records = 0
-        self._ack_progress_monotonic = time.monotonic()
         self._stats: dict[str, Any] = {
             "connected": False, "connected_since": None, "last_error": None,
             "published": 0, "published_messages": 0, "refused": 0, "reconnects": 0,
+            "stray_messages": 0,
         }
         self._alarms: deque[str] = deque(maxlen=ALARMS_MAX)
 
@@ -109,9 +132,15 @@ class Publisher:
 
     def status(self) -> dict[str, Any]:
         """connected, connected_since (epoch s), last_error, published (records), refused,
-        inflight (records), alarms, and counters."""
+        inflight (records), alarms, and counters; ``stray_messages``: messages received on a topic
+        that is not a served command (e.g. the gateway's own responses), dropped unanswered;
+        ``oldest_unacked_age_s``: how long the oldest message in flight has waited for its PUBACK
+        (None when nothing is in flight); at ``mqtt.puback_timeout_s`` the connection is dropped."""
+        client = self._client
+        oldest_s = client.oldest_unacked_age_s() if client is not None else None
         return {**self._stats, "inflight": self._inflight_records, "alarms": list(self._alarms),
-                "held_streams": sorted(self._held)}
+                "held_streams": sorted(self._held),
+                "oldest_unacked_age_s": round(oldest_s, 3) if oldest_s is not None else None}
 
     async def publish_raw(
         self,
@@ -133,6 +162,7 @@ class Publisher:
 
     async def run(self) -> None:
         """Connect, publish, reconnect, for ever; returns after :meth:`stop`."""
+        self._running = True
         try:
             while not self._stopping:
                 try:
@@ -160,22 +190,21 @@ class Publisher:
             await asyncio.gather(*self._command_tasks, return_exceptions=True)
             client, self._client = self._client, None
             if client is not None:
-                await client.disconnect()
+                await client.disconnect(with_will=True)
             self._stats["connected"] = False
+            self._running = False
+            self._finished.set()
 
     async def stop(self) -> None:
-        """Publish ``offline`` (retained), disconnect cleanly (no LWT), and make ``run()`` return."""
+        """Make ``run()`` return, and wait for it. Connected: the retained ``offline`` is
+        published and, once acknowledged (with every PUBACK before it), the connection closed
+        with a normal DISCONNECT. Otherwise the connection ended without DISCONNECT and the
+        broker published (or publishes) the will: the retained state is ``offline`` either way."""
         self._stopping = True
-        client = self._client
-        if client is not None and client.connected:
-            with contextlib.suppress(PublishError, TimeoutError):
-                await asyncio.wait_for(
-                    client.publish(self.state_topic, self._state_payload("offline"), qos=1, retain=True),
-                    BIRTH_TIMEOUT_S,
-                )
-            await client.disconnect()
         self._stopped.set()
         self._wake.set()
+        if self._running:
+            await self._finished.wait()
 
     # ---- one connection -------------------------------------------------------------------
 
@@ -201,6 +230,7 @@ class Publisher:
             on_lost=lambda _reason: self._wake.set(),
         )
         self._client = client
+        offline_acked = False
         try:
             await client.connect()
             self._stats.update(connected=True, connected_since=time.time(), last_error=None)
@@ -209,29 +239,55 @@ class Publisher:
             self._connectivity("connected", None)
             log.info("broker connected", url=self.config.url, session_present=client.session_present)
             if self.on_command is not None:
-                client.subscribe([self.command_filter])
+                self._subscribe_commands(client)
+            birth_timeout_s = min(BIRTH_TIMEOUT_S, self.config.puback_timeout_s)
             try:
                 await asyncio.wait_for(
                     client.publish(self.state_topic, self._state_payload("online"), qos=1, retain=True),
-                    BIRTH_TIMEOUT_S,
+                    birth_timeout_s,
                 )
             except PublishRefused as exc:  # the records still go: the ACL may cover them
                 self._alarm(f"broker refused the birth message on {exc.topic}: 0x{exc.reason_code:02x} {exc.reason}")
-            await self._drain(client)
-        except TimeoutError:
-            raise ConnectionLost("no PUBACK for the birth message") from None
+            except TimeoutError:
+                raise ConnectionLost(f"no PUBACK for the birth message within {birth_timeout_s:g} s") from None
+            offline_acked = await self._drain(client)
         finally:
             self._stats["connected"] = False
             self._client = None
-            await client.disconnect()
+            # A normal DISCONNECT makes the broker discard the will: only after ``offline``.
+            await client.disconnect(with_will=not offline_acked)
 
-    async def _drain(self, client: MqttClient) -> None:
+    def _subscribe_commands(self, client: MqttClient) -> None:
+        # Subscribed before the stale filter goes: a command is never without a subscription
+        # (a duplicate in between is refused as a replay; a lost one would be gone).
+        client.subscribe(sorted(self.command_topics), no_local=True)
+        if client.session_present:
+            client.unsubscribe([self.legacy_command_filter])
+
+    async def _say_offline(self, client: MqttClient) -> bool:
+        """Publish the retained ``offline``; True once the broker acknowledged it."""
+        if not client.connected:
+            return False
+        try:
+            await asyncio.wait_for(
+                client.publish(self.state_topic, self._state_payload("offline"), qos=1, retain=True),
+                OFFLINE_TIMEOUT_S,
+            )
+        except (PublishError, TimeoutError) as exc:
+            log.warning("offline state not acknowledged; the broker publishes the will", error=str(exc))
+            return False
+        return True
+
+    async def _drain(self, client: MqttClient) -> bool:
+        """Publish until stopped; then say ``offline`` and return whether it was acknowledged
+        (PUBACKs come in order: everything sent before it was acknowledged too, and is acked
+        below). Raises :class:`ConnectionLost` when the connection ends."""
         window: deque[tuple[asyncio.Future[None], Packed]] = deque()
         window_max = self.config.inflight_max
         try:
             while True:
                 if self._stopping:
-                    return
+                    return await self._say_offline(client)
                 if not client.connected:
                     raise ConnectionLost(client.lost_reason or "connection closed")
                 self._wake.clear()
@@ -243,9 +299,11 @@ class Publisher:
                     queue = deque(pack(records, prefix=self.prefix, gateway_id=self.gateway_id,
                                        max_payload_bytes=self.config.max_payload_bytes, sent_at=utc_now()))
                     try:
-                        while queue:
-                            while len(window) >= window_max:
+                        while queue and not self._stopping:
+                            while len(window) >= window_max and not self._stopping:
                                 await self._settle(window, wait=True, or_wake=False)
+                            if self._stopping:
+                                break
                             # The connection may have dropped while we waited (for the buffer or
                             # for PUBACKs that all arrived just before the close): not an error of
                             # the drain, a lost connection like any other.
@@ -282,27 +340,18 @@ class Publisher:
         self, window: deque[tuple[asyncio.Future[None], Packed]], *, wait: bool, or_wake: bool = True
     ) -> None:
         """Ack what the broker acknowledged (from the oldest on); with ``wait``, first wait for the
-        oldest message (or, ``or_wake``, a wake-up, so that a new fault is taken without delay)."""
-        now = time.monotonic()
-        if not window:
-            self._ack_progress_monotonic = now
-        # A broker that keeps the connection (answers pings) but never acknowledges would hold
-        # the records in flight for ever: past PUBACK_TIMEOUT_S without any PUBACK, the
-        # connection is dropped, the records released, and they go again with the same ids.
-        remaining_s = PUBACK_TIMEOUT_S - (now - self._ack_progress_monotonic)
-        if window and not window[0][0].done() and remaining_s <= 0:
-            raise ConnectionLost(f"no PUBACK within {PUBACK_TIMEOUT_S:.0f} s")
-        if wait and window and not window[0][0].done() and not or_wake:
-            # Awaited directly under a deadline; its outcome is read below. Cancelling this task
-            # cancels it: _drain releases its records.
-            with contextlib.suppress(PublishError, TimeoutError):
-                async with asyncio.timeout(remaining_s):
-                    await asyncio.shield(window[0][0])
-        elif wait and window and not window[0][0].done():
-            waker: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
+        oldest message (or, ``or_wake``, a wake-up, so that a new fault is taken without delay;
+        a stop always ends the wait). No deadline here: a message without PUBACK for
+        ``puback_timeout_s`` fails with :class:`ConnectionLost` when the client drops the connection."""
+        if wait and window and not window[0][0].done():
             oldest: asyncio.Future[Any] = window[0][0]
+            waker: asyncio.Future[Any] = asyncio.ensure_future(
+                self._wake.wait() if or_wake else self._stopped.wait()
+            )
             try:
-                await asyncio.wait({oldest, waker}, timeout=remaining_s, return_when=asyncio.FIRST_COMPLETED)
+                # ``asyncio.wait`` neither cancels nor wraps the message's future; its outcome is
+                # read below. Cancelling this task leaves it to _drain, which releases its records.
+                await asyncio.wait({oldest, waker}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 waker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -326,7 +375,6 @@ class Publisher:
                 self._inflight_records += len(packed.ids)
                 break
         if acked:
-            self._ack_progress_monotonic = time.monotonic()
             await self.buffer.ack(acked)
         for packed, exc in refused:
             await self.buffer.release(packed.ids)
@@ -370,7 +418,12 @@ class Publisher:
 
     def _on_message(self, message: Incoming) -> None:
         hook = self.on_command
-        if hook is None or not message.topic.startswith(self.command_filter[:-1]):
+        if hook is None:
+            return
+        if message.topic not in self.command_topics:
+            # Never answered: an answer to our own response would come back to us, for ever.
+            self._stats["stray_messages"] += 1
+            log.debug("stray message dropped", topic=message.topic, own_response=message.topic == self.response_topic)
             return
         task = asyncio.get_running_loop().create_task(
             self._run_command(hook, message), name=f"command:{message.topic.rsplit('/', 1)[-1]}"
