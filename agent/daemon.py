@@ -107,10 +107,8 @@ class Agent:
         self._started_s = time.time()
         self._slots: dict[str, _SourceSlot] = {}
         self._readings_dropped = 0
-        self._last_published = -1
         self._unstored: list[NewRecord] = []
         self._unstored_dropped = 0
-        self._last_progress_monotonic = time.monotonic()
         self._stray_rate = CounterRate()
         self._reload_requested = asyncio.Event()
         self._reload_error: str | None = None
@@ -531,19 +529,17 @@ class Agent:
 
     def _stray_messages(self) -> int:
         """Messages that arrived on topics the gateway does not serve (counted by the publisher)."""
-        count = getattr(self.publisher, "stray_messages", 0)
-        return count if isinstance(count, int) else 0
+        return self.publisher.stray_messages if self.publisher is not None else 0
 
     def _acknowledgement_stall_s(self, status: dict[str, Any]) -> float | None:
-        """Seconds since the broker last acknowledged anything while messages wait in flight
-        (a broker that accepts the connection but never acknowledges), or None if it is fine."""
-        published = status.get("published", 0)
-        now = time.monotonic()
-        if published != self._last_published or not status.get("inflight"):
-            self._last_published, self._last_progress_monotonic = published, now
-            return None
-        stalled_s = now - self._last_progress_monotonic
-        return stalled_s if stalled_s >= ACK_STALL_S else None
+        """Seconds the broker has kept messages waiting for their PUBACK (a broker that accepts the
+        connection but never acknowledges), or None if it is fine. Once the publisher has dropped a
+        connection for a missing PUBACK, the stall lasts until the next PUBACK; before that it is the
+        age of the oldest unacknowledged message (never the length of a quiet spell)."""
+        if status.get("puback_timeouts_in_row"):
+            return float(status.get("since_last_ack_s") or 0.0)
+        oldest_s = status.get("oldest_unacked_age_s")
+        return float(oldest_s) if oldest_s is not None and oldest_s >= ACK_STALL_S else None
 
     def health_line(self) -> str:
         problems = self.problems()

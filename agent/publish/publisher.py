@@ -63,6 +63,8 @@ OFFLINE_TIMEOUT_S = 3.0
 """A clean stop waits this long for the PUBACK of ``offline`` (the daemon gives the publisher's
 stop 5 s); without it the connection is closed so that the broker publishes the will."""
 ALARMS_MAX = 20
+COMMANDS_IN_PROGRESS_MAX = 256
+"""Incoming command messages handled at once; more are shed and counted (``commands_shed``)."""
 
 _PUBLISHED = frozenset(STREAMS)
 
@@ -120,8 +122,9 @@ class Publisher:
         self._stats: dict[str, Any] = {
             "connected": False, "connected_since": None, "last_error": None,
             "published": 0, "published_messages": 0, "refused": 0, "reconnects": 0,
-            "stray_messages": 0,
+            "stray_messages": 0, "commands_shed": 0, "puback_timeouts_in_row": 0,
         }
+        self._last_ack_monotonic = time.monotonic()
         self._alarms: deque[str] = deque(maxlen=ALARMS_MAX)
 
     # ---- public surface -------------------------------------------------------------------
@@ -129,6 +132,12 @@ class Publisher:
     def wake(self) -> None:
         """New records were committed: drain now (a fault goes ahead of the backlog)."""
         self._wake.set()
+
+    @property
+    def stray_messages(self) -> int:
+        """Messages received on a topic that is not a served command, dropped unanswered."""
+        count: int = self._stats["stray_messages"]
+        return count
 
     def status(self) -> dict[str, Any]:
         """connected, connected_since (epoch s), last_error, published (records), refused,
@@ -138,7 +147,8 @@ class Publisher:
         (None when nothing is in flight); at ``mqtt.puback_timeout_s`` the connection is dropped."""
         client = self._client
         oldest_s = client.oldest_unacked_age_s() if client is not None else None
-        return {**self._stats, "inflight": self._inflight_records, "alarms": list(self._alarms),
+        return {**self._stats, "inflight": self._inflight_records,
+                "since_last_ack_s": round(time.monotonic() - self._last_ack_monotonic, 3), "alarms": list(self._alarms),
                 "held_streams": sorted(self._held),
                 "oldest_unacked_age_s": round(oldest_s, 3) if oldest_s is not None else None}
 
@@ -175,6 +185,8 @@ class Publisher:
                     # NotConnected: the connection dropped between a check and a publish/subscribe.
                     reason = exc.reason if isinstance(exc, ConnectionLost) else str(exc)
                     self._stats["last_error"] = str(exc)
+                    if reason.startswith("no PUBACK"):
+                        self._stats["puback_timeouts_in_row"] += 1
                     if not self._stopping:
                         log.warning("broker connection lost", url=self.config.url, error=reason)
                         self._connectivity("disconnected", reason)
@@ -331,6 +343,7 @@ class Publisher:
             window.clear()
             self._inflight_records = 0
             if acked:
+                self._acknowledged()
                 self._stats["published"] += len(acked)
                 await self.buffer.ack(acked)
             if ids:
@@ -364,6 +377,7 @@ class Publisher:
             self._inflight_records -= len(packed.ids)
             exc = future.exception() if not future.cancelled() else ConnectionLost("cancelled")
             if exc is None:
+                self._acknowledged()
                 acked.extend(packed.ids)
                 self._stats["published"] += len(packed.ids)
                 self._stats["published_messages"] += 1
@@ -414,6 +428,10 @@ class Publisher:
             self._alarm(f"records of stream {stream!r} reached the publisher; that stream is never published")
         return [r for r in records if r.stream in STREAMS]
 
+    def _acknowledged(self) -> None:
+        self._last_ack_monotonic = time.monotonic()
+        self._stats["puback_timeouts_in_row"] = 0
+
     # ---- incoming commands and events -----------------------------------------------------
 
     def _on_message(self, message: Incoming) -> None:
@@ -424,6 +442,10 @@ class Publisher:
             # Never answered: an answer to our own response would come back to us, for ever.
             self._stats["stray_messages"] += 1
             log.debug("stray message dropped", topic=message.topic, own_response=message.topic == self.response_topic)
+            return
+        if len(self._command_tasks) >= COMMANDS_IN_PROGRESS_MAX:
+            # A flood faster than the handlers: shed at the door, counted, so that memory stays bounded.
+            self._stats["commands_shed"] += 1
             return
         task = asyncio.get_running_loop().create_task(
             self._run_command(hook, message), name=f"command:{message.topic.rsplit('/', 1)[-1]}"
