@@ -449,7 +449,7 @@ class ShippedRig:
 
     def records(self, *, route: str | None = None, since_monotonic: float = 0.0) -> list[PublishedRecord]:
         """Every record in a published record message (state and commands have none)."""
-        found = []
+        found: list[PublishedRecord] = []
         for message in self.messages():
             if message.at_monotonic < since_monotonic or (route is not None and message.topic != self.gw.topic(route)):
                 continue
