@@ -39,7 +39,11 @@ class Subscriber:
         client_id: str | None = None,
         clean_start: bool = True,
         protocol: int = mqtt.MQTTv5,
+        session_expiry_s: int = 0,
     ) -> None:
+        """``clean_start=False`` with ``session_expiry_s`` > 0 (MQTT 5): the broker keeps the
+        subscription and queues messages while this subscriber is away (a broker restart with
+        persistence included); paho's network thread reconnects by itself."""
         self.messages: list[Received] = []
         self._cond = threading.Condition()
         self._connected = threading.Event()
@@ -60,6 +64,7 @@ class Subscriber:
         self._host, self._port = host, port
         self._clean_start = clean_start
         self._protocol = protocol
+        self._session_expiry_s = session_expiry_s
 
     def _on_connect(self, client: mqtt.Client, _ud: object, _flags: object, reason: object, _props: object) -> None:
         if not getattr(reason, "is_failure", False):
@@ -79,7 +84,14 @@ class Subscriber:
 
     def start(self, timeout_s: float = 10.0) -> Subscriber:
         if self._protocol == mqtt.MQTTv5:
-            self.client.connect(self._host, self._port, keepalive=30, clean_start=self._clean_start)
+            properties = None
+            if self._session_expiry_s:
+                from paho.mqtt.packettypes import PacketTypes
+
+                properties = Properties(PacketTypes.CONNECT)
+                properties.SessionExpiryInterval = self._session_expiry_s
+            self.client.connect(self._host, self._port, keepalive=30, clean_start=self._clean_start,
+                                properties=properties)
         else:
             self.client.connect(self._host, self._port, keepalive=30)
         self.client.loop_start()
