@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from agent.cli.cmd import SendError
-from agent.commands import dispatch
+from agent.commands import limiter
 from agent.commands.envelope import DEFAULT_MAX_BYTES
 from tests.acceptance.helpers import connection_report, settle
 from tests.support.agent_harness import HarnessError, wait_until
@@ -31,11 +31,8 @@ WATCH_S = 5.0
 
 def audit_bounds_per_min() -> tuple[int, int]:
     """(unverified, verified) refusal records audited one by one per minute, from the code;
-    each bound adds one summary record per minute (docs/commands.md). The verified bound's
-    constant is the contract with the audit fix; until it exists it is taken as the unverified."""
-    unverified = int(dispatch.UNVERIFIED_AUDITS_PER_MIN)
-    verified = int(getattr(dispatch, "VERIFIED_REFUSAL_AUDITS_PER_MIN", unverified))
-    return unverified, verified
+    each bound adds one summary record per minute (docs/commands.md)."""
+    return int(limiter.DEFAULT_UNVERIFIED_PER_MIN), int(limiter.DEFAULT_VERIFIED_PER_MIN)
 
 
 def allowed_records(per_min: int, elapsed_s: float) -> int:
