@@ -54,6 +54,8 @@ system-deps:
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) tools/check_layers.py
 
 typecheck: install
 	$(VENV)/bin/mypy
@@ -64,14 +66,14 @@ pytest: install system-deps
 test: install system-deps lint typecheck pytest
 
 demo: install system-deps
-	$(PY) -m agent demo $(DEMO_ARGS)
+	$(PY) -m heatgate demo $(DEMO_ARGS)
 
 # Every benchmark with short settings and one table of figures (~5 min); BENCH_ARGS="--only agent,peer".
 bench: install system-deps
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 schemas: install
-	$(PY) -m agent.schemas --write
+	$(PY) -m heatgate.agent.schemas --write
 
 clean:
 	rm -rf build *.egg-info .mypy_cache .pytest_cache .ruff_cache

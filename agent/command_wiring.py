@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from agent.commands.dispatch import CommandContext, CommandProcessor, Handler
-from agent.commands.nonces import NonceStore
-from agent.commands.verify import CommandVerifier
-from agent.commands.wiring import (
+from heatgate.agent.commands.dispatch import CommandContext, CommandProcessor, Handler
+from heatgate.agent.commands.nonces import NonceStore
+from heatgate.agent.commands.verify import CommandVerifier
+from heatgate.agent.commands.wiring import (
     answer as answer_message,
 )
-from agent.commands.wiring import (
+from heatgate.agent.commands.wiring import (
     device_write_handler,
     pinned_keys,
     pipeline_audit_sink,
@@ -25,15 +25,15 @@ from agent.commands.wiring import (
 )
 
 if TYPE_CHECKING:
-    from agent.daemon import Agent
+    from heatgate.agent.daemon import Agent
 
 __all__ = ["answer", "build_processor"]
 
 
 async def build_processor(agent: Agent) -> CommandProcessor:
     """Verifier (pinned keys, persisted nonces, profile bounds), handlers, audit sink."""
-    from drivers.modbus.errors import ModbusError
-    from drivers.modbus.source import ModbusBusRunner
+    from heatgate.drivers.modbus.errors import ModbusError
+    from heatgate.drivers.modbus.source import ModbusBusRunner
 
     config = agent.config
     nonces = await NonceStore.load(agent.buffer)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta, Struct
 
-from agent.typedload import ABSOLUTE_PATH, ConfigError, Issue, convert, load_toml
+from heatgate.typedload import ABSOLUTE_PATH, ConfigError, Issue, convert, load_toml
 
 __all__ = [
     "BufferConfig",
@@ -87,9 +87,7 @@ class MqttConfig(_Section, frozen=True, kw_only=True):
         if not parts.hostname:
             raise ValueError(f"url: no host in {self.url!r}")
         if parts.scheme == "mqtt" and not is_loopback(parts.hostname):
-            raise ValueError(
-                f"url: plain mqtt:// is allowed only to a loopback broker, got host {parts.hostname!r}"
-            )
+            raise ValueError(f"url: plain mqtt:// is allowed only to a loopback broker, got host {parts.hostname!r}")
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file: give both cert_file and key_file (mutual TLS), or neither")
         if self.reconnect_max_s < self.reconnect_min_s:
@@ -231,7 +229,7 @@ class Config(_Section, frozen=True, kw_only=True):
     def policy_path(self) -> Path:
         if self.privacy.policy_file:
             return Path(self.privacy.policy_file)
-        from config import data_path
+        from heatgate.config import data_path
 
         return data_path("privacy.toml")
 
@@ -264,8 +262,10 @@ def _semantic_issues(config: Config) -> list[Issue]:
     for index, source in enumerate(config.sources):
         if source.name in seen:
             issues.append(
-                Issue(f"sources[{index}].name", f"duplicate source name {source.name!r} "
-                      f"(also sources[{seen[source.name]}])")
+                Issue(
+                    f"sources[{index}].name",
+                    f"duplicate source name {source.name!r} (also sources[{seen[source.name]}])",
+                )
             )
         else:
             seen[source.name] = index
@@ -295,7 +295,7 @@ def _semantic_issues(config: Config) -> list[Issue]:
 def _profile_issues(profile: str, where: str) -> list[Issue]:
     """Load the device's profile fully; its problems located under ``where``, e.g.
     ``sources[0].devices[0].profile: /…/x.toml: points[2].type: …``."""
-    from drivers.modbus.profile import load_profile
+    from heatgate.drivers.modbus.profile import load_profile
 
     try:
         load_profile(profile)

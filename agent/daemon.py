@@ -26,17 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import __version__
-from agent.backoff import Backoff
-from agent.config import LoadedConfig, SourceConfig
-from agent.health import CounterRate, HealthLimits, HealthSnapshot, SourceView, source_error, source_state
-from agent.health import problems as health_problems
-from agent.logs import get_logger
-from agent.sdnotify import LoopWatchdog, Notifier, watchdog_interval_s
-from agent.statelock import StateLock, StateLocked
-from agent.status import StatusServer
-from buffer.api import NewRecord
-from drivers.reading import DriverError, Reading, Source
+from heatgate import __version__
+from heatgate.agent.config import LoadedConfig, SourceConfig
+from heatgate.agent.health import CounterRate, HealthLimits, HealthSnapshot, SourceView, source_error, source_state
+from heatgate.agent.health import problems as health_problems
+from heatgate.agent.sdnotify import LoopWatchdog, Notifier, watchdog_interval_s
+from heatgate.agent.statelock import StateLock, StateLocked
+from heatgate.agent.status import StatusServer
+from heatgate.backoff import Backoff
+from heatgate.buffer.api import NewRecord
+from heatgate.drivers.reading import DriverError, Reading, Source
+from heatgate.logs import get_logger
 
 __all__ = ["Agent", "StartupError", "build_source"]
 
@@ -63,18 +63,18 @@ class StartupError(Exception):
 
 def build_source(config: SourceConfig) -> Source:
     """The driver for one configured source."""
-    from agent.config import ModbusRtuSource, ModbusTcpSource, P1Source, ZwaveSource
+    from heatgate.agent.config import ModbusRtuSource, ModbusTcpSource, P1Source, ZwaveSource
 
     if isinstance(config, ModbusTcpSource | ModbusRtuSource):
-        from drivers.modbus.source import make_modbus_source
+        from heatgate.drivers.modbus.source import make_modbus_source
 
         return make_modbus_source(config)
     if isinstance(config, P1Source):
-        from drivers.p1.source import P1Runner
+        from heatgate.drivers.p1.source import P1Runner
 
         return P1Runner(config)
     if isinstance(config, ZwaveSource):
-        from drivers.zwave.source import ZwaveRunner
+        from heatgate.drivers.zwave.source import ZwaveRunner
 
         return ZwaveRunner(config)
     raise AssertionError(f"unknown source type {config!r}")
@@ -125,11 +125,11 @@ class Agent:
     # ---- start-up -------------------------------------------------------------------------
 
     async def _open(self) -> None:
-        from agent.privacy.policy import load_policy
-        from agent.typedload import ConfigError
-        from buffer.adapter import open_buffer
-        from buffer.api import BufferError
-        from buffer.keys import load_master_key
+        from heatgate.agent.privacy.policy import load_policy
+        from heatgate.buffer.adapter import open_buffer
+        from heatgate.buffer.api import BufferError
+        from heatgate.buffer.keys import load_master_key
+        from heatgate.typedload import ConfigError
 
         config = self.config
         try:
@@ -154,15 +154,15 @@ class Agent:
         finally:
             del master_key
 
-        from agent.privacy.pipeline import Pipeline
-        from agent.privacy.pseudonym import PseudonymKeys
-        from agent.privacy.state import PrivacyState
+        from heatgate.agent.privacy.pipeline import Pipeline
+        from heatgate.agent.privacy.pseudonym import PseudonymKeys
+        from heatgate.agent.privacy.state import PrivacyState
 
         self.privacy_state = await PrivacyState.load(self.buffer)
         keys = await PseudonymKeys.load(self.buffer, epoch_days=config.privacy.pseudonym_epoch_days)
         self.pipeline = Pipeline(self.policy, gateway=config.gateway, keys=keys, state=self.privacy_state)
 
-        from agent.publish.publisher import Publisher
+        from heatgate.agent.publish.publisher import Publisher
 
         self.publisher = Publisher(
             config.mqtt,
@@ -175,7 +175,8 @@ class Agent:
         )
         for source_config in config.sources:
             self._slots[source_config.name] = _SourceSlot(
-                source=build_source(source_config), type=source_config.__struct_config__.tag  # type: ignore[arg-type]
+                source=build_source(source_config),
+                type=source_config.__struct_config__.tag,  # type: ignore[arg-type]
             )
         self.commands = await self._build_commands()
         if self.commands is not None:
@@ -189,8 +190,8 @@ class Agent:
         if self.config.keys.command_public_key_file is None:
             log.info("no command key pinned: remote commands are disabled")
             return None
-        from agent.command_wiring import build_processor
-        from agent.commands.errors import CommandError
+        from heatgate.agent.command_wiring import build_processor
+        from heatgate.agent.commands.errors import CommandError
 
         try:
             return await build_processor(self)
@@ -236,9 +237,10 @@ class Agent:
         await status_server.start()
         self._record(
             self.pipeline.audit(
-                "agent.start", "agent", "info",
-                details={"version": __version__, "config_sha256": self.loaded.sha256,
-                         "sources": len(self._slots)},
+                "agent.start",
+                "agent",
+                "info",
+                details={"version": __version__, "config_sha256": self.loaded.sha256, "sources": len(self._slots)},
             )
         )
         exit_code = 0
@@ -261,8 +263,7 @@ class Agent:
                     watchdog = LoopWatchdog(self.notifier, stall_s=watchdog_s)
                     helpers.append(group.create_task(watchdog.run(), name="watchdog"))
                 self.notifier.ready(self.health_line())
-                log.info("agent started", gateway=self.config.gateway.id, sources=len(self._slots),
-                         version=__version__)
+                log.info("agent started", gateway=self.config.gateway.id, sources=len(self._slots), version=__version__)
 
                 await self._stop.wait()
                 log.info("stopping")
@@ -357,7 +358,7 @@ class Agent:
         """Commit records. What a full disk leaves unstored (records of a protected stream, with
         nothing left to evict) is kept in memory, bounded, and offered again with the next batch:
         the agent goes on and says so in its status."""
-        from buffer.errors import RecordsNotStored
+        from heatgate.buffer.errors import RecordsNotStored
 
         batch = self._unstored + records
         self._unstored = []
@@ -368,8 +369,12 @@ class Agent:
             overflow = max(0, len(kept) - UNSTORED_MAX)
             self._unstored_dropped += overflow
             self._unstored = kept[overflow:]
-            log.error("disk full: records kept in memory until there is room", waiting=len(self._unstored),
-                      dropped=self._unstored_dropped, streams=exc.per_stream)
+            log.error(
+                "disk full: records kept in memory until there is room",
+                waiting=len(self._unstored),
+                dropped=self._unstored_dropped,
+                streams=exc.per_stream,
+            )
 
     def _record(self, record: NewRecord) -> None:
         """Queue a record made outside the reading path (audit, connectivity)."""
@@ -409,7 +414,7 @@ class Agent:
     async def _reload_privacy_state(self) -> str | None:
         """Re-read consent, objection and restriction; on an unreadable state keep the one in
         force and return why."""
-        from agent.privacy.state import PrivacyStateError
+        from heatgate.agent.privacy.state import PrivacyStateError
 
         try:
             await self.privacy_state.reload()
@@ -439,8 +444,8 @@ class Agent:
         return applied
 
     async def _apply_reload(self) -> bool:
-        from agent.reload import plan_reload
-        from agent.typedload import ConfigError
+        from heatgate.agent.reload import plan_reload
+        from heatgate.typedload import ConfigError
 
         try:
             plan = await asyncio.to_thread(plan_reload, self.loaded.path, self.config, self.policy)
@@ -456,14 +461,22 @@ class Agent:
         self._reload_error = None
         self._restart_needed = plan.restart_needed
         restart = ", ".join(plan.restart_needed) or None
-        self._record(self.pipeline.audit(
-            "agent.reload", "agent", "ok",
-            details={"config_sha256": plan.loaded.sha256, "policy_changed": plan.policy_changed,
-                     "restart_needed": restart},
-        ))
+        self._record(
+            self.pipeline.audit(
+                "agent.reload",
+                "agent",
+                "ok",
+                details={
+                    "config_sha256": plan.loaded.sha256,
+                    "policy_changed": plan.policy_changed,
+                    "restart_needed": restart,
+                },
+            )
+        )
         if restart:
-            log.warning("reloaded; some changes need a restart", policy_changed=plan.policy_changed,
-                        restart_needed=restart)
+            log.warning(
+                "reloaded; some changes need a restart", policy_changed=plan.policy_changed, restart_needed=restart
+            )
         else:
             log.info("reloaded", policy_changed=plan.policy_changed)
         return True
@@ -485,7 +498,7 @@ class Agent:
         self._record(self.pipeline.connectivity(event, target, reason))
 
     async def _on_command(self, topic: str, payload: bytes, properties: dict[str, Any]) -> None:
-        from agent.command_wiring import answer
+        from heatgate.agent.command_wiring import answer
 
         await answer(self, topic, payload, properties)
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import Config, LoadedConfig, ModbusRtuSource, P1Source, SourceConfig, ZwaveSource
+from heatgate.agent.config import Config, LoadedConfig, ModbusRtuSource, P1Source, SourceConfig, ZwaveSource
 
 __all__ = ["Check", "run_checks"]
 
@@ -50,12 +50,22 @@ def check_key_files(config: Config) -> list[Check]:
         checks.append(Check("master key", False, f"{master} does not exist", "run heatgate provision"))
     elif _mode(master) & 0o077:
         checks.append(
-            Check("master key", False, f"{master} is mode {_mode(master):04o}: group or others can read it",
-                  f"chmod 600 {master}")
+            Check(
+                "master key",
+                False,
+                f"{master} is mode {_mode(master):04o}: group or others can read it",
+                f"chmod 600 {master}",
+            )
         )
     elif master.stat().st_uid != os.geteuid():
-        checks.append(Check("master key", False, f"{master} is not owned by the user running doctor",
-                            f"run doctor as the service user, or chown it to that user: chown heatgate {master}"))
+        checks.append(
+            Check(
+                "master key",
+                False,
+                f"{master} is not owned by the user running doctor",
+                f"run doctor as the service user, or chown it to that user: chown heatgate {master}",
+            )
+        )
     else:
         checks.append(Check("master key", True, f"{master} (mode {_mode(master):04o})"))
     keys_dir = master.parent
@@ -63,8 +73,10 @@ def check_key_files(config: Config) -> list[Check]:
         checks.append(
             Check("key directory", False, f"{keys_dir} is mode {_mode(keys_dir):04o}", f"chmod 700 {keys_dir}")
         )
-    for label, value in (("command key", config.keys.command_public_key_file),
-                         ("approval key", config.keys.approval_public_key_file)):
+    for label, value in (
+        ("command key", config.keys.command_public_key_file),
+        ("approval key", config.keys.approval_public_key_file),
+    ):
         if value is None:
             checks.append(Check(label, True, "not pinned: remote commands are disabled"))
         elif not Path(value).is_file():
@@ -79,18 +91,25 @@ def check_key_files(config: Config) -> list[Check]:
 def check_clock(config: Config, now: dt.datetime | None = None) -> Check:
     now = now or dt.datetime.now(dt.UTC)
     if not PLAUSIBLE_AFTER <= now <= PLAUSIBLE_BEFORE:
-        return Check("clock", False, f"system time {now:%Y-%m-%d %H:%M} UTC is implausible",
-                     "enable NTP (timedatectl set-ntp true) and check the network")
+        return Check(
+            "clock",
+            False,
+            f"system time {now:%Y-%m-%d %H:%M} UTC is implausible",
+            "enable NTP (timedatectl set-ntp true) and check the network",
+        )
     cert_file = config.mqtt.cert_file
     if cert_file and Path(cert_file).is_file():
         from cryptography import x509
 
         cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            return Check("clock", False,
-                         f"{now:%Y-%m-%d %H:%M} UTC is outside the certificate's validity "
-                         f"({cert.not_valid_before_utc:%Y-%m-%d} .. {cert.not_valid_after_utc:%Y-%m-%d})",
-                         "fix the clock (NTP), or renew the certificate")
+            return Check(
+                "clock",
+                False,
+                f"{now:%Y-%m-%d %H:%M} UTC is outside the certificate's validity "
+                f"({cert.not_valid_before_utc:%Y-%m-%d} .. {cert.not_valid_after_utc:%Y-%m-%d})",
+                "fix the clock (NTP), or renew the certificate",
+            )
     return Check("clock", True, f"{now:%Y-%m-%d %H:%M:%S} UTC")
 
 
@@ -108,20 +127,37 @@ def check_certificate(config: Config) -> list[Check]:
         cert_path = Path(mqtt.cert_file)
         if not cert_path.is_file():
             csr = cert_path.with_suffix(".csr")
-            checks.append(Check("device certificate", False, f"{cert_path} not found",
-                                f"have the CA sign {csr} and place the result at {cert_path}"))
+            checks.append(
+                Check(
+                    "device certificate",
+                    False,
+                    f"{cert_path} not found",
+                    f"have the CA sign {csr} and place the result at {cert_path}",
+                )
+            )
         else:
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
             names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
             common_name = str(names[0].value) if names else ""
             if common_name != config.gateway.id:
-                checks.append(Check("device certificate", False,
-                                    f"subject CN {common_name!r} is not the gateway id {config.gateway.id!r}",
-                                    "request a certificate for this gateway's id"))
+                checks.append(
+                    Check(
+                        "device certificate",
+                        False,
+                        f"subject CN {common_name!r} is not the gateway id {config.gateway.id!r}",
+                        "request a certificate for this gateway's id",
+                    )
+                )
             else:
                 days = (cert.not_valid_after_utc - dt.datetime.now(dt.UTC)).days
-                checks.append(Check("device certificate", days > 0, f"CN={common_name}, valid for {days} more day(s)",
-                                    "" if days > 0 else "renew the certificate"))
+                checks.append(
+                    Check(
+                        "device certificate",
+                        days > 0,
+                        f"CN={common_name}, valid for {days} more day(s)",
+                        "" if days > 0 else "renew the certificate",
+                    )
+                )
     return checks
 
 
@@ -134,8 +170,12 @@ def check_disk(config: Config) -> Check:
     used = sum(p.stat().st_size for p in (config.buffer_path, Path(f"{config.buffer_path}-wal")) if p.exists())
     needed = max(0, config.buffer.cap_bytes - used)
     ok = usage.free > needed + 64 * 2**20
-    return Check("disk space", ok, f"{usage.free / 2**30:.1f} GiB free on {probe}; the buffer may grow by "
-                 f"{needed / 2**20:.0f} MiB more", "" if ok else "free space or lower buffer.cap_bytes")
+    return Check(
+        "disk space",
+        ok,
+        f"{usage.free / 2**30:.1f} GiB free on {probe}; the buffer may grow by {needed / 2**20:.0f} MiB more",
+        "" if ok else "free space or lower buffer.cap_bytes",
+    )
 
 
 def check_buffer(config: Config) -> Check:
@@ -149,8 +189,12 @@ def check_buffer(config: Config) -> Check:
         return Check("buffer", False, f"{path}: {exc}", "the agent quarantines a corrupt file at start: restart it")
     size = path.stat().st_size
     ok = result == "ok"
-    return Check("buffer", ok, f"{path}: quick_check {result}, {size / 2**20:.1f} MiB of "
-                 f"{config.buffer.cap_bytes / 2**20:.0f} MiB", "" if ok else "restart the agent to quarantine it")
+    return Check(
+        "buffer",
+        ok,
+        f"{path}: quick_check {result}, {size / 2**20:.1f} MiB of {config.buffer.cap_bytes / 2**20:.0f} MiB",
+        "" if ok else "restart the agent to quarantine it",
+    )
 
 
 def _serial_port(source: SourceConfig) -> str | None:
@@ -167,8 +211,14 @@ def check_serial_ports(config: Config) -> list[Check]:
             continue
         name = f"serial port of {source.name}"
         if not Path(port).exists():
-            checks.append(Check(name, False, f"{port} does not exist",
-                                "plug the adapter in; check `ls /dev/serial/by-id/` and use that path"))
+            checks.append(
+                Check(
+                    name,
+                    False,
+                    f"{port} does not exist",
+                    "plug the adapter in; check `ls /dev/serial/by-id/` and use that path",
+                )
+            )
             continue
         try:
             fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
@@ -183,8 +233,8 @@ def check_serial_ports(config: Config) -> list[Check]:
 
 
 async def _probe_source(source_config: SourceConfig, timeout_s: float) -> Check:
-    from agent.daemon import build_source
-    from drivers.reading import Quality, Reading
+    from heatgate.agent.daemon import build_source
+    from heatgate.drivers.reading import Quality, Reading
 
     name = f"source {source_config.name}"
     got_ok = asyncio.Event()
@@ -210,8 +260,11 @@ async def _probe_source(source_config: SourceConfig, timeout_s: float) -> Check:
         counts = ", ".join(f"{v} {k}" for k, v in sorted(seen.items()))
         return Check(name, True, f"answers ({counts} within the probe)")
     error = results[0]
-    detail = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) and not isinstance(
-        error, asyncio.CancelledError) else f"no good reading within {timeout_s:g} s"
+    detail = (
+        f"{type(error).__name__}: {error}"
+        if isinstance(error, BaseException) and not isinstance(error, asyncio.CancelledError)
+        else f"no good reading within {timeout_s:g} s"
+    )
     if seen:
         detail += f" (readings: {seen})"
     return Check(name, False, detail, "check wiring, address/unit id and that the device is powered")
@@ -228,8 +281,9 @@ def check_broker(config: Config, timeout_s: float = 10.0) -> Check:
 
     m = config.mqtt
     protocol = mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{m.client_id or config.gateway.id}-doctor",
-                         protocol=protocol)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"{m.client_id or config.gateway.id}-doctor", protocol=protocol
+    )
     if m.tls:
         context = ssl.create_default_context(cafile=m.ca_file)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -254,8 +308,12 @@ def check_broker(config: Config, timeout_s: float = 10.0) -> Check:
     try:
         client.connect(m.host, m.port, keepalive=10)
     except ssl.SSLCertVerificationError as exc:
-        return Check("broker", False, f"{m.host}:{m.port}: certificate not trusted ({exc.verify_message})",
-                     "check mqtt.ca_file and the broker's host name")
+        return Check(
+            "broker",
+            False,
+            f"{m.host}:{m.port}: certificate not trusted ({exc.verify_message})",
+            "check mqtt.ca_file and the broker's host name",
+        )
     except (ssl.SSLError, OSError) as exc:
         return Check("broker", False, f"{m.host}:{m.port}: {exc}", "check the URL, the network and the firewall")
     client.loop_start()
@@ -265,19 +323,27 @@ def check_broker(config: Config, timeout_s: float = 10.0) -> Check:
         client.disconnect()
         client.loop_stop()
     if not outcome:
-        return Check("broker", False, f"{m.host}:{m.port}: no answer to CONNECT within {timeout_s:g} s",
-                     "the broker may refuse the client certificate: check its CA and CN")
+        return Check(
+            "broker",
+            False,
+            f"{m.host}:{m.port}: no answer to CONNECT within {timeout_s:g} s",
+            "the broker may refuse the client certificate: check its CA and CN",
+        )
     if outcome[0] != "ok":
-        return Check("broker", False, f"{m.host}:{m.port}: {outcome[0]}",
-                     "check the certificate/credentials and the ACL")
+        return Check(
+            "broker", False, f"{m.host}:{m.port}: {outcome[0]}", "check the certificate/credentials and the ACL"
+        )
     tls = "mutual TLS" if m.cert_file else ("TLS" if m.tls else "plain (loopback)")
-    return Check("broker", True, f"{m.host}:{m.port} accepted the connection over {tls} "
-                 f"in {1000 * (time.monotonic() - started):.0f} ms")
+    return Check(
+        "broker",
+        True,
+        f"{m.host}:{m.port} accepted the connection over {tls} in {1000 * (time.monotonic() - started):.0f} ms",
+    )
 
 
 def check_policy(config: Config) -> Check:
-    from agent.privacy.policy import load_policy
-    from agent.typedload import ConfigError
+    from heatgate.agent.privacy.policy import load_policy
+    from heatgate.typedload import ConfigError
 
     try:
         policy = load_policy(config.policy_path)

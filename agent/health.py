@@ -137,16 +137,19 @@ def problems(snapshot: HealthSnapshot, limits: HealthLimits | None = None) -> li
         for device, failing_s, last_error in failing_devices(view.health, snapshot.now_s, limits):
             found.append(f"device {view.name}/{device} failing for {failing_s:.0f} s: {last_error}")
     if snapshot.unstored or snapshot.unstored_dropped:
-        found.append(f"disk full: {snapshot.unstored} record(s) waiting in memory, "
-                     f"{snapshot.unstored_dropped} lost")
+        found.append(f"disk full: {snapshot.unstored} record(s) waiting in memory, {snapshot.unstored_dropped} lost")
     if snapshot.broker_connected is False:
         found.append("broker not connected")
     if snapshot.ack_stall_s is not None:
-        found.append(f"broker not acknowledging: {snapshot.inflight} message(s) in flight, "
-                     f"no PUBACK for {snapshot.ack_stall_s:.0f} s")
+        found.append(
+            f"broker not acknowledging: {snapshot.inflight} message(s) in flight, "
+            f"no PUBACK for {snapshot.ack_stall_s:.0f} s"
+        )
     if snapshot.stray_per_min is not None and snapshot.stray_per_min > limits.stray_per_min:
-        found.append(f"{snapshot.stray_per_min:.0f} stray message(s)/min on topics the gateway does not serve "
-                     "(another client publishing under its prefix?)")
+        found.append(
+            f"{snapshot.stray_per_min:.0f} stray message(s)/min on topics the gateway does not serve "
+            "(another client publishing under its prefix?)"
+        )
     if snapshot.reload_error:
         found.append(f"reload refused, running on the previous settings: {snapshot.reload_error}")
     if snapshot.restart_needed:

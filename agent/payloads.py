@@ -1,7 +1,7 @@
 """What the backend receives: record bodies per stream, and the message that carries them.
 
 These msgspec types are the wire contract. The JSON Schemas shipped in ``agent/schemas/`` are
-generated from them (``python -m agent.schemas``), and ``heatgate tail`` validates against them.
+generated from them (``python -m heatgate.agent.schemas``), and ``heatgate tail`` validates against them.
 
 A buffered record's plaintext payload is the JSON of one *body*. The publisher packs several
 records of one stream into one :class:`Message`, each with its own unique, stable ``id``.
@@ -179,8 +179,12 @@ def _stream_types(stream: str) -> tuple[type[Struct], type[Struct]]:
     bodies = STREAM_BODIES[stream]
     body_type: object = bodies[0] if len(bodies) == 1 else bodies[0] | bodies[1]
     record = msgspec.defstruct(
-        f"{title}Record", [("id", RecordId), ("body", body_type)],
-        frozen=True, kw_only=True, forbid_unknown_fields=True, module=__name__,
+        f"{title}Record",
+        [("id", RecordId), ("body", body_type)],
+        frozen=True,
+        kw_only=True,
+        forbid_unknown_fields=True,
+        module=__name__,
     )
     fields: list[tuple[str, object] | tuple[str, object, object]] = [
         ("schema", Literal[schema_name(stream)]),
@@ -190,7 +194,12 @@ def _stream_types(stream: str) -> tuple[type[Struct], type[Struct]]:
         fields.append(("gateway", str))
     fields += [("sent_at", UtcTime), ("records", Annotated[list[record], msgspec.Meta(min_length=1)])]  # type: ignore[valid-type]
     message = msgspec.defstruct(
-        f"{title}Message", fields, frozen=True, kw_only=True, forbid_unknown_fields=True, module=__name__,
+        f"{title}Message",
+        fields,
+        frozen=True,
+        kw_only=True,
+        forbid_unknown_fields=True,
+        module=__name__,
     )
     return record, message
 

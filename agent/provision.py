@@ -86,7 +86,7 @@ def _load_ed25519_public(path: Path, what: str) -> bytes:
 
 def provision(answers: Answers, *, force: bool = False) -> ProvisionReport:
     """Create or complete an installation from ``answers``; see the module docstring."""
-    from buffer.keys import create_master_key
+    from heatgate.buffer.keys import create_master_key
 
     report = ProvisionReport()
     ids = _owner_ids(answers.owner)
@@ -125,11 +125,7 @@ def provision(answers: Answers, *, force: bool = False) -> ProvisionReport:
     csr_path = keys / "device.csr"
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, answers.gateway_id)])
     current = _existing_csr(csr_path)
-    csr_ok = (
-        current is not None
-        and current.subject == subject
-        and current.public_key() == private.public_key()
-    )
+    csr_ok = current is not None and current.subject == subject and current.public_key() == private.public_key()
     if not csr_ok:
         # The subject is the gateway id and nothing else: no customer name, no address.
         csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(private, hashes.SHA256())

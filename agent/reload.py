@@ -26,8 +26,8 @@ from typing import Any
 
 import msgspec
 
-from agent.config import Config, LoadedConfig, load_config
-from agent.privacy.policy import Policy, load_policy
+from heatgate.agent.config import Config, LoadedConfig, load_config
+from heatgate.agent.privacy.policy import Policy, load_policy
 
 __all__ = ["ReloadPlan", "config_restart_needed", "plan_reload", "policy_restart_needed"]
 
@@ -78,8 +78,11 @@ def policy_restart_needed(running: Policy, new: Policy) -> list[str]:
     if set(running.streams) != set(new.streams):
         return ["privacy policy streams (" + ", ".join(sorted(set(running.streams) ^ set(new.streams))) + ")"]
     old_retention, new_retention = running.retention_s(), new.retention_s()
-    return [f"privacy policy retention of {stream}" for stream in sorted(new_retention)
-            if old_retention.get(stream) != new_retention[stream]]
+    return [
+        f"privacy policy retention of {stream}"
+        for stream in sorted(new_retention)
+        if old_retention.get(stream) != new_retention[stream]
+    ]
 
 
 def _plain(value: Any) -> dict[str, Any]:

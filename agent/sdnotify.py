@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.logs import get_logger
+from heatgate.logs import get_logger
 
 __all__ = ["LoopWatchdog", "Notifier", "watchdog_interval_s"]
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from agent.logs import get_logger
+from heatgate.logs import get_logger
 
 __all__ = ["StatusError", "StatusServer", "query_status"]
 

@@ -15,7 +15,7 @@ and shorter intervals where it could not:
 with the demo policy (telemetry windows of 10 s, analytics 20 s) so that records flow through
 the buffer and the publisher all the time and a growing queue would show.
 
-The agent runs as its own process (`python -m agent run --config FILE`, exactly as systemd
+The agent runs as its own process (`python -m heatgate run --config FILE`, exactly as systemd
 starts it); the simulators run in this process (they count the requests they serve). CPU = utime
 + stime of the agent process over the measured window (after a warm-up) / wall time, as % of
 one core; RSS from /proc/<pid>/status. The queue: every sample, the status document
@@ -43,15 +43,15 @@ from typing import Any
 
 from peer_support.measure import BrokerCounter, ProcessSampler, machine_description, slope_per_min
 
-from agent.localbroker import Broker
-from agent.provision import Answers, provision
-from agent.status import StatusError, query_status
-from drivers.modbus.sim import SimServer, serve_rtu, serve_tcp
-from drivers.modbus.simmodel import heatpump_device, meter_device
-from drivers.p1.sim import P1Simulator
-from drivers.zwave.frames import DataFrame, FrameType
-from drivers.zwave.host import FUNC_APPLICATION_COMMAND
-from drivers.zwave.sim import ZwaveSimulator
+from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.provision import Answers, provision
+from heatgate.agent.status import StatusError, query_status
+from heatgate.drivers.sim.modbus import SimServer, serve_rtu, serve_tcp
+from heatgate.drivers.sim.modbus_model import heatpump_device, meter_device
+from heatgate.drivers.sim.p1 import P1Simulator
+from heatgate.drivers.sim.zwave import ZwaveSimulator
+from heatgate.drivers.zwave.frames import DataFrame, FrameType
+from heatgate.drivers.zwave.host import FUNC_APPLICATION_COMMAND
 
 GATEWAY_ID = "gw-bench-0001"
 # Requests per steady-state poll (the points with max_age_s = 3600 are read once, then skipped):
@@ -76,10 +76,12 @@ class Load:
 
     def describe(self) -> str:
         heatpumps = self.heatpump_hosts * self.heatpump_units_per_host
-        return (f"{heatpumps} heat pump(s) every {self.heatpump_interval_s:g} s (TCP), "
-                f"{self.meters} meter(s) every {self.meter_interval_s:g} s (RTU {self.meter_baudrate}), "
-                f"P1 every {self.p1_interval_s:g} s, "
-                f"{self.zwave_sensors} Z-Wave sensors every {self.zwave_period_s:g} s")
+        return (
+            f"{heatpumps} heat pump(s) every {self.heatpump_interval_s:g} s (TCP), "
+            f"{self.meters} meter(s) every {self.meter_interval_s:g} s (RTU {self.meter_baudrate}), "
+            f"P1 every {self.p1_interval_s:g} s, "
+            f"{self.zwave_sensors} Z-Wave sensors every {self.zwave_period_s:g} s"
+        )
 
 
 HOME = Load("home", 2, 1, 10.0, 1, 5.0, 9600, 1.0, 10, 30.0, short_windows=False)
@@ -137,47 +139,68 @@ class Rig:
     async def start_simulators(self) -> None:
         load = self.load
         for host in range(load.heatpump_hosts):
-            devices = {unit: heatpump_device(serial=f"HGBENCH{host:02d}{unit:04d}", seed=host * 100 + unit)
-                       for unit in range(1, load.heatpump_units_per_host + 1)}
+            devices = {
+                unit: heatpump_device(serial=f"HGBENCH{host:02d}{unit:04d}", seed=host * 100 + unit)
+                for unit in range(1, load.heatpump_units_per_host + 1)
+            }
             self.heatpumps.append(await serve_tcp(devices, "127.0.0.1", 0))
         meters = {unit: meter_device(serial=20230000 + unit, seed=unit) for unit in range(1, load.meters + 1)}
         self.meters = await serve_rtu(meters, link=str(self.root / "meter"), baudrate=load.meter_baudrate)
         self.p1 = P1Simulator(dsmr_version="5", interval_s=load.p1_interval_s, link=self.root / "p1")
         await self.p1.start()
-        self.zwave = SensorsZwaveSim(link=str(self.root / "zwave"), node_ids=list(range(2, 2 + load.zwave_sensors)),
-                                     period_s=load.zwave_period_s)
+        self.zwave = SensorsZwaveSim(
+            link=str(self.root / "zwave"), node_ids=list(range(2, 2 + load.zwave_sensors)), period_s=load.zwave_period_s
+        )
         await self.zwave.start()
 
     def sources_toml(self) -> str:
         load = self.load
         parts = []
         for index, server in enumerate(self.heatpumps):
-            parts.append(f'[[sources]]\ntype = "modbus-tcp"\nname = "heatpump-{index + 1}"\n'
-                         f'host = "127.0.0.1"\nport = {server.port}\n')
+            parts.append(
+                f'[[sources]]\ntype = "modbus-tcp"\nname = "heatpump-{index + 1}"\n'
+                f'host = "127.0.0.1"\nport = {server.port}\n'
+            )
             for unit in range(1, load.heatpump_units_per_host + 1):
-                parts.append(f'  [[sources.devices]]\n  name = "hp{index + 1}-{unit}"\n  unit_id = {unit}\n'
-                             f'  profile = "sim-heatpump"\n  interval_s = {load.heatpump_interval_s}\n')
-        parts.append(f'[[sources]]\ntype = "modbus-rtu"\nname = "meter-bus"\nport = "{self.root / "meter"}"\n'
-                     f'baudrate = {load.meter_baudrate}\n')
+                parts.append(
+                    f'  [[sources.devices]]\n  name = "hp{index + 1}-{unit}"\n  unit_id = {unit}\n'
+                    f'  profile = "sim-heatpump"\n  interval_s = {load.heatpump_interval_s}\n'
+                )
+        parts.append(
+            f'[[sources]]\ntype = "modbus-rtu"\nname = "meter-bus"\nport = "{self.root / "meter"}"\n'
+            f"baudrate = {load.meter_baudrate}\n"
+        )
         for unit in range(1, load.meters + 1):
-            parts.append(f'  [[sources.devices]]\n  name = "meter{unit}"\n  unit_id = {unit}\n'
-                         f'  profile = "sdm630"\n  interval_s = {load.meter_interval_s}\n')
-        parts.append(f'[[sources]]\ntype = "p1"\nname = "smartmeter"\nport = "{self.root / "p1"}"\n'
-                     'dsmr_version = "5"\n')
+            parts.append(
+                f'  [[sources.devices]]\n  name = "meter{unit}"\n  unit_id = {unit}\n'
+                f'  profile = "sdm630"\n  interval_s = {load.meter_interval_s}\n'
+            )
+        parts.append(
+            f'[[sources]]\ntype = "p1"\nname = "smartmeter"\nport = "{self.root / "p1"}"\ndsmr_version = "5"\n'
+        )
         parts.append(f'[[sources]]\ntype = "zwave"\nname = "zwave"\nport = "{self.root / "zwave"}"\n')
         for node in range(2, 2 + load.zwave_sensors):
-            parts.append(f'  [[sources.nodes]]\n  node_id = {node}\n  name = "sensor-{node}"\n'
-                         '  device_type = "multisensor"\n')
+            parts.append(
+                f'  [[sources.nodes]]\n  node_id = {node}\n  name = "sensor-{node}"\n  device_type = "multisensor"\n'
+            )
         return "\n" + "\n".join(parts)
 
     def provision(self) -> None:
         assert self.broker is not None
         state = self.root / "state"
-        provision(Answers(gateway_id=GATEWAY_ID, region="3511 AB", state_dir=state, config_path=self.config_path,
-                          broker_url=self.broker.url, sources_toml=self.sources_toml()))
+        provision(
+            Answers(
+                gateway_id=GATEWAY_ID,
+                region="3511 AB",
+                state_dir=state,
+                config_path=self.config_path,
+                broker_url=self.broker.url,
+                sources_toml=self.sources_toml(),
+            )
+        )
         extra = ""
         if self.load.short_windows:
-            from agent.demo import demo_policy
+            from heatgate.agent.devtools.demo import demo_policy
 
             policy = self.root / "privacy-short-windows.toml"
             policy.write_text(demo_policy())
@@ -187,9 +210,13 @@ class Rig:
 
     def start_agent(self) -> subprocess.Popen[bytes]:
         log = open(self.root / "agent.log", "wb")  # noqa: SIM115 - closed with the process
-        self.agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(self.config_path)],
-                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.agent = subprocess.Popen(
+            [sys.executable, "-m", "heatgate", "run", "--config", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         return self.agent
 
@@ -240,8 +267,10 @@ async def run_load(load: Load, *, duration_s: float, warmup_s: float, sample_s: 
             deadline = time.monotonic() + 30
             while True:
                 if agent.poll() is not None:
-                    raise RuntimeError(f"the agent exited with {agent.returncode}:\n"
-                                       + (rig.root / "agent.log").read_text(errors="replace")[-3000:])
+                    raise RuntimeError(
+                        f"the agent exited with {agent.returncode}:\n"
+                        + (rig.root / "agent.log").read_text(errors="replace")[-3000:]
+                    )
                 document = await asyncio.to_thread(rig.status)
                 if document and document.get("broker", {}).get("connected"):
                     break
@@ -269,12 +298,17 @@ async def run_load(load: Load, *, duration_s: float, warmup_s: float, sample_s: 
             hp1, meter1 = rig.sim_requests()
             final = await asyncio.to_thread(rig.status) or {}
             sources = final.get("sources", {})
-            expected_hp = (load.heatpump_hosts * load.heatpump_units_per_host * HEATPUMP_REQUESTS_PER_POLL
-                           / load.heatpump_interval_s)
+            expected_hp = (
+                load.heatpump_hosts
+                * load.heatpump_units_per_host
+                * HEATPUMP_REQUESTS_PER_POLL
+                / load.heatpump_interval_s
+            )
             expected_meter = load.meters * METER_REQUESTS_PER_POLL / load.meter_interval_s
             result: dict[str, Any] = {
-                "poll_rate_achieved": round(min((hp1 - hp0) / window_s / expected_hp,
-                                                (meter1 - meter0) / window_s / expected_meter), 3),
+                "poll_rate_achieved": round(
+                    min((hp1 - hp0) / window_s / expected_hp, (meter1 - meter0) / window_s / expected_meter), 3
+                ),
                 "load": load.name,
                 "describe": load.describe(),
                 "duration_s": round(window_s, 1),
@@ -283,8 +317,7 @@ async def run_load(load: Load, *, duration_s: float, warmup_s: float, sample_s: 
                 "rss_last_mib": round(sampler.rss_last_mib, 1),
                 "heatpump_requests_per_s": round((hp1 - hp0) / window_s, 1),
                 "meter_requests_per_s": round((meter1 - meter0) / window_s, 1),
-                "p1_telegrams_per_s": round(((rig.p1.stats.telegrams_sent if rig.p1 else 0) - p10)
-                                            / window_s, 1),
+                "p1_telegrams_per_s": round(((rig.p1.stats.telegrams_sent if rig.p1 else 0) - p10) / window_s, 1),
                 "zwave_reports_per_s": round(((rig.zwave.stats.reports_sent if rig.zwave else 0) - z0) / window_s, 2),
                 "broker_messages_per_s": round((counter.snapshot() - msgs0) / window_s, 2),
                 "queued_records_trend_per_min": round(slope_per_min([(t, r) for t, r, _ in trend]), 2),
@@ -330,17 +363,26 @@ def keeps_up(result: dict[str, Any]) -> bool:
 
 def print_result(result: dict[str, Any]) -> None:
     print(f"[{result['load']}] {result['describe']}")
-    print(f"  measured {result['duration_s']:.0f} s: agent CPU {result['cpu_percent']:.2f} % of one core, "
-          f"RSS max {result['rss_max_mib']:.1f} MiB (last {result['rss_last_mib']:.1f} MiB)")
-    print(f"  at the simulators: heat pumps {result['heatpump_requests_per_s']} req/s, meters "
-          f"{result['meter_requests_per_s']} req/s, P1 {result['p1_telegrams_per_s']} telegrams/s, Z-Wave "
-          f"{result['zwave_reports_per_s']} reports/s; at the broker {result['broker_messages_per_s']} msgs/s")
-    print(f"  Modbus poll rate achieved (lower of heat pumps, meters): {100 * result['poll_rate_achieved']:.0f} % "
-          "of the configured")
-    print("  queued records (buffer, all streams): least-squares trend "
-          f"{result['queued_records_trend_per_min']:+.1f}/min")
-    print(f"  per {WINDOW_S:g} s block: troughs {result['queued_records_troughs']}, "
-          f"peaks {result['queued_records_peaks']}")
+    print(
+        f"  measured {result['duration_s']:.0f} s: agent CPU {result['cpu_percent']:.2f} % of one core, "
+        f"RSS max {result['rss_max_mib']:.1f} MiB (last {result['rss_last_mib']:.1f} MiB)"
+    )
+    print(
+        f"  at the simulators: heat pumps {result['heatpump_requests_per_s']} req/s, meters "
+        f"{result['meter_requests_per_s']} req/s, P1 {result['p1_telegrams_per_s']} telegrams/s, Z-Wave "
+        f"{result['zwave_reports_per_s']} reports/s; at the broker {result['broker_messages_per_s']} msgs/s"
+    )
+    print(
+        f"  Modbus poll rate achieved (lower of heat pumps, meters): {100 * result['poll_rate_achieved']:.0f} % "
+        "of the configured"
+    )
+    print(
+        f"  queued records (buffer, all streams): least-squares trend {result['queued_records_trend_per_min']:+.1f}/min"
+    )
+    print(
+        f"  per {WINDOW_S:g} s block: troughs {result['queued_records_troughs']}, "
+        f"peaks {result['queued_records_peaks']}"
+    )
     readings = result["readings_queue_samples"]
     print(f"  readings queue: max {max(readings, default=0)}, trend {result['readings_queue_trend_per_min']:+.1f}/min")
     if result["sources_not_running"]:
@@ -358,8 +400,10 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="end with one line: BENCH_JSON {...}")
     args = parser.parse_args()
     machine = machine_description()
-    print(f"# heatgate whole-agent benchmark — {machine['date']} — {machine['cpu']}, {machine['cores']} cores, "
-          f"{machine['memory']}, Python {machine['python']}")
+    print(
+        f"# heatgate whole-agent benchmark — {machine['date']} — {machine['cpu']}, {machine['cores']} cores, "
+        f"{machine['memory']}, Python {machine['python']}"
+    )
     results: dict[str, Any] = {"machine": machine}
     for load, duration_s in ((HOME, args.duration_s), (X100, args.x100_duration_s)):
         if args.load not in (load.name, "both"):
@@ -370,8 +414,10 @@ def main() -> int:
         results[load.name] = result
     if "home" in results:
         home = results["home"]
-        print(f"home targets: CPU < 2 %: {'met' if home['cpu_percent'] < 2 else 'NOT met'}; "
-              f"RSS < 50 MiB: {'met' if home['rss_max_mib'] < 50 else 'NOT met'}")
+        print(
+            f"home targets: CPU < 2 %: {'met' if home['cpu_percent'] < 2 else 'NOT met'}; "
+            f"RSS < 50 MiB: {'met' if home['rss_max_mib'] < 50 else 'NOT met'}"
+        )
     if args.json:
         print("BENCH_JSON " + json.dumps(results))
     return 0

@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlite_utils
 
-from buffer.adapter import open_buffer
-from buffer.api import NewRecord
-from buffer.ids import IdGenerator
-from buffer.store import Store
+from heatgate.buffer.adapter import open_buffer
+from heatgate.buffer.api import NewRecord
+from heatgate.buffer.ids import IdGenerator
+from heatgate.buffer.store import Store
 
 KEY = os.urandom(32)
 RETENTION_S = {"telemetry": 14 * 86400.0, "service": 180 * 86400.0}
@@ -36,8 +36,16 @@ def make(count: int, gen: IdGenerator, now_s: float) -> list[NewRecord]:
     for i in range(count):
         rid = gen.new()
         body = f'{{"v":1,"id":"{rid}","t":{now_s:.0f},"flow_c":{35 + i % 10}.5,"ret_c":30.1,"power_w":{i % 4000}}}'
-        out.append(NewRecord(id=rid, stream="telemetry", route="telemetry", priority=5, created_s=now_s + i * 1e-4,
-                             payload=body.encode()))
+        out.append(
+            NewRecord(
+                id=rid,
+                stream="telemetry",
+                route="telemetry",
+                priority=5,
+                created_s=now_s + i * 1e-4,
+                payload=body.encode(),
+            )
+        )
     return out
 
 
@@ -63,14 +71,31 @@ def bench_ingest(tmp: Path, count: int, cipher: str) -> tuple[float, float]:
     raw = sqlite_utils.Database(tmp / f"raw-{cipher}.db")
     raw.execute("PRAGMA journal_mode = WAL").fetchone()
     raw.execute("PRAGMA synchronous = NORMAL")
-    rows = [{"id": r.id, "stream": r.stream, "route": r.route, "priority": r.priority, "created_s": r.created_s,
-             "payload": r.payload} for r in records]
+    rows = [
+        {
+            "id": r.id,
+            "stream": r.stream,
+            "route": r.route,
+            "priority": r.priority,
+            "created_s": r.created_s,
+            "payload": r.payload,
+        }
+        for r in records
+    ]
     start = time.perf_counter()
     raw["records"].insert_all(rows, batch_size=BATCH, pk="id")  # type: ignore[union-attr]
     raw_s = time.perf_counter() - start
     raw.close()
-    store = Store.open(tmp / f"enc-{cipher}.db", KEY, cap_bytes=1 << 30, cipher=cipher, retention_s=RETENTION_S,
-                       epoch_s=None, protected_streams=frozenset({"service"}), clock=time.time)
+    store = Store.open(
+        tmp / f"enc-{cipher}.db",
+        KEY,
+        cap_bytes=1 << 30,
+        cipher=cipher,
+        retention_s=RETENTION_S,
+        epoch_s=None,
+        protected_streams=frozenset({"service"}),
+        clock=time.time,
+    )
     start = time.perf_counter()
     for i in range(0, count, BATCH):
         store.put(records[i : i + BATCH])
@@ -169,8 +194,9 @@ def kill_rounds(rounds: int) -> None:
 
             lost = len(committed - acked - asyncio.run(stored_ids()))
             print(f"round {done}: integrity {ok}, committed so far {len(committed)}, lost {lost}")
-        print(f"kill -9 x{rounds}: {len(committed)} committed records, {lost} lost, "
-              f"{time.perf_counter() - start:.0f} s")
+        print(
+            f"kill -9 x{rounds}: {len(committed)} committed records, {lost} lost, {time.perf_counter() - start:.0f} s"
+        )
 
 
 def main() -> None:
@@ -178,14 +204,20 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20000, help="records for ingest and take (default 20000)")
     parser.add_argument("--backlog", type=int, default=100000, help="backlog for the RSS figure (default 100000)")
     parser.add_argument("--wear-seconds", type=float, default=5.0)
-    parser.add_argument("--kill-rounds", type=int, default=0,
-                        help="also kill -9 a writer under load this many times and count lost records")
+    parser.add_argument(
+        "--kill-rounds",
+        type=int,
+        default=0,
+        help="also kill -9 a writer under load this many times and count lost records",
+    )
     args = parser.parse_args()
     if args.kill_rounds:
         kill_rounds(args.kill_rounds)
         return
-    print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpu, "
-          f"python {platform.python_version()}, sqlite {__import__('sqlite3').sqlite_version}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpu, "
+        f"python {platform.python_version()}, sqlite {__import__('sqlite3').sqlite_version}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-buffer-") as name:
         tmp = Path(name)
         for cipher in ("chacha20-poly1305", "aes-256-gcm"):
@@ -196,14 +228,18 @@ def main() -> None:
                 sub.mkdir()
                 runs.append(bench_ingest(sub, args.records, cipher))
             enc, raw = max(r[0] for r in runs), max(r[1] for r in runs)
-            print(f"ingest {cipher}: {enc:,.0f} rec/s encrypted+committed vs {raw:,.0f} rec/s raw sqlite-utils "
-                  f"insert_all -> ratio {enc / raw:.2f} (target >= 0.5)")
+            print(
+                f"ingest {cipher}: {enc:,.0f} rec/s encrypted+committed vs {raw:,.0f} rec/s raw sqlite-utils "
+                f"insert_all -> ratio {enc / raw:.2f} (target >= 0.5)"
+            )
         print(f"take+decrypt+ack: {asyncio.run(bench_take(tmp, args.records)):,.0f} rec/s")
         for producers in (1, 20):
             per_record, total = asyncio.run(bench_bytes_per_record(tmp, args.wear_seconds, producers))
-            print(f"bytes written per record (commit_interval_s=1.0, {producers} producer(s) of 10-record puts, "
-                  f"{total / args.wear_seconds:,.0f} rec/s, ~110 B payloads, wchar incl. WAL + checkpoint): "
-                  f"{per_record:,.0f} B")
+            print(
+                f"bytes written per record (commit_interval_s=1.0, {producers} producer(s) of 10-record puts, "
+                f"{total / args.wear_seconds:,.0f} rec/s, ~110 B payloads, wchar incl. WAL + checkpoint): "
+                f"{per_record:,.0f} B"
+            )
         for stored, rss in asyncio.run(bench_rss(tmp, args.backlog)):
             print(f"RSS with a backlog of {stored:>9,} records: {rss:6.1f} MiB")
         print(f"max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB")

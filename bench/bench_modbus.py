@@ -23,10 +23,10 @@ import subprocess
 import sys
 import time
 
-from agent.config import ModbusDevice, ModbusTcpSource
-from drivers.modbus.planner import Block, plan_profile
-from drivers.modbus.profile import BIT_TABLES, Profile, load_profile, shipped_profiles
-from drivers.modbus.source import make_modbus_source
+from heatgate.agent.config import ModbusDevice, ModbusTcpSource
+from heatgate.drivers.modbus.planner import Block, plan_profile
+from heatgate.drivers.modbus.profile import BIT_TABLES, Profile, load_profile, shipped_profiles
+from heatgate.drivers.modbus.source import make_modbus_source
 
 TURNAROUND_S = 0.020
 
@@ -55,22 +55,28 @@ def requests_table() -> None:
     for name in shipped_profiles():
         prof = load_profile(name)
         planned, low, naive = plan_profile(prof), fewest(prof), per_point(prof)
-        print(f"   {name:<14}{len(prof.points):>7}{len(planned):>9}{len(low):>8}{len(naive):>11}"
-              f"{len(planned) / len(low):>16.2f}")
+        print(
+            f"   {name:<14}{len(prof.points):>7}{len(planned):>9}{len(low):>8}{len(naive):>11}"
+            f"{len(planned) / len(low):>16.2f}"
+        )
 
 
 def wire_table() -> None:
     print("2. modelled RTU wire time of one full poll cycle (ms)")
-    print(f"   {'profile':<14}{'baud':>6}{'planned':>9}{'bound':>8}{'per point':>11}{'planned/bound':>15}"
-          f"{'per point/planned':>19}")
+    print(
+        f"   {'profile':<14}{'baud':>6}{'planned':>9}{'bound':>8}{'per point':>11}{'planned/bound':>15}"
+        f"{'per point/planned':>19}"
+    )
     for name in shipped_profiles():
         prof = load_profile(name)
         for baud in (9600, 19200):
             planned = wire_time_s(plan_profile(prof), baud)
             bound = wire_time_s(fewest(prof), baud, data_only=True)
             naive = wire_time_s(per_point(prof), baud)
-            print(f"   {name:<14}{baud:>6}{planned * 1000:>9.0f}{bound * 1000:>8.0f}{naive * 1000:>11.0f}"
-                  f"{planned / bound:>15.2f}{naive / planned:>19.2f}")
+            print(
+                f"   {name:<14}{baud:>6}{planned * 1000:>9.0f}{bound * 1000:>8.0f}{naive * 1000:>11.0f}"
+                f"{planned / bound:>15.2f}{naive / planned:>19.2f}"
+            )
 
 
 def _free_port() -> int:
@@ -80,8 +86,13 @@ def _free_port() -> int:
 
 
 async def _cpu_per_poll(port: int, polls: int, naive: bool) -> tuple[float, int]:
-    config = ModbusTcpSource(name="bench", host="127.0.0.1", port=port, timeout_s=1.0,
-                             devices=[ModbusDevice(name="hp1", unit_id=1, profile="sim-heatpump")])
+    config = ModbusTcpSource(
+        name="bench",
+        host="127.0.0.1",
+        port=port,
+        timeout_s=1.0,
+        devices=[ModbusDevice(name="hp1", unit_id=1, profile="sim-heatpump")],
+    )
     runner = make_modbus_source(config)
     state = runner.devices["hp1"]
     if naive:
@@ -101,8 +112,12 @@ async def _cpu_per_poll(port: int, polls: int, naive: bool) -> tuple[float, int]
 
 def cpu_table(polls: int) -> None:
     port = _free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "agent", "sim", "heatpump", "--port", str(port)],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "heatgate", "sim", "heatpump", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ),
+    )
     try:
         assert sim.stdout is not None
         sim.stdout.readline()  # "serving ..." once it listens

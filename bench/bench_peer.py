@@ -37,10 +37,10 @@ from peer_support.heatpump50 import heatpump50_device, tb_connector_config, writ
 from peer_support.measure import BrokerCounter, ProcessSampler, machine_description
 from peer_support.thingsboard import PeerInstallError, SessionLimitsResponder, ensure_venv, start_gateway, write_config
 
-from agent.localbroker import Broker
-from agent.provision import Answers, provision
-from agent.status import StatusError, query_status
-from drivers.modbus.sim import SimServer, serve_tcp
+from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.provision import Answers, provision
+from heatgate.agent.status import StatusError, query_status
+from heatgate.drivers.sim.modbus import SimServer, serve_tcp
 
 REPO = Path(__file__).resolve().parent.parent
 TB_PREFIXES = ("v1/gateway", "v1/devices")
@@ -87,32 +87,47 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             state = root / "state"
             config_path = root / "heatgate.toml"
-            provision(Answers(
-                gateway_id="gw-bench-peer", region="3511 AB", state_dir=state, config_path=config_path,
-                broker_url=broker.url,
-                sources_toml=(f'\n[[sources]]\ntype = "modbus-tcp"\nname = "heatpump"\nhost = "127.0.0.1"\n'
-                              f'port = {ours.port}\n  [[sources.devices]]\n  name = "hp"\n  unit_id = 1\n'
-                              f'  profile = "{profile}"\n  interval_s = 1.0\n')))
+            provision(
+                Answers(
+                    gateway_id="gw-bench-peer",
+                    region="3511 AB",
+                    state_dir=state,
+                    config_path=config_path,
+                    broker_url=broker.url,
+                    sources_toml=(
+                        f'\n[[sources]]\ntype = "modbus-tcp"\nname = "heatpump"\nhost = "127.0.0.1"\n'
+                        f'port = {ours.port}\n  [[sources.devices]]\n  name = "hp"\n  unit_id = 1\n'
+                        f'  profile = "{profile}"\n  interval_s = 1.0\n'
+                    ),
+                )
+            )
             if args.policy == "short":
-                from agent.demo import demo_policy
+                from heatgate.agent.devtools.demo import demo_policy
 
                 (root / "privacy-short.toml").write_text(demo_policy())
                 with config_path.open("a") as handle:
                     handle.write(f'\n[privacy]\npolicy_file = "{root / "privacy-short.toml"}"\n')
             with open(root / "heatgate.log", "wb") as log:
-                heatgate = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config_path)],
-                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+                heatgate = subprocess.Popen(
+                    [sys.executable, "-m", "heatgate", "run", "--config", str(config_path)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             (root / "tb").mkdir()
-            config_dir = write_config(python, root / "tb", broker_port=broker.port,
-                                      connector=tb_connector_config("127.0.0.1", theirs.port))
+            config_dir = write_config(
+                python, root / "tb", broker_port=broker.port, connector=tb_connector_config("127.0.0.1", theirs.port)
+            )
             peer = start_gateway(python, root / "tb", config_dir)
 
             deadline = time.monotonic() + args.start_timeout_s
             hg_ready = tb_ready = False
             while not (hg_ready and tb_ready):
-                for name, process, log_path in (("heatgate", heatgate, root / "heatgate.log"),
-                                                ("thingsboard-gateway", peer, root / "tb" / "thingsboard.log")):
+                for name, process, log_path in (
+                    ("heatgate", heatgate, root / "heatgate.log"),
+                    ("thingsboard-gateway", peer, root / "tb" / "thingsboard.log"),
+                ):
                     if process.poll() is not None:
                         raise RuntimeError(f"{name} exited with {process.returncode}:\n{_tail(log_path)}")
                 if not hg_ready:
@@ -123,9 +138,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 tb_ready = counter.prefixes().get("v1/gateway", 0) > 0
                 if time.monotonic() > deadline:
                     what = [n for n, ok in (("heatgate", hg_ready), ("thingsboard-gateway", tb_ready)) if not ok]
-                    raise RuntimeError(f"{' and '.join(what)} not publishing within {args.start_timeout_s:g} s; "
-                                       f"peer RPCs seen {responder.requests}; peer log:\n"
-                                       f"{_tail(root / 'tb' / 'thingsboard.log')}")
+                    raise RuntimeError(
+                        f"{' and '.join(what)} not publishing within {args.start_timeout_s:g} s; "
+                        f"peer RPCs seen {responder.requests}; peer log:\n"
+                        f"{_tail(root / 'tb' / 'thingsboard.log')}"
+                    )
                 await asyncio.sleep(0.25)
             await asyncio.sleep(args.warmup_s)
 
@@ -147,8 +164,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             def messages(keys: tuple[str, ...]) -> int:
                 return sum(prefixes1.get(k, 0) - prefixes0.get(k, 0) for k in keys)
 
-            msgs = {"heatgate": messages(("heatgate/v1",)),
-                    "thingsboard-gateway": messages(TB_PREFIXES) - (responder.answered - answered0)}
+            msgs = {
+                "heatgate": messages(("heatgate/v1",)),
+                "thingsboard-gateway": messages(TB_PREFIXES) - (responder.answered - answered0),
+            }
             requests1 = {"heatgate": ours.context.requests, "thingsboard-gateway": theirs.context.requests}
             for name, sampler in samplers.items():
                 result[name] = {
@@ -163,10 +182,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["rss_ratio"] = round(hg["rss_max_mib"] / tb["rss_max_mib"], 3) if tb["rss_max_mib"] else None
             met_cpu = result["cpu_ratio"] is not None and result["cpu_ratio"] <= 0.05
             met_rss = result["rss_ratio"] is not None and result["rss_ratio"] <= 0.6
-            result["verdict"] = (f"CPU ratio {result['cpu_ratio']} "
-                                 f"(target <= 0.05: {'met' if met_cpu else 'NOT met'}), "
-                                 f"RSS ratio {result['rss_ratio']} "
-                                 f"(target <= 0.6: {'met' if met_rss else 'NOT met'})")
+            result["verdict"] = (
+                f"CPU ratio {result['cpu_ratio']} "
+                f"(target <= 0.05: {'met' if met_cpu else 'NOT met'}), "
+                f"RSS ratio {result['rss_ratio']} "
+                f"(target <= 0.6: {'met' if met_rss else 'NOT met'})"
+            )
             result["peer_rpcs"] = sorted(set(responder.requests))
             result["policy"] = args.policy
         except RuntimeError as exc:
@@ -191,23 +212,33 @@ def main() -> int:
     parser.add_argument("--sample-s", type=float, default=1.0, help="RSS sampling period (default 1)")
     parser.add_argument("--start-timeout-s", type=float, default=90.0, help="for both to publish (default 90)")
     parser.add_argument("--cache-dir", default=str(REPO / ".bench-venvs"), help="where the peer's venv lives")
-    parser.add_argument("--policy", choices=["shipped", "short"], default="shipped",
-                        help="heatgate's privacy policy: shipped (default), or short windows (10 s telemetry) "
-                        "so that it publishes about as often as the peer")
+    parser.add_argument(
+        "--policy",
+        choices=["shipped", "short"],
+        default="shipped",
+        help="heatgate's privacy policy: shipped (default), or short windows (10 s telemetry) "
+        "so that it publishes about as often as the peer",
+    )
     parser.add_argument("--json", action="store_true", help="end with one line: BENCH_JSON {...}")
     args = parser.parse_args()
     machine = machine_description()
-    print(f"# heatgate vs ThingsBoard IoT Gateway — {machine['date']} — {machine['cpu']}, {machine['cores']} cores, "
-          f"{machine['memory']}, Python {machine['python']}")
+    print(
+        f"# heatgate vs ThingsBoard IoT Gateway — {machine['date']} — {machine['cpu']}, {machine['cores']} cores, "
+        f"{machine['memory']}, Python {machine['python']}"
+    )
     result = asyncio.run(run(args))
     if "heatgate" in result:
-        print(f"same heat pump (50 holding registers, every 1 s), same broker, measured {result['duration_s']:.0f} s, "
-              f"heatgate policy {args.policy}:")
+        print(
+            f"same heat pump (50 holding registers, every 1 s), same broker, measured {result['duration_s']:.0f} s, "
+            f"heatgate policy {args.policy}:"
+        )
         print(f"  {'':<22}{'CPU % core':>11}{'RSS MiB':>9}{'req/s at sim':>14}{'msgs/s at broker':>18}")
         for name in ("heatgate", "thingsboard-gateway"):
             r = result[name]
-            print(f"  {name:<22}{r['cpu_percent']:>11.2f}{r['rss_max_mib']:>9.1f}{r['requests_per_s']:>14.1f}"
-                  f"{r['broker_messages_per_s']:>18.2f}")
+            print(
+                f"  {name:<22}{r['cpu_percent']:>11.2f}{r['rss_max_mib']:>9.1f}{r['requests_per_s']:>14.1f}"
+                f"{r['broker_messages_per_s']:>18.2f}"
+            )
         print(f"  peer RPCs answered/seen: {result.get('peer_rpcs')}")
     print(f"verdict: {result['verdict']}")
     if args.json:

@@ -21,13 +21,13 @@ from typing import Any
 
 import msgspec
 
-from agent.config import GatewayConfig
-from agent.privacy.pipeline import Pipeline
-from agent.privacy.policy import load_policy
-from agent.privacy.pseudonym import PseudonymKeys
-from agent.privacy.state import PrivacyState
-from config import data_path
-from drivers.reading import PointKind, Reading
+from heatgate.agent.config import GatewayConfig
+from heatgate.agent.privacy.pipeline import Pipeline
+from heatgate.agent.privacy.policy import load_policy
+from heatgate.agent.privacy.pseudonym import PseudonymKeys
+from heatgate.agent.privacy.state import PrivacyState
+from heatgate.config import data_path
+from heatgate.drivers.reading import PointKind, Reading
 
 T0 = 1_717_200_000.0
 
@@ -53,8 +53,11 @@ def _specs(devices: int) -> list[tuple[Any, ...]]:
     for d in range(devices):
         device_type = types[d % 3]
         for p in range(12):
-            kind = [PointKind.MEASUREMENT] * 6 + [PointKind.COUNTER] * 3 + [PointKind.STATUS, PointKind.FAULT,
-                                                                            PointKind.IDENTIFIER]
+            kind = (
+                [PointKind.MEASUREMENT] * 6
+                + [PointKind.COUNTER] * 3
+                + [PointKind.STATUS, PointKind.FAULT, PointKind.IDENTIFIER]
+            )
             specs.append((f"src{d % 4}", f"dev{d}", device_type, f"p{p}", kind[p], rng.random()))
     return specs
 
@@ -76,8 +79,18 @@ def _make(specs: list[tuple[Any, ...]], n: int) -> list[Reading]:
             value = f"SN{device}"
         else:
             value = 20.0 + base * 10 + (cycle % 17) * 0.1
-        out.append(Reading(source=source, device=device, device_type=device_type, point=point, kind=kind,
-                           value=value, ts=ts, unit="x"))
+        out.append(
+            Reading(
+                source=source,
+                device=device,
+                device_type=device_type,
+                point=point,
+                kind=kind,
+                value=value,
+                ts=ts,
+                unit="x",
+            )
+        )
     return out
 
 
@@ -103,14 +116,18 @@ def main() -> None:
         store = _Store()
         state = await PrivacyState.load(store)
         keys = await PseudonymKeys.load(store)
-        return Pipeline(load_policy(data_path("privacy.toml")), gateway=GatewayConfig(id="gw-bench", region="3511 AB"),
-                        keys=keys, state=state)
+        return Pipeline(
+            load_policy(data_path("privacy.toml")),
+            gateway=GatewayConfig(id="gw-bench", region="3511 AB"),
+            keys=keys,
+            state=state,
+        )
 
     pipeline = asyncio.run(build())
     records = 0
     started = time.perf_counter()
     for start in range(0, len(readings), args.batch):
-        records += len(pipeline.process(readings[start:start + args.batch]))
+        records += len(pipeline.process(readings[start : start + args.batch]))
     records += len(pipeline.flush(force=True))
     pipeline_s = time.perf_counter() - started
 

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.config import MqttConfig
-from agent.localbroker import Broker
-from agent.logs import configure
-from agent.publish.publisher import Publisher
+from heatgate.agent.config import MqttConfig
+from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.publish.publisher import Publisher
+from heatgate.logs import configure
 from tests.support.memory_buffer_publish import (
     fault_record,
     open_real_buffer,
@@ -50,7 +50,7 @@ class InOrderBuffer:
         self.next = 0
 
     async def take(self, limit: int, *, exclude_streams: frozenset[str] = frozenset()) -> list[Any]:
-        out = self.queue[self.next:self.next + limit]
+        out = self.queue[self.next : self.next + limit]
         self.next += len(out)
         return out
 
@@ -62,10 +62,16 @@ class InOrderBuffer:
 
 
 def _stored(record: Any) -> Any:
-    from buffer.api import StoredRecord
+    from heatgate.buffer.api import StoredRecord
 
-    return StoredRecord(id=record.id, stream=record.stream, route=record.route, priority=record.priority,
-                        created_s=record.created_s, payload=record.payload)
+    return StoredRecord(
+        id=record.id,
+        stream=record.stream,
+        route=record.route,
+        priority=record.priority,
+        created_s=record.created_s,
+        payload=record.payload,
+    )
 
 
 def cpu_s() -> float:
@@ -114,8 +120,13 @@ async def drain(broker: Broker, buffer: Any, records: int, window: int, max_payl
     await publisher.stop()
     await task
     messages = status["published_messages"]
-    return {"msgs_s": messages / elapsed, "readings_s": records / elapsed, "messages": messages,
-            "cpu_us_per_reading": cpu / records * 1e6, "payload_bytes": 0.0}
+    return {
+        "msgs_s": messages / elapsed,
+        "readings_s": records / elapsed,
+        "messages": messages,
+        "cpu_us_per_reading": cpu / records * 1e6,
+        "payload_bytes": 0.0,
+    }
 
 
 async def fault_latency(broker: Broker, directory: Path, backlog: int, faults: int) -> list[float]:
@@ -179,16 +190,20 @@ def main() -> None:
     configure(level="warning")
     records = args.records or (200_000 if args.big else 20_000)
     backlog = 500_000 if args.big else 50_000
-    print(f"# heatgate publisher benchmark — {time.strftime('%Y-%m-%d')} — {platform.node()} "
-          f"({platform.machine()}, {os.cpu_count()} cpu, Python {platform.python_version()})")
+    print(
+        f"# heatgate publisher benchmark — {time.strftime('%Y-%m-%d')} — {platform.node()} "
+        f"({platform.machine()}, {os.cpu_count()} cpu, Python {platform.python_version()})"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         broker = Broker(Path(tmp) / "broker")
         broker.start()
         try:
             sample = telemetry_record(1)
             per_reading = len(sample.payload) + len(sample.id) + 18
-            print(f"reading body ≈ {per_reading} bytes on the wire; each row: median of {args.repeat} interleaved "
-                  f"pairs (publisher run, then raw paho run), ≥ {args.messages} messages per run")
+            print(
+                f"reading body ≈ {per_reading} bytes on the wire; each row: median of {args.repeat} interleaved "
+                f"pairs (publisher run, then raw paho run), ≥ {args.messages} messages per run"
+            )
             for max_payload in (16 * 1024, 64 * 1024):
                 grid_records = max(records, args.messages * max_payload // per_reading)
                 stored = [_stored(telemetry_record(i)) for i in range(grid_records)]
@@ -204,15 +219,18 @@ def main() -> None:
                         ratios.append(ours["msgs_s"] / raw)
                     mid = statistics.median
                     per_message = grid_records / mid(o["messages"] for o in ours_runs)
-                    print(f"payload≤{max_payload // 1024} KiB window {window:>3}: "
-                          f"publisher {mid(o['msgs_s'] for o in ours_runs):6.0f} msgs/s "
-                          f"{mid(o['readings_s'] for o in ours_runs):7.0f} readings/s | "
-                          f"raw paho {mid(raw_runs):6.0f} msgs/s (≈{size} B) | "
-                          f"ratio {mid(ratios):.2f} (runs {min(ratios):.2f}..{max(ratios):.2f}) | "
-                          f"CPU µs/msg {mid(o['cpu_us_per_reading'] for o in ours_runs) * per_message:.0f} "
-                          f"vs raw {mid(raw_cpu):.0f} | "
-                          f"{mid(o['cpu_us_per_reading'] for o in ours_runs):.1f} µs/reading")
+                    print(
+                        f"payload≤{max_payload // 1024} KiB window {window:>3}: "
+                        f"publisher {mid(o['msgs_s'] for o in ours_runs):6.0f} msgs/s "
+                        f"{mid(o['readings_s'] for o in ours_runs):7.0f} readings/s | "
+                        f"raw paho {mid(raw_runs):6.0f} msgs/s (≈{size} B) | "
+                        f"ratio {mid(ratios):.2f} (runs {min(ratios):.2f}..{max(ratios):.2f}) | "
+                        f"CPU µs/msg {mid(o['cpu_us_per_reading'] for o in ours_runs) * per_message:.0f} "
+                        f"vs raw {mid(raw_cpu):.0f} | "
+                        f"{mid(o['cpu_us_per_reading'] for o in ours_runs):.1f} µs/reading"
+                    )
             for window in (32,):
+
                 async def real(window: int = window) -> dict[str, float]:
                     buffer: Any = await open_real_buffer(Path(tmp) / f"real-{window}")
                     try:
@@ -223,13 +241,17 @@ def main() -> None:
                         await buffer.close()
 
                 result = asyncio.run(real())
-                print(f"real encrypted buffer, window {window}: {result['msgs_s']:.0f} msgs/s "
-                      f"{result['readings_s']:.0f} readings/s, CPU {result['cpu_us_per_reading']:.1f} µs/reading "
-                      "(buffer's take/decrypt/ack included)")
+                print(
+                    f"real encrypted buffer, window {window}: {result['msgs_s']:.0f} msgs/s "
+                    f"{result['readings_s']:.0f} readings/s, CPU {result['cpu_us_per_reading']:.1f} µs/reading "
+                    "(buffer's take/decrypt/ack included)"
+                )
             latencies = asyncio.run(fault_latency(broker, Path(tmp) / "faults", backlog, 40))
-            print(f"fault latency behind a {backlog}-record backlog: n={len(latencies)} "
-                  f"p50 {pct(latencies, 0.5) * 1000:.1f} ms, p99 {pct(latencies, 0.99) * 1000:.1f} ms, "
-                  f"max {max(latencies) * 1000:.1f} ms, mean {statistics.mean(latencies) * 1000:.1f} ms")
+            print(
+                f"fault latency behind a {backlog}-record backlog: n={len(latencies)} "
+                f"p50 {pct(latencies, 0.5) * 1000:.1f} ms, p99 {pct(latencies, 0.99) * 1000:.1f} ms, "
+                f"max {max(latencies) * 1000:.1f} ms, mean {statistics.mean(latencies) * 1000:.1f} ms"
+            )
         finally:
             broker.stop()
 

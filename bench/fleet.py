@@ -36,12 +36,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from agent.demo import demo_policy
-from agent.localbroker import Broker
 from bench.fleet_support.backend import BackendStats, JetStreamBackend
 from bench.fleet_support.gateways import GatewayParams
 from bench.fleet_support.host import host_main
 from bench.fleet_support.mqtt_backend import SharedSubscriptionBackend
+from heatgate.agent.devtools.demo import demo_policy
+from heatgate.agent.devtools.localbroker import Broker
 from tests.support.nats import NatsCluster
 
 
@@ -78,8 +78,12 @@ class Fleet:
     """The gateway-host processes of one run."""
 
     def __init__(self, root: Path, urls: list[str], args: argparse.Namespace) -> None:
-        params = GatewayParams(points=args.points, tick_s=args.tick_s, reconnect_min_s=args.reconnect_min_s,
-                               reconnect_max_s=args.reconnect_max_s)
+        params = GatewayParams(
+            points=args.points,
+            tick_s=args.tick_s,
+            reconnect_min_s=args.reconnect_min_s,
+            reconnect_max_s=args.reconnect_max_s,
+        )
         policy = tomllib.loads(demo_policy())
         specs = [(f"gw-{i:05d}", str(root / f"gw-{i:05d}"), urls[i % len(urls)]) for i in range(args.gateways)]
         context = multiprocessing.get_context("spawn")
@@ -87,8 +91,11 @@ class Fleet:
         self.pipes: list[Connection] = []
         for h in range(args.hosts):
             ours, theirs = context.Pipe()
-            process = context.Process(target=host_main, name=f"fleet-host-{h}",
-                                      args=(theirs, specs[h::args.hosts], asdict(params), policy, args.drain_timeout_s))
+            process = context.Process(
+                target=host_main,
+                name=f"fleet-host-{h}",
+                args=(theirs, specs[h :: args.hosts], asdict(params), policy, args.drain_timeout_s),
+            )
             process.start()
             theirs.close()
             self.processes.append(process)
@@ -126,15 +133,23 @@ async def _sleep_until(t_s: float) -> None:
 async def run_nats(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     cluster = NatsCluster(root / "nats", size=3)
     await asyncio.to_thread(cluster.start)
-    backend = JetStreamBackend(cluster.urls, mqtt_urls=[n.mqtt_url for n in cluster.nodes],
-                               source=args.backend_source, workers=args.workers, replicas=3)
+    backend = JetStreamBackend(
+        cluster.urls,
+        mqtt_urls=[n.mqtt_url for n in cluster.nodes],
+        source=args.backend_source,
+        workers=args.workers,
+        replicas=3,
+    )
     fleet: Fleet | None = None
     timeline = Timeline()
     per_worker_at_up: dict[int, int] = {}
     try:
         await backend.start()
-        print(f"  backend: {args.workers} workers on stream {backend.stream} (R{backend.stream_replicas}), "
-              f"filter {backend.subject}", flush=True)
+        print(
+            f"  backend: {args.workers} workers on stream {backend.stream} (R{backend.stream_replicas}), "
+            f"filter {backend.subject}",
+            flush=True,
+        )
         fleet = Fleet(root / "gateways", [f"mqtt://127.0.0.1:{n.mqtt_port}" for n in cluster.nodes], args)
         ready = await fleet.ready()
         timeline.start_s = time.time()
@@ -148,8 +163,11 @@ async def run_nats(root: Path, args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(args.down_s)
             await asyncio.to_thread(victim.start, 60.0)
             timeline.node_back_s = time.time()
-            print(f"  node n2 killed at +{timeline.node_killed_s - timeline.start_s:.1f} s, "
-                  f"back (healthy) at +{timeline.node_back_s - timeline.start_s:.1f} s", flush=True)
+            print(
+                f"  node n2 killed at +{timeline.node_killed_s - timeline.start_s:.1f} s, "
+                f"back (healthy) at +{timeline.node_back_s - timeline.start_s:.1f} s",
+                flush=True,
+            )
         if args.faults in ("cluster", "all"):
             await _sleep_until(timeline.start_s + 0.55 * duration)
             timeline.cluster_down_s = time.time()
@@ -158,8 +176,11 @@ async def run_nats(root: Path, args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.to_thread(cluster.start, 60.0)
             timeline.cluster_up_s = time.time()
             per_worker_at_up = dict(backend.stats.per_worker)
-            print(f"  cluster stopped at +{timeline.cluster_down_s - timeline.start_s:.1f} s, "
-                  f"back (healthy) at +{timeline.cluster_up_s - timeline.start_s:.1f} s", flush=True)
+            print(
+                f"  cluster stopped at +{timeline.cluster_down_s - timeline.start_s:.1f} s, "
+                f"back (healthy) at +{timeline.cluster_up_s - timeline.start_s:.1f} s",
+                flush=True,
+            )
         await _sleep_until(timeline.start_s + duration)
         broker_cpu = sum(proc_cpu_s(n.process.pid) for n in cluster.nodes if n.process) - broker_cpu0
         broker_rss = sum(proc_rss(n.process.pid) for n in cluster.nodes if n.process)
@@ -182,20 +203,33 @@ async def run_nats(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         if stuck:
             print(f"  {len(stuck)} gateways did not drain; the first: {stuck[:3]}", flush=True)
             for shot in snapshots:
-                print("  NATS connz of the first (10 s apart):",
-                      [shot.get(f"heatgate-{s['gateway']}") for s in stuck[:3]], flush=True)
-        result = summarise(f"nats-3-node-r3 ({backend.stream} R{backend.stream_replicas})", args, ready, reports,
-                           backend.stats, missing, timeline,
-                           broker_cpu_s=broker_cpu if args.faults == "none" else None, broker_rss=broker_rss,
-                           consumed_at_stop=consumed_at_stop)
+                print(
+                    "  NATS connz of the first (10 s apart):",
+                    [shot.get(f"heatgate-{s['gateway']}") for s in stuck[:3]],
+                    flush=True,
+                )
+        result = summarise(
+            f"nats-3-node-r3 ({backend.stream} R{backend.stream_replicas})",
+            args,
+            ready,
+            reports,
+            backend.stats,
+            missing,
+            timeline,
+            broker_cpu_s=broker_cpu if args.faults == "none" else None,
+            broker_rss=broker_rss,
+            consumed_at_stop=consumed_at_stop,
+        )
         now = time.time()
         result["backend_source"] = args.backend_source
         result["worker_rebinds"] = dict(backend.stats.worker_restarts)
-        result["worker_last_fetch_age_s"] = {w: round(now - t, 1)
-                                             for w, t in sorted(backend.stats.last_fetch_s.items())}
+        result["worker_last_fetch_age_s"] = {
+            w: round(now - t, 1) for w, t in sorted(backend.stats.last_fetch_s.items())
+        }
         if timeline.cluster_up_s is not None:
             result["per_worker_messages_after_restart"] = {
-                w: backend.stats.per_worker[w] - per_worker_at_up.get(w, 0) for w in range(args.workers)}
+                w: backend.stats.per_worker[w] - per_worker_at_up.get(w, 0) for w in range(args.workers)
+            }
         return result
     finally:
         if fleet is not None:
@@ -225,8 +259,18 @@ async def run_mosquitto(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         reports = await fleet.stop()
         produced = {i for r in reports for i in r["produced"]}
         missing = await asyncio.to_thread(backend.wait_for, produced, args.drain_timeout_s)
-        return summarise("mosquitto-single", args, ready, reports, backend.stats, missing, timeline,
-                         broker_cpu_s=broker_cpu, broker_rss=broker_rss, consumed_at_stop=consumed_at_stop)
+        return summarise(
+            "mosquitto-single",
+            args,
+            ready,
+            reports,
+            backend.stats,
+            missing,
+            timeline,
+            broker_cpu_s=broker_cpu,
+            broker_rss=broker_rss,
+            consumed_at_stop=consumed_at_stop,
+        )
     finally:
         if fleet is not None:
             fleet.kill()
@@ -247,8 +291,10 @@ def _connz(cluster: NatsCluster) -> dict[str, dict[str, Any]]:
             continue
         for conn in connections:
             if conn.get("mqtt_client"):
-                found[conn["mqtt_client"]] = {"node": node.name, **{k: conn.get(k) for k in (
-                    "in_msgs", "out_msgs", "pending_bytes", "idle", "uptime")}}
+                found[conn["mqtt_client"]] = {
+                    "node": node.name,
+                    **{k: conn.get(k) for k in ("in_msgs", "out_msgs", "pending_bytes", "idle", "uptime")},
+                }
     return found
 
 
@@ -267,9 +313,19 @@ def reconnect_histogram(connects: list[float], down_s: float, up_s: float) -> di
     }
 
 
-def summarise(name: str, args: argparse.Namespace, ready: list[dict[str, Any]], reports: list[dict[str, Any]],
-              stats: BackendStats, missing: set[str], timeline: Timeline, *, broker_cpu_s: float | None,
-              broker_rss: int, consumed_at_stop: int) -> dict[str, Any]:
+def summarise(
+    name: str,
+    args: argparse.Namespace,
+    ready: list[dict[str, Any]],
+    reports: list[dict[str, Any]],
+    stats: BackendStats,
+    missing: set[str],
+    timeline: Timeline,
+    *,
+    broker_cpu_s: float | None,
+    broker_rss: int,
+    consumed_at_stop: int,
+) -> dict[str, Any]:
     n = args.gateways
     produced_list = [i for r in reports for i in r["produced"]]
     produced = set(produced_list)
@@ -309,34 +365,62 @@ def summarise(name: str, args: argparse.Namespace, ready: list[dict[str, Any]], 
         "connects": len(connects),
     }
     if timeline.node_killed_s is not None and timeline.node_back_s is not None:
-        result["node_loss"] = {"killed_at_s": timeline.node_killed_s - timeline.start_s,
-                               "back_at_s": timeline.node_back_s - timeline.start_s}
+        result["node_loss"] = {
+            "killed_at_s": timeline.node_killed_s - timeline.start_s,
+            "back_at_s": timeline.node_back_s - timeline.start_s,
+        }
     if timeline.cluster_down_s is not None and timeline.cluster_up_s is not None:
-        result["cluster_restart"] = {"down_at_s": timeline.cluster_down_s - timeline.start_s,
-                                     "up_at_s": timeline.cluster_up_s - timeline.start_s,
-                                     **reconnect_histogram(connects, timeline.cluster_down_s, timeline.cluster_up_s)}
+        result["cluster_restart"] = {
+            "down_at_s": timeline.cluster_down_s - timeline.start_s,
+            "up_at_s": timeline.cluster_up_s - timeline.start_s,
+            **reconnect_histogram(connects, timeline.cluster_down_s, timeline.cluster_up_s),
+        }
     return result
 
 
 def show(result: dict[str, Any]) -> None:
-    print(f"== {result['broker']}: {result['gateways']} gateways in {result['hosts']} processes, "
-          f"{result['duration_s']} s, {result['backend_workers']} backend workers")
-    for key in ("threads_per_host", "open_s", "produced", "consumed_unique", "missing", "extra",
-                "duplicates_before_dedup", "invalid", "undelivered_in_buffers", "produced_per_s",
-                "consumed_per_s_end_to_end", "consumed_at_stop", "drain_s", "cpu_per_gateway_pct_of_core",
-                "rss_per_gateway_kib", "broker_cpu_pct_of_core", "broker_rss_mib", "per_worker_messages",
-                "backend_errors", "backend_source", "worker_rebinds", "worker_last_fetch_age_s",
-                "per_worker_messages_after_restart", "node_loss"):
+    print(
+        f"== {result['broker']}: {result['gateways']} gateways in {result['hosts']} processes, "
+        f"{result['duration_s']} s, {result['backend_workers']} backend workers"
+    )
+    for key in (
+        "threads_per_host",
+        "open_s",
+        "produced",
+        "consumed_unique",
+        "missing",
+        "extra",
+        "duplicates_before_dedup",
+        "invalid",
+        "undelivered_in_buffers",
+        "produced_per_s",
+        "consumed_per_s_end_to_end",
+        "consumed_at_stop",
+        "drain_s",
+        "cpu_per_gateway_pct_of_core",
+        "rss_per_gateway_kib",
+        "broker_cpu_pct_of_core",
+        "broker_rss_mib",
+        "per_worker_messages",
+        "backend_errors",
+        "backend_source",
+        "worker_rebinds",
+        "worker_last_fetch_age_s",
+        "per_worker_messages_after_restart",
+        "node_loss",
+    ):
         value = result.get(key)
         if isinstance(value, float):
             value = round(value, 3)
         print(f"  {key:30} {value}")
     restart = result.get("cluster_restart")
     if restart:
-        print(f"  cluster restart: down at +{restart['down_at_s']:.1f} s, healthy at +{restart['up_at_s']:.1f} s; "
-              f"{restart['reconnected']} reconnects, peak {restart['peak_per_s']}/s, "
-              f"50 % by {restart['p50_s']:.1f} s, 90 % by {restart['p90_s']:.1f} s, last {restart['last_s']:.1f} s "
-              f"after healthy")
+        print(
+            f"  cluster restart: down at +{restart['down_at_s']:.1f} s, healthy at +{restart['up_at_s']:.1f} s; "
+            f"{restart['reconnected']} reconnects, peak {restart['peak_per_s']}/s, "
+            f"50 % by {restart['p50_s']:.1f} s, 90 % by {restart['p90_s']:.1f} s, last {restart['last_s']:.1f} s "
+            f"after healthy"
+        )
         print("  reconnects per second since healthy:", restart["per_second"])
     ok = result["missing"] == 0 and result["invalid"] == 0 and result["extra"] == 0
     print(f"  every record produced consumed exactly once after de-duplication: {'yes' if ok else 'NO'}")
@@ -349,9 +433,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hosts", type=int, default=2, help="gateway-host processes (default 2: both cores)")
     parser.add_argument("--workers", type=int, default=3, help="backend workers sharing the durable consumer")
     parser.add_argument("--broker", choices=("nats", "mosquitto", "both"), default="nats")
-    parser.add_argument("--backend-source", choices=("mqtt-msgs", "subject-stream"), default="mqtt-msgs",
-                        help="NATS backend reads $MQTT_msgs (stored before the PUBACK; default) or a stream of its "
-                             "own on heatgate.v1.> (captured after the PUBACK: loses records on node loss)")
+    parser.add_argument(
+        "--backend-source",
+        choices=("mqtt-msgs", "subject-stream"),
+        default="mqtt-msgs",
+        help="NATS backend reads $MQTT_msgs (stored before the PUBACK; default) or a stream of its "
+        "own on heatgate.v1.> (captured after the PUBACK: loses records on node loss)",
+    )
     parser.add_argument("--faults", choices=("none", "node", "cluster", "all"), default="all")
     parser.add_argument("--down-s", type=float, default=3.0, help="how long a killed node / the cluster stays down")
     parser.add_argument("--points", type=int, default=3, help="measurement points per gateway (1..8)")
@@ -370,8 +458,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", flush=True)
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        flush=True,
+    )
     root = Path(tempfile.mkdtemp(prefix="heatgate-fleet-"))
     results: list[dict[str, Any]] = []
     try:
@@ -390,10 +481,12 @@ def main(argv: list[str] | None = None) -> int:
         def ratio(key: str) -> float:
             return float(other[key]) / max(1e-9, float(base[key]))
 
-        print("== NATS vs Mosquitto (same fleet, same run): "
-              f"CPU per gateway x{ratio('cpu_per_gateway_pct_of_core'):.2f}, "
-              f"memory per gateway x{ratio('rss_per_gateway_kib'):.2f}, "
-              f"end-to-end records/s x{ratio('consumed_per_s_end_to_end'):.2f}")
+        print(
+            "== NATS vs Mosquitto (same fleet, same run): "
+            f"CPU per gateway x{ratio('cpu_per_gateway_pct_of_core'):.2f}, "
+            f"memory per gateway x{ratio('rss_per_gateway_kib'):.2f}, "
+            f"end-to-end records/s x{ratio('consumed_per_s_end_to_end'):.2f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0 if all(r["missing"] == 0 and r["invalid"] == 0 for r in results) else 1

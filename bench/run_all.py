@@ -48,7 +48,7 @@ class Bench:
 def _json_line(output: str) -> dict[str, Any]:
     for line in reversed(output.splitlines()):
         if line.startswith("BENCH_JSON "):
-            result: dict[str, Any] = json.loads(line[len("BENCH_JSON "):])
+            result: dict[str, Any] = json.loads(line[len("BENCH_JSON ") :])
             return result
     raise LookupError("no BENCH_JSON line")
 
@@ -62,28 +62,31 @@ def _find(pattern: str, output: str) -> re.Match[str]:
 
 def collect_buffer(output: str) -> list[Row]:
     m = _find(r"ingest chacha20-poly1305: ([\d,]+) rec/s .* vs ([\d,]+) rec/s raw .* ratio ([\d.]+)", output)
-    return [("buffer ingest ratio (ChaCha20 + commit / raw sqlite-utils)", f"{m[3]} ({m[1]} vs {m[2]} rec/s)",
-             ">= 0.5")]
+    return [
+        ("buffer ingest ratio (ChaCha20 + commit / raw sqlite-utils)", f"{m[3]} ({m[1]} vs {m[2]} rec/s)", ">= 0.5")
+    ]
 
 
 def collect_publish(output: str) -> list[Row]:
     ratios = [float(r) for r in re.findall(r"\| ratio ([\d.]+) \|", output)]
     if not ratios:
         raise LookupError("no drain ratio lines")
-    rows: list[Row] = [("drain ratio vs raw paho (grid of payload x window)",
-                        f"{min(ratios):.2f} to {max(ratios):.2f} (median {sorted(ratios)[len(ratios) // 2]:.2f})",
-                        ">= 0.8")]
+    rows: list[Row] = [
+        (
+            "drain ratio vs raw paho (grid of payload x window)",
+            f"{min(ratios):.2f} to {max(ratios):.2f} (median {sorted(ratios)[len(ratios) // 2]:.2f})",
+            ">= 0.8",
+        )
+    ]
     m = _find(r"fault latency behind a (\d+)-record backlog: n=(\d+) p50 ([\d.]+) ms, p99 ([\d.]+) ms", output)
-    rows.append((f"fault latency behind a {int(m[1]):,}-record backlog", f"p50 {m[3]} ms, p99 {m[4]} ms",
-                 f"n={m[2]}"))
+    rows.append((f"fault latency behind a {int(m[1]):,}-record backlog", f"p50 {m[3]} ms, p99 {m[4]} ms", f"n={m[2]}"))
     return rows
 
 
 def collect_modbus(output: str) -> list[Row]:
     rows: list[Row] = []
     for m in re.finditer(r"^\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s*$", output, re.MULTILINE):
-        rows.append((f"planner: {m[1]} requests planned / fewest", f"{m[3]} / {m[4]} = {m[6]}",
-                     f"per point: {m[5]}"))
+        rows.append((f"planner: {m[1]} requests planned / fewest", f"{m[3]} / {m[4]} = {m[6]}", f"per point: {m[5]}"))
     m = _find(r"per point / planned: ([\d.]+)x", output)
     rows.append(("planner: client CPU per poll, per point / planned", f"{m[1]} x", "sim-heatpump over TCP"))
     return rows
@@ -99,19 +102,30 @@ def collect_agent(output: str) -> list[Row]:
     rows: list[Row] = []
     if "home" in result:
         home = result["home"]
-        rows.append((f"whole agent, home load ({home['duration_s']:.0f} s): CPU",
-                     f"{home['cpu_percent']:.2f} % of a core", "< 2 %"))
+        rows.append(
+            (
+                f"whole agent, home load ({home['duration_s']:.0f} s): CPU",
+                f"{home['cpu_percent']:.2f} % of a core",
+                "< 2 %",
+            )
+        )
         rows.append(("whole agent, home load: RSS (max)", f"{home['rss_max_mib']:.1f} MiB", "< 50 MiB"))
     if "x100" in result:
         x100 = result["x100"]
-        rows.append((f"whole agent, 100 x load ({x100['duration_s']:.0f} s): CPU",
-                     f"{x100['cpu_percent']:.2f} % of a core", ""))
+        rows.append(
+            (f"whole agent, 100 x load ({x100['duration_s']:.0f} s): CPU", f"{x100['cpu_percent']:.2f} % of a core", "")
+        )
         rows.append(("whole agent, 100 x load: RSS (max)", f"{x100['rss_max_mib']:.1f} MiB", ""))
-        rows.append(("whole agent, 100 x load: keeps up (queue drains every window)",
-                     f"{'yes' if x100['keeps_up'] else 'NO'}; polls {100 * x100['poll_rate_achieved']:.0f} % "
-                     f"of configured; troughs {x100['queued_records_troughs']}, "
-                     f"peaks {x100['queued_records_peaks']}, readings queue max "
-                     f"{max(x100['readings_queue_samples'], default=0)}", "no growing queue"))
+        rows.append(
+            (
+                "whole agent, 100 x load: keeps up (queue drains every window)",
+                f"{'yes' if x100['keeps_up'] else 'NO'}; polls {100 * x100['poll_rate_achieved']:.0f} % "
+                f"of configured; troughs {x100['queued_records_troughs']}, "
+                f"peaks {x100['queued_records_peaks']}, readings queue max "
+                f"{max(x100['readings_queue_samples'], default=0)}",
+                "no growing queue",
+            )
+        )
     return rows
 
 
@@ -121,29 +135,61 @@ def collect_peer(output: str) -> list[Row]:
         return [("peer comparison (ThingsBoard IoT Gateway)", "not run", result.get("verdict", "?")[:200])]
     hg, tb = result["heatgate"], result["thingsboard-gateway"]
     return [
-        ("peer: CPU heatgate / ThingsBoard GW", f"{hg['cpu_percent']:.2f} / {tb['cpu_percent']:.2f} % = "
-         f"{result['cpu_ratio']}", "<= 0.05"),
-        ("peer: RSS heatgate / ThingsBoard GW", f"{hg['rss_max_mib']:.1f} / {tb['rss_max_mib']:.1f} MiB = "
-         f"{result['rss_ratio']}", "<= 0.6"),
-        ("peer: requests/s at the simulator", f"{hg['requests_per_s']} / {tb['requests_per_s']}",
-         "50 registers every 1 s"),
-        ("peer: messages/s at the broker", f"{hg['broker_messages_per_s']} / {tb['broker_messages_per_s']}",
-         f"heatgate policy: {result.get('policy', 'shipped')}"),
+        (
+            "peer: CPU heatgate / ThingsBoard GW",
+            f"{hg['cpu_percent']:.2f} / {tb['cpu_percent']:.2f} % = {result['cpu_ratio']}",
+            "<= 0.05",
+        ),
+        (
+            "peer: RSS heatgate / ThingsBoard GW",
+            f"{hg['rss_max_mib']:.1f} / {tb['rss_max_mib']:.1f} MiB = {result['rss_ratio']}",
+            "<= 0.6",
+        ),
+        (
+            "peer: requests/s at the simulator",
+            f"{hg['requests_per_s']} / {tb['requests_per_s']}",
+            "50 registers every 1 s",
+        ),
+        (
+            "peer: messages/s at the broker",
+            f"{hg['broker_messages_per_s']} / {tb['broker_messages_per_s']}",
+            f"heatgate policy: {result.get('policy', 'shipped')}",
+        ),
     ]
 
 
 def benches(args: argparse.Namespace) -> list[Bench]:
     return [
-        Bench("buffer", ["bench_buffer.py", "--records", "20000", "--backlog", "20000", "--wear-seconds", "2"], 300,
-              collect_buffer),
+        Bench(
+            "buffer",
+            ["bench_buffer.py", "--records", "20000", "--backlog", "20000", "--wear-seconds", "2"],
+            300,
+            collect_buffer,
+        ),
         Bench("publish", ["bench_publish.py"], 300, collect_publish),
         Bench("modbus", ["bench_modbus.py", "--polls", "30"], 120, collect_modbus),
         Bench("privacy", ["bench_privacy.py", "--readings", "100000"], 120, collect_privacy),
-        Bench("agent", ["bench_agent.py", "--duration-s", str(args.agent_duration_s),
-                        "--x100-duration-s", str(args.x100_duration_s), "--warmup-s", "8", "--json"],
-              120 + 2 * (args.agent_duration_s + args.x100_duration_s), collect_agent),
-        Bench("peer", ["bench_peer.py", "--duration-s", str(args.peer_duration_s), "--warmup-s", "8", "--json"],
-              1200 + 2 * args.peer_duration_s, collect_peer),
+        Bench(
+            "agent",
+            [
+                "bench_agent.py",
+                "--duration-s",
+                str(args.agent_duration_s),
+                "--x100-duration-s",
+                str(args.x100_duration_s),
+                "--warmup-s",
+                "8",
+                "--json",
+            ],
+            120 + 2 * (args.agent_duration_s + args.x100_duration_s),
+            collect_agent,
+        ),
+        Bench(
+            "peer",
+            ["bench_peer.py", "--duration-s", str(args.peer_duration_s), "--warmup-s", "8", "--json"],
+            1200 + 2 * args.peer_duration_s,
+            collect_peer,
+        ),
     ]
 
 
@@ -165,16 +211,24 @@ def main() -> int:
         print(f"running {bench.command()} ...", flush=True)
         started = time.monotonic()
         try:
-            done = subprocess.run([sys.executable, str(BENCH / bench.args[0]), *bench.args[1:]], cwd=REPO,
-                                  capture_output=True, text=True, timeout=bench.timeout_s)
+            done = subprocess.run(
+                [sys.executable, str(BENCH / bench.args[0]), *bench.args[1:]],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=bench.timeout_s,
+            )
             output = done.stdout + done.stderr
             failure = f"exit {done.returncode}" if done.returncode != 0 else ""
         except subprocess.TimeoutExpired as exc:
             output = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
             failure = f"timed out after {bench.timeout_s:.0f} s"
         (out / f"{bench.key}.log").write_text(output)
-        print(f"  {time.monotonic() - started:.0f} s{', ' + failure if failure else ''}; output in "
-              f"{out / (bench.key + '.log')}", flush=True)
+        print(
+            f"  {time.monotonic() - started:.0f} s{', ' + failure if failure else ''}; output in "
+            f"{out / (bench.key + '.log')}",
+            flush=True,
+        )
         try:
             for figure, value, note in bench.collect(output):
                 rows.append((figure, value, note, bench.command()))
@@ -183,8 +237,10 @@ def main() -> int:
     machine = machine_description()
     print()
     print(f"# heatgate benchmarks — {machine['date']}")
-    print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']} RAM, {machine['os']}, "
-          f"Python {machine['python']}")
+    print(
+        f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']} RAM, {machine['os']}, "
+        f"Python {machine['python']}"
+    )
     width_figure = max((len(r[0]) for r in rows), default=10)
     width_value = max((len(r[1]) for r in rows), default=10)
     print(f"{'figure':<{width_figure}}  {'value':<{width_value}}  target / note")

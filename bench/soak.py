@@ -4,7 +4,7 @@
     .venv/bin/python bench/soak.py --duration-s 120         # a check of the bench itself
     .venv/bin/python bench/soak.py --json-out soak.json
 
-What runs: ``python -m agent run`` with the shipped example config's settings (only ports and
+What runs: ``python -m heatgate run`` with the shipped example config's settings (only ports and
 paths changed) and the shipped privacy policy, against the example's four simulators, each its
 own process (heat pump over Modbus TCP, energy meter over Modbus RTU on a pseudo-terminal,
 DSMR 5 P1 telegrams every second, a Z-Wave controller: home load); a real Mosquitto with
@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from peer_support.measure import ProcessSampler, machine_description
 
-from agent.cli.cmd import Endpoint, SendError, exchange
-from agent.localbroker import Broker
+from heatgate.agent.cli.cmd import Endpoint, SendError, exchange
+from heatgate.agent.devtools.localbroker import Broker
 from tests.support.agent_harness import HarnessError, wait_until
 from tests.support.shipped import (
     ShippedGateway,
@@ -78,11 +78,14 @@ class Events:
 
 def plan_from(args: argparse.Namespace) -> Plan:
     scale = args.duration_s / HOUR_S
-    return Plan(duration_s=args.duration_s,
-                fault_every_s=args.fault_every_s or FAULT_EVERY_HOUR_S * scale,
-                command_every_s=args.command_every_s or COMMAND_EVERY_HOUR_S * scale,
-                restart_at_s=args.restart_at_s if args.restart_at_s is not None else args.duration_s / 2,
-                restart_down_s=args.restart_down_s, sample_every_s=args.sample_every_s)
+    return Plan(
+        duration_s=args.duration_s,
+        fault_every_s=args.fault_every_s or FAULT_EVERY_HOUR_S * scale,
+        command_every_s=args.command_every_s or COMMAND_EVERY_HOUR_S * scale,
+        restart_at_s=args.restart_at_s if args.restart_at_s is not None else args.duration_s / 2,
+        restart_down_s=args.restart_down_s,
+        sample_every_s=args.sample_every_s,
+    )
 
 
 def received(subscriber: Subscriber) -> list[tuple[str, float, str]]:
@@ -114,8 +117,14 @@ def run(plan: Plan, root: Path) -> dict[str, Any]:
     broker = Broker(root / "broker", persistence=True)
     broker.start()
     sims = ShippedSims(root / "sims").start()
-    subscriber = Subscriber("127.0.0.1", broker.port, ["#"], client_id="soak-backend", clean_start=False,
-                            session_expiry_s=int(plan.duration_s) + 3600).start()
+    subscriber = Subscriber(
+        "127.0.0.1",
+        broker.port,
+        ["#"],
+        client_id="soak-backend",
+        clean_start=False,
+        session_expiry_s=int(plan.duration_s) + 3600,
+    ).start()
     gateway = ShippedGateway(root / "gw", broker_url=broker.url, sims=sims)
     events = Events()
     sampler: ProcessSampler | None = None
@@ -136,8 +145,10 @@ def run(plan: Plan, root: Path) -> dict[str, Any]:
         endpoint = Endpoint(host="127.0.0.1", port=broker.port, tls=None)
         while (now := time.monotonic() - start) < plan.duration_s:
             if not gateway.running:
-                raise HarnessError(f"the agent exited with {gateway.process.poll() if gateway.process else None}:\n"
-                                   + gateway.log_tail())
+                raise HarnessError(
+                    f"the agent exited with {gateway.process.poll() if gateway.process else None}:\n"
+                    + gateway.log_tail()
+                )
             if not restarted and now >= plan.restart_at_s:
                 broker.stop()
                 stopped_at = time.monotonic() - start
@@ -155,8 +166,13 @@ def run(plan: Plan, root: Path) -> dict[str, Any]:
                 print(f"[{now:7.1f} s] fault {code} injected", flush=True)
             if now >= next_command:
                 try:
-                    response = exchange(endpoint, gateway.topic("cmd/ping"), gateway.topic("cmd/response"),
-                                        gateway.signed("ping"), wait_s=30.0)
+                    response = exchange(
+                        endpoint,
+                        gateway.topic("cmd/ping"),
+                        gateway.topic("cmd/response"),
+                        gateway.signed("ping"),
+                        wait_s=30.0,
+                    )
                     outcome: str = response.outcome
                 except SendError as exc:
                     outcome = f"no answer: {exc.reason}"
@@ -169,8 +185,12 @@ def run(plan: Plan, root: Path) -> dict[str, Any]:
             time.sleep(0.5)
         sampler.stop()
         try:  # let what was committed so far go out, so that the stop is judged on its own
-            wait_until(lambda: {row[0] for row in committed_log(gateway)} <= {r[0] for r in received(subscriber)},
-                       timeout_s=30, what="the records committed so far at the subscriber", poll_s=0.5)
+            wait_until(
+                lambda: {row[0] for row in committed_log(gateway)} <= {r[0] for r in received(subscriber)},
+                timeout_s=30,
+                what="the records committed so far at the subscriber",
+                poll_s=0.5,
+            )
         except HarnessError:
             pass  # reported as left in the buffer / missing
         stop_s = time.time()
@@ -180,12 +200,17 @@ def run(plan: Plan, root: Path) -> dict[str, Any]:
         at_stop = {row[0] for row in log if row[2] >= stop_s}
         buffered = still_buffered(gateway)
         try:  # what the broker still had in flight for the subscriber
-            wait_until(lambda: set(committed) - buffered <= {r[0] for r in received(subscriber)}, timeout_s=30,
-                       what="every committed record at the subscriber", poll_s=0.5)
+            wait_until(
+                lambda: set(committed) - buffered <= {r[0] for r in received(subscriber)},
+                timeout_s=30,
+                what="every committed record at the subscriber",
+                poll_s=0.5,
+            )
         except HarnessError:
             pass
-        return report(plan, events, start, broker, gateway, sampler, subscriber, committed, buffered, at_stop,
-                      exit_code)
+        return report(
+            plan, events, start, broker, gateway, sampler, subscriber, committed, buffered, at_stop, exit_code
+        )
     finally:
         gateway.close()
         subscriber.stop()
@@ -193,9 +218,19 @@ def run(plan: Plan, root: Path) -> dict[str, Any]:
         broker.stop()
 
 
-def report(plan: Plan, events: Events, start: float, broker: Broker, gateway: ShippedGateway,
-           sampler: ProcessSampler, subscriber: Subscriber, committed: list[str], buffered: set[str],
-           at_stop: set[str], exit_code: int | None) -> dict[str, Any]:
+def report(
+    plan: Plan,
+    events: Events,
+    start: float,
+    broker: Broker,
+    gateway: ShippedGateway,
+    sampler: ProcessSampler,
+    subscriber: Subscriber,
+    committed: list[str],
+    buffered: set[str],
+    at_stop: set[str],
+    exit_code: int | None,
+) -> dict[str, Any]:
     """``at_stop``: records committed by the clean stop itself (the open aggregation windows
     closed, ``agent.stop``); those left in the buffer go out at the next start."""
     arrivals = received(subscriber)
@@ -248,8 +283,10 @@ def report(plan: Plan, events: Events, start: float, broker: Broker, gateway: Sh
 
 def print_table(result: dict[str, Any]) -> None:
     plan = result["plan"]
-    print(f"\nsoak: {plan['duration_s']:g} s on the shipped defaults; faults every {plan['fault_every_s']:g} s, "
-          f"a command every {plan['command_every_s']:g} s, broker restart at {plan['restart_at_s']:g} s")
+    print(
+        f"\nsoak: {plan['duration_s']:g} s on the shipped defaults; faults every {plan['fault_every_s']:g} s, "
+        f"a command every {plan['command_every_s']:g} s, broker restart at {plan['restart_at_s']:g} s"
+    )
     rows = [
         ("broker connections (at the broker)", result["broker_connections"], "2 (start + restart)"),
         ("records committed", result["records_committed"], ""),
@@ -257,19 +294,31 @@ def print_table(result: dict[str, Any]) -> None:
         ("missing", result["records_missing"], "0"),
         ("committed by the clean stop (windows closed)", result["records_committed_at_stop"], ""),
         ("left in buffer, committed before the stop", result["records_left_in_buffer_from_before_stop"], "0"),
-        ("left in buffer, committed by the stop", result["records_left_in_buffer"]
-         - result["records_left_in_buffer_from_before_stop"], "sent at next start"),
-        ("duplicate ids / extra copies", f"{result['duplicate_ids']} / {result['duplicate_copies']}",
-         "around the restart only"),
+        (
+            "left in buffer, committed by the stop",
+            result["records_left_in_buffer"] - result["records_left_in_buffer_from_before_stop"],
+            "sent at next start",
+        ),
+        (
+            "duplicate ids / extra copies",
+            f"{result['duplicate_ids']} / {result['duplicate_copies']}",
+            "around the restart only",
+        ),
         ("extra copies around the restart", result["duplicate_copies_around_restart"], ""),
-        ("RSS start / end / max (MiB)", f"{result['rss_start_mib']} / {result['rss_end_mib']} / "
-         f"{result['rss_max_mib']}", "flat"),
+        (
+            "RSS start / end / max (MiB)",
+            f"{result['rss_start_mib']} / {result['rss_end_mib']} / {result['rss_max_mib']}",
+            "flat",
+        ),
         ("CPU (% of one core)", result["cpu_percent_of_a_core"], ""),
         ("commands answered / sent", f"{result['commands_answered']} / {result['commands_sent']}", "all"),
         ("messages on cmd/response", result["messages_on_cmd_response"], "= commands sent"),
         ("security (audit) records delivered", result["security_records_delivered"], ""),
-        ("faults injected / fault records delivered",
-         f"{result['faults_injected']} / {result['fault_records_delivered']}", ""),
+        (
+            "faults injected / fault records delivered",
+            f"{result['faults_injected']} / {result['fault_records_delivered']}",
+            "",
+        ),
         ("agent exit code (SIGTERM)", result["agent_exit_code"], "0"),
     ]
     width = max(len(r[0]) for r in rows)
@@ -299,10 +348,13 @@ def main() -> int:
     print_table(result)
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")
-    ok = (result["broker_connections"] <= 2 and result["records_missing"] == 0
-          and result["records_left_in_buffer_from_before_stop"] == 0
-          and result["commands_answered"] == result["commands_sent"]
-          and result["messages_on_cmd_response"] == result["commands_sent"])
+    ok = (
+        result["broker_connections"] <= 2
+        and result["records_missing"] == 0
+        and result["records_left_in_buffer_from_before_stop"] == 0
+        and result["commands_answered"] == result["commands_sent"]
+        and result["messages_on_cmd_response"] == result["commands_sent"]
+    )
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

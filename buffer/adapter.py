@@ -38,10 +38,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from buffer.aead import DEFAULT_CIPHER, check_cipher
-from buffer.api import BufferError, BufferStats, NewRecord, StoredRecord
-from buffer.errors import BufferClosed, RecordsNotStored
-from buffer.store import Store
+from heatgate.buffer.aead import DEFAULT_CIPHER, check_cipher
+from heatgate.buffer.api import BufferError, BufferStats, NewRecord, StoredRecord
+from heatgate.buffer.errors import BufferClosed, RecordsNotStored
+from heatgate.buffer.store import Store
 
 __all__ = ["AsyncBuffer", "open_buffer"]
 
@@ -103,8 +103,9 @@ async def open_buffer(
             raise
         return store
 
-    buffer = AsyncBuffer(asyncio.get_running_loop(), commit_interval_s=commit_interval_s,
-                         immediate_streams=immediate_streams)
+    buffer = AsyncBuffer(
+        asyncio.get_running_loop(), commit_interval_s=commit_interval_s, immediate_streams=immediate_streams
+    )
     await buffer._start(opener)
     return buffer
 
@@ -112,8 +113,13 @@ async def open_buffer(
 class _Op:
     __slots__ = ("fn", "future", "kind", "records")
 
-    def __init__(self, kind: str, future: asyncio.Future[Any], fn: Callable[[Store], Any] | None = None,
-                 records: Sequence[NewRecord] = ()) -> None:
+    def __init__(
+        self,
+        kind: str,
+        future: asyncio.Future[Any],
+        fn: Callable[[Store], Any] | None = None,
+        records: Sequence[NewRecord] = (),
+    ) -> None:
         self.kind = kind
         self.future = future
         self.fn = fn
@@ -123,8 +129,9 @@ class _Op:
 class AsyncBuffer:
     """Implements :class:`buffer.api.Buffer`; create with :func:`open_buffer`."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, commit_interval_s: float,
-                 immediate_streams: frozenset[str]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, *, commit_interval_s: float, immediate_streams: frozenset[str]
+    ) -> None:
         self._loop = loop
         self._commit_interval_s = commit_interval_s
         self._immediate = immediate_streams
@@ -134,8 +141,9 @@ class AsyncBuffer:
 
     async def _start(self, opener: Callable[[], Store]) -> None:
         ready: asyncio.Future[Any] = self._loop.create_future()
-        self._thread = threading.Thread(target=self._run, args=(opener, ready), name="heatgate-buffer-writer",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(opener, ready), name="heatgate-buffer-writer", daemon=True
+        )
         self._thread.start()
         try:
             await ready
@@ -221,8 +229,9 @@ class AsyncBuffer:
         result: T = await self._submit(_CALL, fn=fn)
         return result
 
-    async def _submit(self, kind: str, *, fn: Callable[[Store], Any] | None = None,
-                      records: Sequence[NewRecord] = ()) -> Any:
+    async def _submit(
+        self, kind: str, *, fn: Callable[[Store], Any] | None = None, records: Sequence[NewRecord] = ()
+    ) -> Any:
         if self._closed or self._thread is None or not self._thread.is_alive():
             raise BufferClosed()
         future: asyncio.Future[Any] = self._loop.create_future()

@@ -13,7 +13,7 @@ import os
 import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from buffer.errors import UnknownCipher
+from heatgate.buffer.errors import UnknownCipher
 
 __all__ = ["CIPHERS", "DEFAULT_CIPHER", "NONCE_BYTES", "RecordCipher", "associated_data", "check_cipher"]
 

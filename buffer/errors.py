@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from buffer.api import BufferError
+from heatgate.buffer.api import BufferError
 
 __all__ = [
     "BufferBusy",

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from buffer.errors import KeyFileError
+from heatgate.buffer.errors import KeyFileError
 
 __all__ = [
     "MASTER_KEY_BYTES",
@@ -66,8 +66,7 @@ def _read_key(path: Path, *, check_mode: bool) -> bytes:
         if check_mode and info.st_mode & 0o077:
             raise KeyFileError(
                 path,
-                f"mode {stat.S_IMODE(info.st_mode):04o} lets group or others access it; "
-                f"run: chmod 600 {path}",
+                f"mode {stat.S_IMODE(info.st_mode):04o} lets group or others access it; run: chmod 600 {path}",
             )
         raw = os.read(fd, 4096)
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from buffer.api import BufferError
+from heatgate.buffer.api import BufferError
 
 __all__ = ["SCHEMA_VERSION", "SchemaTooNew", "migrate"]
 

@@ -20,14 +20,14 @@ import sqlite_utils
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from agent.logs import get_logger
-from buffer.aead import RecordCipher, associated_data, check_cipher
-from buffer.api import BufferError, BufferStats, NewRecord, StoredRecord, StreamStats
-from buffer.epochs import default_epoch_s, epoch_window
-from buffer.errors import BufferBusy, MasterKeyMismatch, RecordsNotStored
-from buffer.keys import DerivedKeys
-from buffer.schema import migrate
-from buffer.turnstile import Turnstile
+from heatgate.buffer.aead import RecordCipher, associated_data, check_cipher
+from heatgate.buffer.api import BufferError, BufferStats, NewRecord, StoredRecord, StreamStats
+from heatgate.buffer.epochs import default_epoch_s, epoch_window
+from heatgate.buffer.errors import BufferBusy, MasterKeyMismatch, RecordsNotStored
+from heatgate.buffer.keys import DerivedKeys
+from heatgate.buffer.schema import migrate
+from heatgate.buffer.turnstile import Turnstile
+from heatgate.logs import get_logger
 
 log = get_logger("heatgate.buffer")
 
@@ -195,9 +195,17 @@ class Store:
         try:
             if local_command:
                 turnstile.hold(TURNSTILE_WAIT_S)
-            store = cls._open_with(path, master_key, turnstile, cap_bytes=cap_bytes, cipher=cipher,
-                                   retention_s=retention_s, epoch_s=epoch_s,
-                                   protected_streams=protected_streams, clock=clock)
+            store = cls._open_with(
+                path,
+                master_key,
+                turnstile,
+                cap_bytes=cap_bytes,
+                cipher=cipher,
+                retention_s=retention_s,
+                epoch_s=epoch_s,
+                protected_streams=protected_streams,
+                clock=clock,
+            )
         except BaseException:
             turnstile.close()
             raise
@@ -484,8 +492,11 @@ class Store:
             if payload is None:
                 bad.append((seq, stream))
                 continue
-            out.append(StoredRecord(id=rid, stream=stream, route=route, priority=priority, created_s=created_s,
-                                    payload=payload))
+            out.append(
+                StoredRecord(
+                    id=rid, stream=stream, route=route, priority=priority, created_s=created_s, payload=payload
+                )
+            )
             if len(out) >= limit:
                 break
         self._inflight.update(r.id for r in out)
@@ -493,8 +504,9 @@ class Store:
             self._quarantine(bad)
         return out
 
-    def _open(self, rid: str, stream: str, route: str, priority: int, created_s: float, number: int,
-              sealed: bytes) -> bytes | None:
+    def _open(
+        self, rid: str, stream: str, route: str, priority: int, created_s: float, number: int, sealed: bytes
+    ) -> bytes | None:
         epoch = self._epoch(number)
         if epoch is None or epoch.cipher is None or epoch.stream != stream:
             return None
@@ -638,8 +650,9 @@ class Store:
     def db_budget_bytes(self) -> int:
         return self.cap_bytes - self.wal_budget_bytes
 
-    def _enforce_cap(self, *, extra_bytes: int, incoming: Sequence[NewRecord] = (),
-                     for_incoming: bool = False) -> list[NewRecord]:
+    def _enforce_cap(
+        self, *, extra_bytes: int, incoming: Sequence[NewRecord] = (), for_incoming: bool = False
+    ) -> list[NewRecord]:
         """Evict until the live pages plus ``extra_bytes`` fit the budget (the cap's, or the
         disk's if that is smaller) with a 1 % margin. With ``for_incoming``, the room is for
         ``incoming`` (the records about to be inserted), which take part in the policy; returns
@@ -661,8 +674,9 @@ class Store:
         _, deleted = self._evict_by_policy(need_bytes, (), for_incoming=False)
         return deleted
 
-    def _evict_by_policy(self, need_bytes: int, incoming: Sequence[NewRecord], *,
-                         for_incoming: bool) -> tuple[list[NewRecord], int]:
+    def _evict_by_policy(
+        self, need_bytes: int, incoming: Sequence[NewRecord], *, for_incoming: bool
+    ) -> tuple[list[NewRecord], int]:
         """Make ``need_bytes`` of room, taking stored rows and ``incoming`` records (not yet
         inserted: the newest) as one population. Unprotected streams first: lowest priority
         (highest number) first, within a priority the stored rows oldest first, then incoming
@@ -697,8 +711,10 @@ class Store:
                         self._count(stream, "evicted", count)
                 if not protected and freed < need_bytes:
                     dropped: dict[str, int] = {}
-                    for record in sorted((r for r in kept if r.priority == priority
-                                          and r.stream not in self._protected), key=lambda r: r.created_s):
+                    for record in sorted(
+                        (r for r in kept if r.priority == priority and r.stream not in self._protected),
+                        key=lambda r: r.created_s,
+                    ):
                         if freed >= need_bytes:
                             break
                         kept.remove(record)
@@ -800,8 +816,11 @@ class Store:
             self._raise_alarm("disk_full_records_dropped")
         if any(r.stream in self._protected for r in batch):
             self._raise_alarm("disk_full_records_rejected")
-        log.error("buffer_disk_full_records_not_stored", records=len(batch),
-                  rejected=sum(r.stream in self._protected for r in batch))
+        log.error(
+            "buffer_disk_full_records_not_stored",
+            records=len(batch),
+            rejected=sum(r.stream in self._protected for r in batch),
+        )
         self._save_unsaved()
 
     def take_not_stored(self) -> RecordsNotStored | None:
@@ -870,8 +889,11 @@ class Store:
             if payload is None:
                 bad.append((seq, stream))
                 continue
-            out.append(StoredRecord(id=rid, stream=stream, route=route, priority=priority, created_s=created_s,
-                                    payload=payload))
+            out.append(
+                StoredRecord(
+                    id=rid, stream=stream, route=route, priority=priority, created_s=created_s, payload=payload
+                )
+            )
         if bad:
             self._quarantine(bad)
         return out
@@ -1029,8 +1051,8 @@ def _check_or_init_keys(conn: sqlite3.Connection, path: Path, master_key: bytes)
     salt = os.urandom(16)
     keys = DerivedKeys(master_key, salt)
     conn.execute("BEGIN IMMEDIATE")
-    conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('salt', ?), ('key_check', ?)",
-                 (salt, keys.check_value))
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (name, value) VALUES ('salt', ?), ('key_check', ?)", (salt, keys.check_value)
+    )
     conn.execute("COMMIT")
     return keys
-

@@ -26,7 +26,7 @@ import os
 import time
 from pathlib import Path
 
-from buffer.errors import BufferBusy
+from heatgate.buffer.errors import BufferBusy
 
 __all__ = ["Turnstile", "turnstile_path"]
 
@@ -51,8 +51,9 @@ class Turnstile:
         """Take the turnstile exclusively (a local command); raise :class:`BufferBusy` if
         another local command still holds it after ``wait_s``."""
         if not self._acquire(fcntl.LOCK_EX, wait_s):
-            raise BufferBusy(self.path.with_name(self.path.name.removesuffix("-turnstile")), wait_s,
-                             "another local heatgate command")
+            raise BufferBusy(
+                self.path.with_name(self.path.name.removesuffix("-turnstile")), wait_s, "another local heatgate command"
+            )
         self._held = True
 
     def pass_through(self, wait_s: float) -> bool:

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import serial
 
-from agent.backoff import Backoff
-from drivers.reading import DriverError
+from heatgate.backoff import Backoff
+from heatgate.drivers.reading import DriverError
 
 __all__ = ["LineSettings", "PortLost", "PortUnavailable", "SerialLink", "line_settings"]
 
@@ -100,7 +100,9 @@ class SerialLink:
             )
         except (serial.SerialException, OSError, ValueError) as exc:
             raise PortUnavailable(
-                f"cannot open {self.path}: {exc}", path=self.path, errno_=getattr(exc, "errno", None),
+                f"cannot open {self.path}: {exc}",
+                path=self.path,
+                errno_=getattr(exc, "errno", None),
                 source=self.source,
             ) from exc
         self._serial = port
@@ -114,8 +116,7 @@ class SerialLink:
             termios.tcsetattr(self._fd, termios.TCSANOW, attrs)
         except termios.error as exc:
             self.close()
-            raise PortUnavailable(f"cannot configure {self.path}: {exc}", path=self.path,
-                                  source=self.source) from exc
+            raise PortUnavailable(f"cannot configure {self.path}: {exc}", path=self.path, source=self.source) from exc
 
     def close(self) -> None:
         port, self._serial = self._serial, None
@@ -141,8 +142,9 @@ class SerialLink:
                 await self._wait(fd, writable=False)
                 continue
             except OSError as exc:
-                raise PortLost(f"{self.path}: {os.strerror(exc.errno or errno.EIO)}", path=self.path,
-                               source=self.source) from exc
+                raise PortLost(
+                    f"{self.path}: {os.strerror(exc.errno or errno.EIO)}", path=self.path, source=self.source
+                ) from exc
             if not data:
                 raise PortLost(f"{self.path}: end of file (hung up)", path=self.path, source=self.source)
             return data
@@ -157,8 +159,9 @@ class SerialLink:
                 await self._wait(fd, writable=True)
                 continue
             except OSError as exc:
-                raise PortLost(f"{self.path}: {os.strerror(exc.errno or errno.EIO)}", path=self.path,
-                               source=self.source) from exc
+                raise PortLost(
+                    f"{self.path}: {os.strerror(exc.errno or errno.EIO)}", path=self.path, source=self.source
+                ) from exc
             view = view[written:]
 
     def _require_fd(self) -> int:
@@ -207,8 +210,9 @@ class PortKeeper:
     own, e.g. ``no_controller``); ``losses`` counts ports lost while open; ``last_error`` says why
     the port is not open (None while it is)."""
 
-    def __init__(self, path: str, settings: LineSettings, *, source: str, event_prefix: str,
-                 backoff: Backoff, log: Any) -> None:
+    def __init__(
+        self, path: str, settings: LineSettings, *, source: str, event_prefix: str, backoff: Backoff, log: Any
+    ) -> None:
         self.path = path
         self.settings = settings
         self.source = source
@@ -219,8 +223,9 @@ class PortKeeper:
         self.losses = 0
         self.last_error: str | None = None
 
-    async def run(self, session: Callable[[SerialLink], Awaitable[None]], *,
-                  after_session: Callable[[], None] | None = None) -> None:
+    async def run(
+        self, session: Callable[[SerialLink], Awaitable[None]], *, after_session: Callable[[], None] | None = None
+    ) -> None:
         """Run ``session`` on the open port for ever (until cancelled). A session that returns or
         raises PortLost (alone or in an exception group) is followed by a reopen after backoff."""
         link = SerialLink(self.path, self.settings, source=self.source)
@@ -231,8 +236,12 @@ class PortKeeper:
                     link.open()
                 except PortUnavailable as exc:
                     if not was_down:
-                        self.log.warning(f"{self.event_prefix}.port_unavailable", source=self.source,
-                                         port_path=self.path, errno=exc.errno)
+                        self.log.warning(
+                            f"{self.event_prefix}.port_unavailable",
+                            source=self.source,
+                            port_path=self.path,
+                            errno=exc.errno,
+                        )
                         was_down = True
                     self.state = "unavailable"
                     self.last_error = str(exc)
@@ -240,8 +249,7 @@ class PortKeeper:
                     continue
                 self.state = "open"
                 self.last_error = None
-                self.log.info(f"{self.event_prefix}.port_open", source=self.source, port_path=self.path,
-                              back=was_down)
+                self.log.info(f"{self.event_prefix}.port_open", source=self.source, port_path=self.path, back=was_down)
                 was_down = False
                 try:
                     await session(link)

@@ -8,12 +8,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.commands.dispatch import CommandContext, CommandFailed, CommandProcessor, Handler, Response
-from agent.commands.keys import key_id
-from agent.commands.limiter import DEFAULT_UNVERIFIED_PER_MIN, DEFAULT_VERIFIED_PER_MIN
-from agent.commands.nonces import NonceStore, StateStore
-from agent.commands.verify import CommandVerifier
-from agent.payloads import AuditBody
+from heatgate.agent.commands.dispatch import CommandContext, CommandFailed, CommandProcessor, Handler, Response
+from heatgate.agent.commands.keys import key_id
+from heatgate.agent.commands.limiter import DEFAULT_UNVERIFIED_PER_MIN, DEFAULT_VERIFIED_PER_MIN
+from heatgate.agent.commands.nonces import NonceStore, StateStore
+from heatgate.agent.commands.verify import CommandVerifier
+from heatgate.agent.payloads import AuditBody
 
 GATEWAY = "gw-test-0001"
 NOW_S = 1_714_567_800
@@ -86,27 +86,51 @@ class Calls:
         privacy = self.privacy
         return {
             "status": self.status,
-            "privacy.object": privacy, "privacy.withdraw_objection": privacy,
-            "privacy.restrict": privacy, "privacy.lift": privacy,
-            "privacy.consent": privacy, "privacy.withdraw_consent": privacy,
+            "privacy.object": privacy,
+            "privacy.withdraw_objection": privacy,
+            "privacy.restrict": privacy,
+            "privacy.lift": privacy,
+            "privacy.consent": privacy,
+            "privacy.withdraw_consent": privacy,
             "privacy.erase": privacy,
             "privacy.export": self.export,
             "device.write": self.write,
         }
 
 
-async def make_processor(state: StateStore, keys: Keys, clock: Clock, *, calls: Calls | None = None,
-                         audit: AuditLog | None = None, max_entries: int = 4096,
-                         unverified_per_min: int = DEFAULT_UNVERIFIED_PER_MIN,
-                         verified_per_min: int = DEFAULT_VERIFIED_PER_MIN,
-                         **verifier_options: Any) -> tuple[CommandProcessor, Calls, AuditLog, NonceStore]:
+async def make_processor(
+    state: StateStore,
+    keys: Keys,
+    clock: Clock,
+    *,
+    calls: Calls | None = None,
+    audit: AuditLog | None = None,
+    max_entries: int = 4096,
+    unverified_per_min: int = DEFAULT_UNVERIFIED_PER_MIN,
+    verified_per_min: int = DEFAULT_VERIFIED_PER_MIN,
+    **verifier_options: Any,
+) -> tuple[CommandProcessor, Calls, AuditLog, NonceStore]:
     nonces = await NonceStore.load(state, clock=clock, max_entries=max_entries)
-    verifier = CommandVerifier(GATEWAY, keys.command_keys(), keys.approval_keys(), nonces, clock=clock,
-                               write_bounds=write_bounds, **verifier_options)
+    verifier = CommandVerifier(
+        GATEWAY,
+        keys.command_keys(),
+        keys.approval_keys(),
+        nonces,
+        clock=clock,
+        write_bounds=write_bounds,
+        **verifier_options,
+    )
     calls = calls or Calls()
     audit = audit or AuditLog()
-    processor = CommandProcessor(verifier, calls.handlers(), audit, clock=clock, monotonic=clock,
-                                 unverified_per_min=unverified_per_min, verified_per_min=verified_per_min)
+    processor = CommandProcessor(
+        verifier,
+        calls.handlers(),
+        audit,
+        clock=clock,
+        monotonic=clock,
+        unverified_per_min=unverified_per_min,
+        verified_per_min=verified_per_min,
+    )
     return processor, calls, audit, nonces
 
 

@@ -6,14 +6,14 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from agent.config import GatewayConfig
-from agent.privacy.pipeline import Pipeline
-from agent.privacy.policy import Policy, load_policy
-from agent.privacy.pseudonym import PseudonymKeys
-from agent.privacy.state import PrivacyState
-from buffer.api import NewRecord
-from config import data_path
-from drivers.reading import PointKind, Quality, Reading
+from heatgate.agent.config import GatewayConfig
+from heatgate.agent.privacy.pipeline import Pipeline
+from heatgate.agent.privacy.policy import Policy, load_policy
+from heatgate.agent.privacy.pseudonym import PseudonymKeys
+from heatgate.agent.privacy.state import PrivacyState
+from heatgate.buffer.api import NewRecord
+from heatgate.config import data_path
+from heatgate.drivers.reading import PointKind, Quality, Reading
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
 
@@ -26,25 +26,54 @@ def shipped_policy() -> Policy:
 
 
 def make_pipeline(
-    *, region: str = "3511 AB", gateway_id: str = "gw-test-0001", policy: Policy | None = None,
-    store: Any = None, clock: Callable[[], float] = lambda: T0,
+    *,
+    region: str = "3511 AB",
+    gateway_id: str = "gw-test-0001",
+    policy: Policy | None = None,
+    store: Any = None,
+    clock: Callable[[], float] = lambda: T0,
 ) -> Pipeline:
     store = store if store is not None else MemoryState()
 
     async def build() -> Pipeline:
         state = await PrivacyState.load(store, clock=clock)
         keys = await PseudonymKeys.load(store, clock=clock)
-        return Pipeline(policy or shipped_policy(), gateway=GatewayConfig(id=gateway_id, region=region),
-                        keys=keys, state=state, clock=clock)
+        return Pipeline(
+            policy or shipped_policy(),
+            gateway=GatewayConfig(id=gateway_id, region=region),
+            keys=keys,
+            state=state,
+            clock=clock,
+        )
 
     return run_async(build())
 
 
-def reading(point: str, kind: PointKind, value: Any, ts: float, *, device: str = "hp1", source: str = "hp",
-            device_type: str = "heat-pump", quality: Quality = Quality.OK, text: str | None = None,
-            unit: str | None = None) -> Reading:
-    return Reading(source=source, device=device, device_type=device_type, point=point, kind=kind, value=value,
-                   ts=ts, quality=quality, text=text, unit=unit)
+def reading(
+    point: str,
+    kind: PointKind,
+    value: Any,
+    ts: float,
+    *,
+    device: str = "hp1",
+    source: str = "hp",
+    device_type: str = "heat-pump",
+    quality: Quality = Quality.OK,
+    text: str | None = None,
+    unit: str | None = None,
+) -> Reading:
+    return Reading(
+        source=source,
+        device=device,
+        device_type=device_type,
+        point=point,
+        kind=kind,
+        value=value,
+        ts=ts,
+        quality=quality,
+        text=text,
+        unit=unit,
+    )
 
 
 def bodies(records: list[NewRecord], stream: str | None = None) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.backoff import Backoff, full_jitter_delay_s
+from heatgate.backoff import Backoff, full_jitter_delay_s
 
 
 @given(attempt=st.integers(0, 200), min_s=st.floats(0.01, 10), max_s=st.floats(10, 3600), seed=st.integers())

@@ -17,8 +17,14 @@ from tests.support.subscriber import Subscriber
 pytestmark = pytest.mark.broker
 
 
-def _publish_once(broker: Broker, tls: ssl.SSLContext | None, topic: str, payload: bytes,
-                  username: str | None = None, password: str | None = None) -> None:
+def _publish_once(
+    broker: Broker,
+    tls: ssl.SSLContext | None,
+    topic: str,
+    payload: bytes,
+    username: str | None = None,
+    password: str | None = None,
+) -> None:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     if tls is not None:
         client.tls_set_context(tls)
@@ -87,7 +93,8 @@ def test_wrong_ca_refused(tls_broker: Broker, tmp_path_factory: pytest.TempPathF
 
 def test_password_and_acl(broker_factory: Callable[..., Broker]) -> None:
     broker = broker_factory(
-        "auth", users={"gw": "pw-gw", "backend": "pw-be"},
+        "auth",
+        users={"gw": "pw-gw", "backend": "pw-be"},
         acl="user gw\ntopic write heatgate/#\nuser backend\ntopic read heatgate/#\n",
     )
     with Subscriber("127.0.0.1", broker.port, ["heatgate/#", "other/#"], username="backend", password="pw-be") as sub:

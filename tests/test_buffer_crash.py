@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from buffer.adapter import open_buffer
+from heatgate.buffer.adapter import open_buffer
 from tests.buffer_support import RETENTION_S, integrity
 from tests.buffer_support.writer import payload_for
 from tests.support.leaks import run_async
@@ -26,7 +26,9 @@ def run_and_kill(db: Path, min_lines: int, rng: random.Random) -> tuple[set[str]
     with open(errors, "wb") as err_file:
         child = subprocess.Popen(
             [sys.executable, "-m", "tests.buffer_support.writer", str(db), KEY.hex(), "0.05"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=err_file,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=err_file,
         )
     assert child.stdout is not None
     seen: list[bytes] = []

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from buffer.adapter import AsyncBuffer, open_buffer
-from buffer.api import BufferError, BufferStats
-from buffer.errors import RecordsNotStored
-from buffer.ids import IdGenerator
+from heatgate.buffer.adapter import AsyncBuffer, open_buffer
+from heatgate.buffer.api import BufferError, BufferStats
+from heatgate.buffer.errors import RecordsNotStored
+from heatgate.buffer.ids import IdGenerator
 from tests.buffer_support import RETENTION_S, T0, Clock, integrity, records, sql
 from tests.support.leaks import run_async
 from tests.support.tmpfs import tmpfs
@@ -49,8 +49,9 @@ def _fill(path: Path, leave_bytes: int = 0) -> None:
 
 async def _open(db: Path, commit_interval_s: float = 0.0) -> AsyncBuffer:
     # A cap far above the file system's size: only the disk can stop it.
-    return await open_buffer(db, KEY, cap_bytes=64 << 20, commit_interval_s=commit_interval_s,
-                             retention_s=RETENTION_S, clock=Clock())
+    return await open_buffer(
+        db, KEY, cap_bytes=64 << 20, commit_interval_s=commit_interval_s, retention_s=RETENTION_S, clock=Clock()
+    )
 
 
 def _by_stream(db: Path, table: str = "records") -> dict[str, int]:
@@ -62,10 +63,12 @@ def _counter(db: Path, stream: str, name: str) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-@pytest.mark.parametrize(("trigger", "leave_kib"), [("fault", 0), ("fault", 64), ("fault", 128),
-                                                  ("close", 64), ("close", 128)])
-def test_a_commit_on_a_full_disk_never_evicts_service_for_telemetry(small_fs: Path, trigger: str,
-                                                                   leave_kib: int) -> None:
+@pytest.mark.parametrize(
+    ("trigger", "leave_kib"), [("fault", 0), ("fault", 64), ("fault", 128), ("close", 64), ("close", 128)]
+)
+def test_a_commit_on_a_full_disk_never_evicts_service_for_telemetry(
+    small_fs: Path, trigger: str, leave_kib: int
+) -> None:
     """Telemetry puts wait in the open transaction; another file fills the disk; then the
     transaction is committed, by a fault record (service commits at once) or by close() (the
     agent's stop). The recovery must make room from telemetry, committed or pending, never from
@@ -83,9 +86,10 @@ def test_a_commit_on_a_full_disk_never_evicts_service_for_telemetry(small_fs: Pa
         await seeding.put(records("telemetry", 20, created_s=T0 + 1, size=600, ids=ids))
         await seeding.close()
         buffer = await _open(db, commit_interval_s=3600.0)
-        pending = [asyncio.ensure_future(buffer.put(records("telemetry", 40, created_s=T0 + 10 + i, size=600,
-                                                            ids=ids)))
-                   for i in range(6)]
+        pending = [
+            asyncio.ensure_future(buffer.put(records("telemetry", 40, created_s=T0 + 10 + i, size=600, ids=ids)))
+            for i in range(6)
+        ]
         await asyncio.sleep(0.2)  # the puts are in the open transaction, waiting for its commit
         _fill(filler, leave_kib * 1024)
         fault_outcome: BaseException | None = None
@@ -180,9 +184,9 @@ def test_a_healthy_database_on_a_full_disk_is_not_quarantined(small_fs: Path) ->
     with pytest.raises(BufferError, match=r"full|I/O"):
         run_async(_open(db))
     # (b.db-turnstile, the empty lock file of buffer/turnstile.py, is not a database file)
-    assert sorted(p.name for p in small_fs.iterdir() if p.name.startswith("b.db")
-                  and not p.name.endswith("-turnstile")) in (
-        ["b.db"], ["b.db", "b.db-shm"], ["b.db", "b.db-shm", "b.db-wal"], ["b.db", "b.db-wal"])
+    assert sorted(
+        p.name for p in small_fs.iterdir() if p.name.startswith("b.db") and not p.name.endswith("-turnstile")
+    ) in (["b.db"], ["b.db", "b.db-shm"], ["b.db", "b.db-shm", "b.db-wal"], ["b.db", "b.db-wal"])
     assert db.read_bytes() == before
     filler.unlink()
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from buffer.adapter import AsyncBuffer, open_buffer
-from buffer.ids import IdGenerator
+from heatgate.buffer.adapter import AsyncBuffer, open_buffer
+from heatgate.buffer.ids import IdGenerator
 from tests.buffer_support import RETENTION_S, T0, Clock, integrity, records, sql
 from tests.support.leaks import run_async
 from tests.support.tmpfs import tmpfs
@@ -19,8 +19,9 @@ CAP = 1 << 20
 
 
 async def _open(db: Path, cap_bytes: int = CAP) -> AsyncBuffer:
-    return await open_buffer(db, KEY, cap_bytes=cap_bytes, commit_interval_s=0.0, retention_s=RETENTION_S,
-                             clock=Clock())
+    return await open_buffer(
+        db, KEY, cap_bytes=cap_bytes, commit_interval_s=0.0, retention_s=RETENTION_S, clock=Clock()
+    )
 
 
 def test_cap_evicts_lowest_priority_oldest_first_never_service(tmp_path: Path) -> None:
@@ -54,7 +55,7 @@ def test_cap_evicts_lowest_priority_oldest_first_never_service(tmp_path: Path) -
             assert stats.streams["service"].queued == 100
             assert "over_cap_evicting" in stats.alarms
             kept = [r.id for r in await buffer.export_all() if r.stream == "telemetry"]
-            assert kept == [r.id for r in telemetry[-len(kept):]], "oldest evicted first"
+            assert kept == [r.id for r in telemetry[-len(kept) :]], "oldest evicted first"
             assert len(kept) + stats.streams["telemetry"].evicted == len(telemetry)
             # With only service left, service is evicted too (oldest first) rather than failing.
             await buffer.purge_stream("telemetry")

@@ -17,8 +17,8 @@ SCRIPT = textwrap.dedent("""
     import asyncio, json, os, sys
     from pathlib import Path
     os.umask(0o022)
-    from buffer.adapter import open_buffer
-    from buffer.api import NewRecord
+    from heatgate.buffer.adapter import open_buffer
+    from heatgate.buffer.api import NewRecord
 
     db = Path(sys.argv[1])
     modes = {}
@@ -50,8 +50,9 @@ SCRIPT = textwrap.dedent("""
 def test_buffer_files_are_0600_under_umask_022(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(state / "buffer.db")], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(state / "buffer.db")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     modes: dict[str, list[str]] = json.loads(result.stdout.strip().splitlines()[-1])
     names = set(modes)
@@ -78,15 +79,14 @@ def test_existing_wider_files_are_narrowed(tmp_path: Path) -> None:
     opener = textwrap.dedent("""
         import asyncio, sys
         from pathlib import Path
-        from buffer.adapter import open_buffer
+        from heatgate.buffer.adapter import open_buffer
         async def main():
             b = await open_buffer(Path(sys.argv[1]), b"k" * 32, cap_bytes=1 << 20, retention_s={"telemetry": 86400.0})
             await b.close()
         asyncio.run(main())
     """)
     try:
-        assert subprocess.run([sys.executable, "-c", opener, str(db)], capture_output=True,
-                              timeout=60).returncode == 0
+        assert subprocess.run([sys.executable, "-c", opener, str(db)], capture_output=True, timeout=60).returncode == 0
         for name in ("buffer.db", "buffer.db-wal", "buffer.db-shm"):
             path = state / name
             if path.exists():

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from buffer.adapter import open_buffer
-from buffer.errors import KeyFileError, MasterKeyMismatch
-from buffer.keys import create_master_key, load_master_key
+from heatgate.buffer.adapter import open_buffer
+from heatgate.buffer.errors import KeyFileError, MasterKeyMismatch
+from heatgate.buffer.keys import create_master_key, load_master_key
 from tests.buffer_support import RETENTION_S, T0, Clock, records, sql
 from tests.support.leaks import run_async
 

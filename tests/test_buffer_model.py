@@ -8,9 +8,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from buffer.adapter import AsyncBuffer, open_buffer
-from buffer.api import NewRecord
-from buffer.ids import IdGenerator
+from heatgate.buffer.adapter import AsyncBuffer, open_buffer
+from heatgate.buffer.api import NewRecord
+from heatgate.buffer.ids import IdGenerator
 from tests.buffer_support import PRIORITY, RETENTION_S, ROUTE, T0, Clock
 from tests.support.leaks import run_async
 
@@ -51,8 +51,16 @@ async def _run(db: Path, ops: list[tuple[str, object, object]]) -> None:
                 for _ in range(b):
                     tick += 1
                     rid = ids.new()
-                    batch.append(NewRecord(id=rid, stream=a, route=ROUTE[a], priority=PRIORITY[a],
-                                           created_s=T0 + tick, payload=rid.encode() * 2))
+                    batch.append(
+                        NewRecord(
+                            id=rid,
+                            stream=a,
+                            route=ROUTE[a],
+                            priority=PRIORITY[a],
+                            created_s=T0 + tick,
+                            payload=rid.encode() * 2,
+                        )
+                    )
                 await buffer.put(batch)
                 stored.update((r.id, r) for r in batch)
             elif kind == "take":

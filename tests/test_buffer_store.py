@@ -13,11 +13,11 @@ from typing import TypeVar
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from buffer.adapter import AsyncBuffer, open_buffer
-from buffer.aead import RecordCipher, associated_data
-from buffer.epochs import default_epoch_s
-from buffer.keys import DerivedKeys
-from buffer.store import _key_ad
+from heatgate.buffer.adapter import AsyncBuffer, open_buffer
+from heatgate.buffer.aead import RecordCipher, associated_data
+from heatgate.buffer.epochs import default_epoch_s
+from heatgate.buffer.keys import DerivedKeys
+from heatgate.buffer.store import _key_ad
 from tests.buffer_support import RETENTION_S, T0, Clock, integrity, raw_bytes, records, sql
 from tests.support.leaks import run_async
 
@@ -25,13 +25,20 @@ T = TypeVar("T")
 KEY = bytes(range(32))
 
 
-def with_buffer(db: Path, body: Callable[[AsyncBuffer], Awaitable[T]], *, clock: Clock | None = None,
-                **options: object) -> T:
+def with_buffer(
+    db: Path, body: Callable[[AsyncBuffer], Awaitable[T]], *, clock: Clock | None = None, **options: object
+) -> T:
     options.setdefault("commit_interval_s", 0.02)
 
     async def main() -> T:
-        buffer = await open_buffer(db, KEY, cap_bytes=int(options.pop("cap_bytes", 16 << 20)),  # type: ignore[call-overload]
-                                   retention_s=RETENTION_S, clock=clock or Clock(), **options)  # type: ignore[arg-type]
+        buffer = await open_buffer(
+            db,
+            KEY,
+            cap_bytes=int(options.pop("cap_bytes", 16 << 20)),  # type: ignore[call-overload]
+            retention_s=RETENTION_S,
+            clock=clock or Clock(),
+            **options,
+        )  # type: ignore[arg-type]
         try:
             return await body(buffer)
         finally:
@@ -239,8 +246,16 @@ def _current_data_keys(db: Path) -> dict[int, bytes]:
     for number, stream, start_s, end_s, cipher, wrapped in sql(
         db, "SELECT epoch, stream, start_s, end_s, cipher, wrapped FROM data_keys"
     ):
-        out[int(number)] = keys.unwrap(bytes(wrapped), _key_ad(int(number), str(stream), float(start_s),  # type: ignore[arg-type]
-                                                                float(end_s), str(cipher)))  # type: ignore[arg-type]
+        out[int(number)] = keys.unwrap(
+            bytes(wrapped),
+            _key_ad(
+                int(number),
+                str(stream),
+                float(start_s),  # type: ignore[arg-type]
+                float(end_s),
+                str(cipher),
+            ),
+        )  # type: ignore[arg-type]
     return out
 
 
@@ -288,7 +303,7 @@ def test_purge_and_erase_destroy_keys_and_rows(tmp_path: Path) -> None:
 
 
 def test_closed_buffer_refuses(tmp_path: Path) -> None:
-    from buffer.errors import BufferClosed
+    from heatgate.buffer.errors import BufferClosed
 
     async def main() -> None:
         buffer = await open_buffer(tmp_path / "b.db", KEY, cap_bytes=1 << 20, retention_s=RETENTION_S)
@@ -329,11 +344,17 @@ def test_take_never_hands_out_uncommitted_rows(tmp_path: Path) -> None:
 
 def test_integer_creation_time_survives_a_reopen(tmp_path: Path) -> None:
     """A record made with an int clock must still authenticate after SQLite hands back a float."""
-    from buffer.api import NewRecord
+    from heatgate.buffer.api import NewRecord
 
     db = tmp_path / "b.db"
-    record = NewRecord(id="01M80000000000000000000001", stream="telemetry", route="telemetry", priority=2,
-                       created_s=int(T0), payload=b'{"v":1}')
+    record = NewRecord(
+        id="01M80000000000000000000001",
+        stream="telemetry",
+        route="telemetry",
+        priority=2,
+        created_s=int(T0),
+        payload=b'{"v":1}',
+    )
 
     async def put(buffer: AsyncBuffer) -> None:
         await buffer.put([record])

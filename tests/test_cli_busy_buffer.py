@@ -33,8 +33,13 @@ COMMANDS: list[tuple[str, ...]] = [
 
 
 def _privacy(config: Path, *words: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent", "privacy", *words, "--config", str(config)],
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "heatgate", "privacy", *words, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.mark.broker
@@ -44,9 +49,13 @@ def test_every_privacy_command_succeeds_while_the_agent_writes_under_load(tmp_pa
     with LoadRig(tmp_path / "rig", load=100.0) as rig:
         gateway = rig.start()
         gateway.start()
-        gateway.wait_status(lambda s: s["broker"].get("connected") and any(
-            st.get("published", 0) for st in s["buffer"]["streams"].values()), timeout_s=60,
-            what="the agent publishing")
+        gateway.wait_status(
+            lambda s: (
+                s["broker"].get("connected") and any(st.get("published", 0) for st in s["buffer"]["streams"].values())
+            ),
+            timeout_s=60,
+            what="the agent publishing",
+        )
         for words in COMMANDS:
             result = _privacy(gateway.config_path, *words)
             assert result.returncode == 0, (words, result.stderr)
@@ -56,8 +65,9 @@ def test_every_privacy_command_succeeds_while_the_agent_writes_under_load(tmp_pa
         # after a restart: it dropped the data keys the erase destroyed instead of sealing new
         # records with them.
         published = gateway.wait_status(lambda s: True)["broker"]["published"]
-        gateway.wait_status(lambda s: s["broker"]["published"] > published + 50, timeout_s=30,
-                            what="publishing after the erase")
+        gateway.wait_status(
+            lambda s: s["broker"]["published"] > published + 50, timeout_s=30, what="publishing after the erase"
+        )
         assert gateway.stop() == 0
     stats = asyncio.run(_stats(gateway.config_path))
     assert sum(s.auth_failures for s in stats.streams.values()) == 0
@@ -65,15 +75,18 @@ def test_every_privacy_command_succeeds_while_the_agent_writes_under_load(tmp_pa
 
 
 async def _stats(config_path: Path):  # type: ignore[no-untyped-def]
-    from agent.config import load_config
-    from agent.privacy.policy import load_policy
-    from buffer.adapter import open_buffer
-    from buffer.keys import load_master_key
+    from heatgate.agent.config import load_config
+    from heatgate.agent.privacy.policy import load_policy
+    from heatgate.buffer.adapter import open_buffer
+    from heatgate.buffer.keys import load_master_key
 
     config = load_config(config_path).config
-    buffer = await open_buffer(config.buffer_path, load_master_key(config.master_key_path, None),
-                               cap_bytes=config.buffer.cap_bytes,
-                               retention_s=load_policy(config.policy_path).retention_s())
+    buffer = await open_buffer(
+        config.buffer_path,
+        load_master_key(config.master_key_path, None),
+        cap_bytes=config.buffer.cap_bytes,
+        retention_s=load_policy(config.policy_path).retention_s(),
+    )
     try:
         await buffer.export_all()  # opens every stored record: one sealed with a lost key is counted
         return await buffer.stats()
@@ -83,8 +96,8 @@ async def _stats(config_path: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
-    from buffer.keys import create_master_key
-    from config import data_path
+    from heatgate.buffer.keys import create_master_key
+    from heatgate.config import data_path
 
     text = data_path("heatgate.example.toml").read_text()
     text = text.replace('state_dir = "/tmp/heatgate-example"', f'state_dir = "{tmp_path / "state"}"')
@@ -96,7 +109,8 @@ def config_file(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("words", [("object", "analytics"), ("erase", "--yes"), ("export",)])
 def test_a_write_lock_held_beyond_the_timeout_is_one_sentence_and_exit_1(
-        config_file: Path, tmp_path: Path, words: tuple[str, ...]) -> None:
+    config_file: Path, tmp_path: Path, words: tuple[str, ...]
+) -> None:
     assert _privacy(config_file, "consent", "p1-15min").returncode == 0  # the buffer exists
     holder = sqlite3.connect(tmp_path / "state" / "buffer.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
@@ -119,9 +133,15 @@ def test_a_write_lock_held_beyond_the_timeout_is_one_sentence_and_exit_1(
 def test_a_second_local_command_waits_for_the_first(config_file: Path, tmp_path: Path) -> None:
     """Two local commands at once: the second waits at the turnstile, then succeeds."""
     assert _privacy(config_file, "consent", "p1-15min").returncode == 0
-    processes = [subprocess.Popen([sys.executable, "-m", "agent", "privacy", *words, "--config", str(config_file)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for words in (("object", "analytics"), ("restrict", "telemetry"), ("erase", "--yes"))]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "heatgate", "privacy", *words, "--config", str(config_file)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for words in (("object", "analytics"), ("restrict", "telemetry"), ("erase", "--yes"))
+    ]
     for process in processes:
         _out, err = process.communicate(timeout=120)
         assert process.returncode == 0 and "Traceback" not in err, err

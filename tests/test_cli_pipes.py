@@ -21,19 +21,40 @@ from typing import Any
 
 import pytest
 
-from agent.status import StatusServer
-from config import data_path
+from heatgate.agent.status import StatusServer
+from heatgate.config import data_path
 
 LONG_NAME = "heat-pump-in-the-utility-room-behind-the-washing-machine-second-floor"
 DOCUMENT: dict[str, Any] = {
-    "gateway": "gw-pipe-0001", "version": "0.1.0", "uptime_s": 12.0, "healthy": True, "problems": [],
-    "sources": {LONG_NAME: {"type": "modbus-tcp", "state": "running", "readings": 3,
-                            "last_reading_ts": time.time() - 3, "errors": {}}},
-    "broker": {"url": "mqtts://broker.example.net:8883", "connected": True, "connected_since": time.time() - 100,
-               "published": 7},
-    "buffer": {"file_bytes": 1 << 20, "cap_bytes": 1 << 28, "alarms": [], "key_epochs": {"telemetry": 3},
-               "streams": {"telemetry": {"queued": 5, "oldest_created_s": time.time() - 60, "published": 7,
-                                         "evicted": 0, "expired": 0}}},
+    "gateway": "gw-pipe-0001",
+    "version": "0.1.0",
+    "uptime_s": 12.0,
+    "healthy": True,
+    "problems": [],
+    "sources": {
+        LONG_NAME: {
+            "type": "modbus-tcp",
+            "state": "running",
+            "readings": 3,
+            "last_reading_ts": time.time() - 3,
+            "errors": {},
+        }
+    },
+    "broker": {
+        "url": "mqtts://broker.example.net:8883",
+        "connected": True,
+        "connected_since": time.time() - 100,
+        "published": 7,
+    },
+    "buffer": {
+        "file_bytes": 1 << 20,
+        "cap_bytes": 1 << 28,
+        "alarms": [],
+        "key_epochs": {"telemetry": 3},
+        "streams": {
+            "telemetry": {"queued": 5, "oldest_created_s": time.time() - 60, "published": 7, "evicted": 0, "expired": 0}
+        },
+    },
     "privacy": {"objections": [], "restrictions": [], "consents": []},
 }
 
@@ -82,8 +103,15 @@ def _run_into_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
     read_fd, write_fd = os.pipe()
     os.close(read_fd)
     try:
-        return subprocess.run([sys.executable, "-m", "agent", *args], stdout=write_fd, stderr=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL, text=True, timeout=60, env=_env())
+        return subprocess.run(
+            [sys.executable, "-m", "heatgate", *args],
+            stdout=write_fd,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            timeout=60,
+            env=_env(),
+        )
     finally:
         os.close(write_fd)
 
@@ -99,18 +127,21 @@ def _assert_quiet(result: subprocess.CompletedProcess[str]) -> None:
     assert "BrokenPipe" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("words", [
-    ("check-config", "--json"),
-    ("check-config",),
-    ("privacy", "report", "--json"),
-    ("privacy", "report"),
-    ("privacy", "export"),
-    ("--help",),
-])
+@pytest.mark.parametrize(
+    "words",
+    [
+        ("check-config", "--json"),
+        ("check-config",),
+        ("privacy", "report", "--json"),
+        ("privacy", "report"),
+        ("privacy", "export"),
+        ("--help",),
+    ],
+)
 def test_config_commands_into_a_closed_pipe(config_file: Path, words: tuple[str, ...]) -> None:
     extra = () if words == ("--help",) else ("--config", str(config_file))
     if words == ("privacy", "export"):
-        from buffer.keys import create_master_key
+        from heatgate.buffer.keys import create_master_key
 
         create_master_key(config_file.parent / "state" / "keys" / "master.key")
     result = _run_into_closed_pipe(*words, *extra)
@@ -126,8 +157,13 @@ def test_status_into_a_closed_pipe(status_socket: Path, json_flag: tuple[str, ..
 
 
 def test_piped_status_table_is_not_cut_at_80_columns(status_socket: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "agent", "status", "--socket", str(status_socket)],
-                            capture_output=True, text=True, timeout=60, env=_env())
+    result = subprocess.run(
+        [sys.executable, "-m", "heatgate", "status", "--socket", str(status_socket)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert any(LONG_NAME in line and "running" in line for line in lines), result.stdout
@@ -136,6 +172,11 @@ def test_piped_status_table_is_not_cut_at_80_columns(status_socket: Path) -> Non
 
 
 def test_piped_json_is_whole(status_socket: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "agent", "status", "--socket", str(status_socket), "--json"],
-                            capture_output=True, text=True, timeout=60, env=_env())
+    result = subprocess.run(
+        [sys.executable, "-m", "heatgate", "status", "--socket", str(status_socket), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+    )
     assert json.loads(result.stdout)["sources"][LONG_NAME]["state"] == "running"

@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
-from agent.cli import main
-from agent.commands import reasons
-from agent.commands.dispatch import CommandProcessor
-from agent.commands.keys import key_id, load_ed25519_public, load_x25519_private
-from agent.commands.nonces import NonceStore
-from agent.commands.verify import CommandVerifier
-from agent.commands.wiring import answer, pinned_keys
-from agent.config import MqttConfig
-from agent.publish.client import Incoming, MqttClient
+from heatgate.agent.cli import main
+from heatgate.agent.commands import reasons
+from heatgate.agent.commands.dispatch import CommandProcessor
+from heatgate.agent.commands.keys import key_id, load_ed25519_public, load_x25519_private
+from heatgate.agent.commands.nonces import NonceStore
+from heatgate.agent.commands.verify import CommandVerifier
+from heatgate.agent.commands.wiring import answer, pinned_keys
+from heatgate.agent.config import MqttConfig
+from heatgate.agent.publish.client import Incoming, MqttClient
 from tests.commands_support import GATEWAY, AuditLog, Calls, write_bounds
 from tests.support.broker import Broker
 from tests.support.leaks import run_async
@@ -62,25 +62,75 @@ def cli_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> bytes:
 def verify_with(keydir: Path, raw: bytes, bounds: Any = write_bounds) -> Any:
     async def go() -> Any:
         nonces = await NonceStore.load(MemoryState())
-        verifier = CommandVerifier(GATEWAY, pinned_keys([keydir / "command.pub"]),
-                                   pinned_keys([keydir / "approval.pub"]), nonces, write_bounds=bounds)
+        verifier = CommandVerifier(
+            GATEWAY,
+            pinned_keys([keydir / "command.pub"]),
+            pinned_keys([keydir / "approval.pub"]),
+            nonces,
+            write_bounds=bounds,
+        )
         return await verifier.verify(raw)
 
     return run_async(go())
 
 
 def test_sign_and_approve_make_envelopes_the_gateway_accepts(keydir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    raw = cli_json(["cmd", "sign", "--key", str(keydir / "command.key"), "--target", GATEWAY,
-                    "--command", "privacy.erase", "--arg", "all=true"], capsys)
+    raw = cli_json(
+        [
+            "cmd",
+            "sign",
+            "--key",
+            str(keydir / "command.key"),
+            "--target",
+            GATEWAY,
+            "--command",
+            "privacy.erase",
+            "--arg",
+            "all=true",
+        ],
+        capsys,
+    )
     verdict = verify_with(keydir, raw)
     assert verdict.command == "privacy.erase" and verdict.args.all is True
 
     approval = keydir / "approval.json"
-    approval.write_bytes(cli_json(["cmd", "approve", "--key", str(keydir / "approval.key"), "--operator", "op-7",
-                                   "--target", GATEWAY, "--device", "heatpump", "--point", "flow_setpoint",
-                                   "--value", "45"], capsys))
-    write = ["cmd", "sign", "--key", str(keydir / "command.key"), "--target", GATEWAY, "--command", "device.write",
-             "--arg", "device=heatpump", "--arg", "point=flow_setpoint", "--arg", "value=45"]
+    approval.write_bytes(
+        cli_json(
+            [
+                "cmd",
+                "approve",
+                "--key",
+                str(keydir / "approval.key"),
+                "--operator",
+                "op-7",
+                "--target",
+                GATEWAY,
+                "--device",
+                "heatpump",
+                "--point",
+                "flow_setpoint",
+                "--value",
+                "45",
+            ],
+            capsys,
+        )
+    )
+    write = [
+        "cmd",
+        "sign",
+        "--key",
+        str(keydir / "command.key"),
+        "--target",
+        GATEWAY,
+        "--command",
+        "device.write",
+        "--arg",
+        "device=heatpump",
+        "--arg",
+        "point=flow_setpoint",
+        "--arg",
+        "value=45",
+    ]
     verdict = verify_with(keydir, cli_json([*write, "--approval", str(approval)], capsys))
     assert (verdict.operator, verdict.args.value) == ("op-7", 45)
     inline = cli_json([*write, "--approval-key", str(keydir / "approval.key"), "--operator", "op-8"], capsys)
@@ -105,8 +155,11 @@ class Responder:
         options: dict[str, Any] = {"url": broker.url}
         if tls:
             assert broker.pki is not None
-            options.update(ca_file=str(broker.pki.ca_cert), cert_file=str(broker.pki.client_cert),
-                           key_file=str(broker.pki.client_key))
+            options.update(
+                ca_file=str(broker.pki.ca_cert),
+                cert_file=str(broker.pki.client_cert),
+                key_file=str(broker.pki.client_key),
+            )
         self.config = MqttConfig(**options)
         self.keydir = keydir
         self.calls = Calls()
@@ -116,8 +169,13 @@ class Responder:
 
     async def start(self) -> None:
         nonces = await NonceStore.load(MemoryState())
-        verifier = CommandVerifier(GATEWAY, pinned_keys([self.keydir / "command.pub"]),
-                                   pinned_keys([self.keydir / "approval.pub"]), nonces, write_bounds=write_bounds)
+        verifier = CommandVerifier(
+            GATEWAY,
+            pinned_keys([self.keydir / "command.pub"]),
+            pinned_keys([self.keydir / "approval.pub"]),
+            nonces,
+            write_bounds=write_bounds,
+        )
         self.processor = CommandProcessor(verifier, self.calls.handlers(), self.audit)
         self.client = MqttClient(self.config, clean_start=True, on_message=self._on_message)
         await self.client.connect()
@@ -135,8 +193,9 @@ class Responder:
         async def publish_raw(topic: str, payload: bytes, *, qos: int, correlation_data: bytes | None) -> None:
             await self.client.publish(topic, payload, qos=qos, correlation_data=correlation_data)
 
-        await answer(self.processor, publish_raw, f"{PREFIX}/{GATEWAY}/cmd/response", message.payload,
-                     dict(message.properties))
+        await answer(
+            self.processor, publish_raw, f"{PREFIX}/{GATEWAY}/cmd/response", message.payload, dict(message.properties)
+        )
         self.handled += 1
 
     async def stop(self) -> None:
@@ -146,8 +205,9 @@ class Responder:
 
 
 async def heatgate(*argv: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "agent", *argv,
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "heatgate", *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await process.communicate()
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
@@ -157,8 +217,14 @@ def send_args(broker: Broker, keydir: Path, *, tls: bool) -> list[str]:
     argv = ["cmd", "send", "--url", broker.url, "--prefix", PREFIX, "--target", GATEWAY, "--wait-s", "10"]
     if tls:
         assert broker.pki is not None
-        argv += ["--ca", str(broker.pki.ca_cert), "--cert", str(broker.pki.client_cert),
-                 "--key", str(broker.pki.client_key)]
+        argv += [
+            "--ca",
+            str(broker.pki.ca_cert),
+            "--cert",
+            str(broker.pki.client_cert),
+            "--key",
+            str(broker.pki.client_key),
+        ]
     return argv
 
 
@@ -174,25 +240,53 @@ def test_send_against_a_real_broker(broker_factory: Any, keydir: Path, tmp_path:
         responder = Responder(broker, keydir, tls=tls)
         await responder.start()
         try:
-            code, out, err = await heatgate("cmd", "sign", "--key", str(keydir / "command.key"), "--target", GATEWAY,
-                                            "--command", "status")
+            code, out, err = await heatgate(
+                "cmd", "sign", "--key", str(keydir / "command.key"), "--target", GATEWAY, "--command", "status"
+            )
             assert code == 0, err
             envelope.write_text(out)
             return [
                 await heatgate(*base, "--envelope", str(envelope)),
                 await heatgate(*base, "--envelope", str(envelope)),  # the same envelope again
-                await heatgate(*base, *sign_key, "--command", "device.write", "--arg", "device=heatpump",
-                               "--arg", "point=flow_setpoint", "--arg", "value=48.5",
-                               "--approval-key", str(keydir / "approval.key"), "--operator", "op-42"),
-                await heatgate(*base, *sign_key, "--command", "privacy.export",
-                               "--recipient", str(keydir / "recipient.pub"),
-                               "--decrypt-key", str(keydir / "recipient.key")),
+                await heatgate(
+                    *base,
+                    *sign_key,
+                    "--command",
+                    "device.write",
+                    "--arg",
+                    "device=heatpump",
+                    "--arg",
+                    "point=flow_setpoint",
+                    "--arg",
+                    "value=48.5",
+                    "--approval-key",
+                    str(keydir / "approval.key"),
+                    "--operator",
+                    "op-42",
+                ),
+                await heatgate(
+                    *base,
+                    *sign_key,
+                    "--command",
+                    "privacy.export",
+                    "--recipient",
+                    str(keydir / "recipient.pub"),
+                    "--decrypt-key",
+                    str(keydir / "recipient.key"),
+                ),
             ]
         finally:
             await responder.stop()
             assert responder.calls.setpoint == 48.5
-            assert [a.outcome for a in responder.audit.records] == ["accepted", "done", "refused", "accepted", "done",
-                                                                   "accepted", "done"]
+            assert [a.outcome for a in responder.audit.records] == [
+                "accepted",
+                "done",
+                "refused",
+                "accepted",
+                "done",
+                "accepted",
+                "done",
+            ]
 
     status, replay, write, export = run_async(go())
     assert status[0] == 0, status[2]
@@ -205,16 +299,27 @@ def test_send_against_a_real_broker(broker_factory: Any, keydir: Path, tmp_path:
     assert json.loads(export[1])["result"]["opened"]["register"] == {"streams": 5}
 
 
-def test_a_flood_through_the_broker_gets_the_budget_s_responses_and_exact_counts(plain_broker: Broker,
-                                                                                keydir: Path) -> None:
+def test_a_flood_through_the_broker_gets_the_budget_s_responses_and_exact_counts(
+    plain_broker: Broker, keydir: Path
+) -> None:
     """2,000 unsigned envelopes on the command topic: 60 answers on cmd/response, 60 audit
     records, and summaries counting the other 1,940 exactly (through ``wiring.answer``)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     flood = 2000
-    unsigned = json.dumps({"v": 1, "target": GATEWAY, "command": "ping", "args": {}, "issued_at": 1,
-                           "expires_at": 2, "nonce": "A" * 22, "key_id": "0" * 16}).encode()
+    unsigned = json.dumps(
+        {
+            "v": 1,
+            "target": GATEWAY,
+            "command": "ping",
+            "args": {},
+            "issued_at": 1,
+            "expires_at": 2,
+            "nonce": "A" * 22,
+            "key_id": "0" * 16,
+        }
+    ).encode()
 
     async def go() -> tuple[Responder, int]:
         responder = Responder(plain_broker, keydir, tls=False)
@@ -250,8 +355,17 @@ def test_a_flood_through_the_broker_gets_the_budget_s_responses_and_exact_counts
 
 
 def test_send_times_out_without_a_gateway(plain_broker: Broker, keydir: Path) -> None:
-    code, _out, err = run_async(heatgate(*send_args(plain_broker, keydir, tls=False), "--wait-s", "0.5",
-                                         "--sign-key", str(keydir / "command.key"), "--command", "ping"))
+    code, _out, err = run_async(
+        heatgate(
+            *send_args(plain_broker, keydir, tls=False),
+            "--wait-s",
+            "0.5",
+            "--sign-key",
+            str(keydir / "command.key"),
+            "--command",
+            "ping",
+        )
+    )
     assert code == 1
     assert "timed out" in err and "response" in err
 
@@ -259,7 +373,19 @@ def test_send_times_out_without_a_gateway(plain_broker: Broker, keydir: Path) ->
 def test_send_reports_an_unreachable_broker(keydir: Path) -> None:
     from tests.support.broker import free_port
 
-    code, _out, err = run_async(heatgate("cmd", "send", "--url", f"mqtt://127.0.0.1:{free_port()}", "--target",
-                                         GATEWAY, "--sign-key", str(keydir / "command.key"), "--command", "ping"))
+    code, _out, err = run_async(
+        heatgate(
+            "cmd",
+            "send",
+            "--url",
+            f"mqtt://127.0.0.1:{free_port()}",
+            "--target",
+            GATEWAY,
+            "--sign-key",
+            str(keydir / "command.key"),
+            "--command",
+            "ping",
+        )
+    )
     assert code == 1
     assert "cannot connect" in err

@@ -17,13 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.commands import limiter as limiter_module
-from agent.commands import reasons
-from agent.commands.dispatch import SUMMARY_EVENT, CommandProcessor, Response
-from agent.commands.envelope import MAX_DEPTH, encode_envelope
-from agent.commands.limiter import DEFAULT_UNVERIFIED_PER_MIN, DEFAULT_VERIFIED_PER_MIN, WINDOW_S
-from agent.commands.sign import sign_approval, sign_envelope
-from agent.payloads import AuditBody
+from heatgate.agent.commands import limiter as limiter_module
+from heatgate.agent.commands import reasons
+from heatgate.agent.commands.dispatch import SUMMARY_EVENT, CommandProcessor, Response
+from heatgate.agent.commands.envelope import MAX_DEPTH, encode_envelope
+from heatgate.agent.commands.limiter import DEFAULT_UNVERIFIED_PER_MIN, DEFAULT_VERIFIED_PER_MIN, WINDOW_S
+from heatgate.agent.commands.sign import sign_approval, sign_envelope
+from heatgate.agent.payloads import AuditBody
 from tests.commands_support import GATEWAY, NOW_S, Clock, Keys, make_processor
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
@@ -61,18 +61,34 @@ class TimedAudit:
         return max((sum(1 for u in times if t <= u < t + WINDOW_S) for t in times), default=0)
 
 
-def signed(command: str = "ping", args: dict[str, Any] | None = None, *, now_s: float = NOW_S,
-           target: str = GATEWAY, ttl_s: int = 300, **kw: Any) -> bytes:
-    return encode_envelope(sign_envelope(KEYS.command, target=target, command=command, args=args,
-                                         issued_at=int(now_s), ttl_s=ttl_s, **kw))
+def signed(
+    command: str = "ping",
+    args: dict[str, Any] | None = None,
+    *,
+    now_s: float = NOW_S,
+    target: str = GATEWAY,
+    ttl_s: int = 300,
+    **kw: Any,
+) -> bytes:
+    return encode_envelope(
+        sign_envelope(KEYS.command, target=target, command=command, args=args, issued_at=int(now_s), ttl_s=ttl_s, **kw)
+    )
 
 
 def out_of_bounds(now_s: float = NOW_S) -> bytes:
     """A valid new command that the profile refuses (so its nonce is not consumed)."""
-    approval = sign_approval(KEYS.approval, operator="op-1", target=GATEWAY, issued_at=int(now_s),
-                             device="heatpump", point="flow_setpoint", value=80)
-    return signed("device.write", {"device": "heatpump", "point": "flow_setpoint", "value": 80}, now_s=now_s,
-                  approval=approval)
+    approval = sign_approval(
+        KEYS.approval,
+        operator="op-1",
+        target=GATEWAY,
+        issued_at=int(now_s),
+        device="heatpump",
+        point="flow_setpoint",
+        value=80,
+    )
+    return signed(
+        "device.write", {"device": "heatpump", "point": "flow_setpoint", "value": 80}, now_s=now_s, approval=approval
+    )
 
 
 async def build(clock: Clock, **options: Any) -> tuple[CommandProcessor, TimedAudit]:
@@ -82,7 +98,7 @@ async def build(clock: Clock, **options: Any) -> tuple[CommandProcessor, TimedAu
 
 
 def test_the_documented_bound_is_the_limiter_s() -> None:
-    from agent.commands.limiter import RefusalLimiter
+    from heatgate.agent.commands.limiter import RefusalLimiter
 
     assert RefusalLimiter().records_per_window_max == DOCUMENTED_BOUND
     assert DEFAULT_UNVERIFIED_PER_MIN + DEFAULT_VERIFIED_PER_MIN + 2 == DOCUMENTED_BOUND
@@ -167,12 +183,16 @@ def test_a_valid_new_command_refused_is_always_audited_even_in_a_flood_and_its_c
     assert by_reason.keys() == {f"reason.{reasons.WRONG_TARGET}", f"reason.{reasons.OUT_OF_BOUNDS}"}
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"v":1,"args":{"a":' + b"[" * 1000 + b"]" * 1000 + b"}}",  # ~2 KB, 1,000 levels (issue 14)
-    b"[" * 16_000,
-    b'{"v":1,"target":"x","command":"ping","args":{"a":[[[[[[[[[1]]]]]]]]]},"issued_at":1,"expires_at":2,'
-    b'"nonce":"AAAAAAAAAAAAAAAAAAAAAAAA","key_id":"0123456789abcdef","signature":"x"}',
-], ids=["2kb-1000-levels", "16k-open-brackets", "just-past-the-limit"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"v":1,"args":{"a":' + b"[" * 1000 + b"]" * 1000 + b"}}",  # ~2 KB, 1,000 levels (issue 14)
+        b"[" * 16_000,
+        b'{"v":1,"target":"x","command":"ping","args":{"a":[[[[[[[[[1]]]]]]]]]},"issued_at":1,"expires_at":2,'
+        b'"nonce":"AAAAAAAAAAAAAAAAAAAAAAAA","key_id":"0123456789abcdef","signature":"x"}',
+    ],
+    ids=["2kb-1000-levels", "16k-open-brackets", "just-past-the-limit"],
+)
 def test_deeply_nested_json_is_refused_and_audited(raw: bytes) -> None:
     async def go() -> tuple[Response | None, TimedAudit]:
         processor, audit = await build(Clock())
@@ -220,15 +240,19 @@ def test_oversize_is_refused_before_parsing_and_counted_in_a_flood() -> None:
 PLANTED = "PLANTED-by-sender-7f3a"
 
 
-@pytest.mark.parametrize("raw", [
-    json.dumps({**json.loads(signed()), PLANTED: 1}).encode(),  # an unknown field (its name)
-    json.dumps({"v": 1, "approval": {PLANTED * 3: 1}}).encode(),
-    json.dumps({**json.loads(signed()), "v": PLANTED}).encode(),  # a literal's value
-    json.dumps({**json.loads(signed()), "target": 7, PLANTED: 2}).encode(),
-    json.dumps({**json.loads(signed()), "key_id": "a1b2c3d4e5f60718"}).encode(),  # not pinned
-    json.dumps({PLANTED: [PLANTED]}).encode(),
-    (PLANTED + "{").encode(),
-], ids=["unknown-field", "nested-unknown-field", "literal-value", "type-and-field", "key-id", "only", "not-json"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        json.dumps({**json.loads(signed()), PLANTED: 1}).encode(),  # an unknown field (its name)
+        json.dumps({"v": 1, "approval": {PLANTED * 3: 1}}).encode(),
+        json.dumps({**json.loads(signed()), "v": PLANTED}).encode(),  # a literal's value
+        json.dumps({**json.loads(signed()), "target": 7, PLANTED: 2}).encode(),
+        json.dumps({**json.loads(signed()), "key_id": "a1b2c3d4e5f60718"}).encode(),  # not pinned
+        json.dumps({PLANTED: [PLANTED]}).encode(),
+        (PLANTED + "{").encode(),
+    ],
+    ids=["unknown-field", "nested-unknown-field", "literal-value", "type-and-field", "key-id", "only", "not-json"],
+)
 def test_the_sender_s_strings_never_reach_the_audit_stream_or_the_response(raw: bytes) -> None:
     async def go() -> tuple[Response | None, TimedAudit]:
         processor, audit = await build(Clock())
@@ -252,14 +276,19 @@ def test_unverified_malformed_details_name_only_the_envelope_s_own_fields() -> N
 
     async def go() -> list[Response | None]:
         processor, _audit = await build(Clock())
-        out = [await processor.handle(json.dumps(missing).encode()),
-               await processor.handle(json.dumps({**json.loads(signed()), "issued_at": "soon"}).encode())]
+        out = [
+            await processor.handle(json.dumps(missing).encode()),
+            await processor.handle(json.dumps({**json.loads(signed()), "issued_at": "soon"}).encode()),
+        ]
         await processor.close()
         return out
 
     first, second = run_async(go())
-    assert first is not None and first.detail is not None and first.detail.startswith("not an envelope: missing "
-                                                                                       "field `nonce`")
+    assert (
+        first is not None
+        and first.detail is not None
+        and first.detail.startswith("not an envelope: missing field `nonce`")
+    )
     assert second is not None and second.detail is not None and "at `$.issued_at`" in second.detail
 
 
@@ -297,8 +326,13 @@ def test_a_summary_that_cannot_be_written_keeps_its_counts() -> None:
     async def go() -> Failing:
         clock = Clock()
         audit = Failing(clock)
-        processor, _, _, _ = await make_processor(MemoryState(), KEYS, clock, audit=audit,  # type: ignore[arg-type]
-                                                  unverified_per_min=1)
+        processor, _, _, _ = await make_processor(
+            MemoryState(),
+            KEYS,
+            clock,
+            audit=audit,  # type: ignore[arg-type]
+            unverified_per_min=1,
+        )
         await processor.handle(b"{}")
         with pytest.raises(OSError):
             await processor.handle(b"{}")  # suppressed; its summary fails
@@ -314,8 +348,19 @@ def test_a_summary_that_cannot_be_written_keeps_its_counts() -> None:
 # ---- the property: any sequence of (time, envelope kind) --------------------------------------
 
 UNVERIFIED_BUDGET, VERIFIED_BUDGET = 3, 4
-KINDS = ["unsigned", "garbage", "nested", "oversize", "forged", "replay", "wrong_target", "expired",
-         "new_valid", "new_refused", "copy_of_refused"]
+KINDS = [
+    "unsigned",
+    "garbage",
+    "nested",
+    "oversize",
+    "forged",
+    "replay",
+    "wrong_target",
+    "expired",
+    "new_valid",
+    "new_refused",
+    "copy_of_refused",
+]
 
 
 @dataclass
@@ -354,12 +399,17 @@ def _envelope(kind: str, now_s: float, captured: bytes, refused_once: bytes) -> 
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events=st.lists(
-    st.tuples(st.sampled_from([0.0, 0.0, 0.001, 0.5, 1.0, 10.0, 29.9, 59.999, 60.0, 61.0, 300.0]),
-              st.lists(st.sampled_from(KINDS), min_size=1, max_size=6)),
-    min_size=1, max_size=40))
-def test_records_per_minute_stay_bounded_and_every_refusal_is_accounted(
-        events: list[tuple[float, list[str]]]) -> None:
+@given(
+    events=st.lists(
+        st.tuples(
+            st.sampled_from([0.0, 0.0, 0.001, 0.5, 1.0, 10.0, 29.9, 59.999, 60.0, 61.0, 300.0]),
+            st.lists(st.sampled_from(KINDS), min_size=1, max_size=6),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_records_per_minute_stay_bounded_and_every_refusal_is_accounted(events: list[tuple[float, list[str]]]) -> None:
     """For any sequence of (time step, concurrent envelopes): in any 60 s the sink receives at most
     the budgets plus one summary per class, besides what valid new commands get; and audited
     refusals plus suppressed counts equal the refusals."""

@@ -13,22 +13,30 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.commands import reasons
-from agent.commands.envelope import decode_envelope, encode_envelope, envelope_signing_bytes
-from agent.commands.nonces import NonceStore
-from agent.commands.sign import sign_approval, sign_envelope
-from agent.commands.verify import CommandVerifier, Refusal, Verified
+from heatgate.agent.commands import reasons
+from heatgate.agent.commands.envelope import decode_envelope, encode_envelope, envelope_signing_bytes
+from heatgate.agent.commands.nonces import NonceStore
+from heatgate.agent.commands.sign import sign_approval, sign_envelope
+from heatgate.agent.commands.verify import CommandVerifier, Refusal, Verified
 from tests.commands_support import GATEWAY, NOW_S, Clock, Keys, write_bounds
 from tests.support.memory_state import MemoryState
 
 KEYS = Keys()
 WRITE = {"device": "heatpump", "point": "flow_setpoint", "value": 45.5}
 VALID = [
-    encode_envelope(sign_envelope(KEYS.command, target=GATEWAY, command="privacy.erase", args={"all": True},
-                                  issued_at=NOW_S)),
-    encode_envelope(sign_envelope(
-        KEYS.command, target=GATEWAY, command="device.write", args=WRITE, issued_at=NOW_S,
-        approval=sign_approval(KEYS.approval, operator="op-1", target=GATEWAY, issued_at=NOW_S, **WRITE))),
+    encode_envelope(
+        sign_envelope(KEYS.command, target=GATEWAY, command="privacy.erase", args={"all": True}, issued_at=NOW_S)
+    ),
+    encode_envelope(
+        sign_envelope(
+            KEYS.command,
+            target=GATEWAY,
+            command="device.write",
+            args=WRITE,
+            issued_at=NOW_S,
+            approval=sign_approval(KEYS.approval, operator="op-1", target=GATEWAY, issued_at=NOW_S, **WRITE),
+        )
+    ),
 ]
 SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -43,8 +51,15 @@ json_values = st.recursive(
 def verify() -> Iterator[Any]:
     loop = asyncio.new_event_loop()
     nonces = loop.run_until_complete(NonceStore.load(MemoryState(), clock=Clock()))
-    verifier = CommandVerifier(GATEWAY, KEYS.command_keys(), KEYS.approval_keys(), nonces, clock=Clock(),
-                               write_bounds=write_bounds, max_bytes=4096)
+    verifier = CommandVerifier(
+        GATEWAY,
+        KEYS.command_keys(),
+        KEYS.approval_keys(),
+        nonces,
+        clock=Clock(),
+        write_bounds=write_bounds,
+        max_bytes=4096,
+    )
     yield lambda raw: loop.run_until_complete(verifier.verify(raw))
     loop.close()
 
@@ -67,8 +82,26 @@ def test_arbitrary_bytes_are_refused(verify: Any, raw: bytes) -> None:
 
 
 @SETTINGS
-@given(doc=st.dictionaries(st.sampled_from(["v", "target", "command", "args", "issued_at", "expires_at", "nonce",
-                                            "key_id", "approval", "signature", "x"]), json_values))
+@given(
+    doc=st.dictionaries(
+        st.sampled_from(
+            [
+                "v",
+                "target",
+                "command",
+                "args",
+                "issued_at",
+                "expires_at",
+                "nonce",
+                "key_id",
+                "approval",
+                "signature",
+                "x",
+            ]
+        ),
+        json_values,
+    )
+)
 def test_arbitrary_json_objects_are_refused(verify: Any, doc: dict[str, Any]) -> None:
     check(verify(json.dumps(doc).encode()))
 
@@ -118,8 +151,9 @@ def _depth(value: Any) -> int:
 
 deep_values = st.recursive(
     st.none() | st.integers() | st.text(alphabet='[]{}"\\ab', max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\k', max_size=4), inner,
-                                                                max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\k', max_size=4), inner, max_size=3)
+    ),
     max_leaves=30,
 )
 
@@ -128,7 +162,7 @@ deep_values = st.recursive(
 @given(value=deep_values, ascii_only=st.booleans())
 def test_nesting_depth_is_the_json_depth_whatever_the_strings_hold(value: Any, ascii_only: bool) -> None:
     """The scan before parsing counts brackets only outside strings (escaped quotes included)."""
-    from agent.commands.envelope import nesting_depth
+    from heatgate.agent.commands.envelope import nesting_depth
 
     assert nesting_depth(json.dumps(value, ensure_ascii=ascii_only).encode()) == _depth(value)
 

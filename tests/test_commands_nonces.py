@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.commands import reasons
-from agent.commands.dispatch import Response
-from agent.commands.envelope import encode_envelope
-from agent.commands.nonces import STATE_KEY, NonceStore, NonceStoreError
-from agent.commands.sign import sign_envelope
-from buffer.adapter import open_buffer
-from buffer.api import BufferError
+from heatgate.agent.commands import reasons
+from heatgate.agent.commands.dispatch import Response
+from heatgate.agent.commands.envelope import encode_envelope
+from heatgate.agent.commands.nonces import STATE_KEY, NonceStore, NonceStoreError
+from heatgate.agent.commands.sign import sign_envelope
+from heatgate.buffer.adapter import open_buffer
+from heatgate.buffer.api import BufferError
 from tests.commands_support import GATEWAY, NOW_S, Clock, Keys, answered, make_processor
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
@@ -24,16 +24,18 @@ RETENTION_S = {"service": 180 * 86400.0, "security": 180 * 86400.0}
 
 
 def signed(command: str = "status", *, issued_at: int = NOW_S, ttl_s: int = 300, **args: object) -> bytes:
-    return encode_envelope(sign_envelope(KEYS.command, target=GATEWAY, command=command, args=dict(args),
-                                         issued_at=issued_at, ttl_s=ttl_s))
+    return encode_envelope(
+        sign_envelope(KEYS.command, target=GATEWAY, command=command, args=dict(args), issued_at=issued_at, ttl_s=ttl_s)
+    )
 
 
 def agent_run(db: Path, raws: list[bytes], clock: Clock) -> list[Response]:
     """One agent lifetime: open the buffer, handle the envelopes, close."""
 
     async def main() -> list[Response]:
-        buffer = await open_buffer(db, MASTER_KEY, cap_bytes=1 << 20, retention_s=RETENTION_S, clock=clock,
-                                   commit_interval_s=0.02)
+        buffer = await open_buffer(
+            db, MASTER_KEY, cap_bytes=1 << 20, retention_s=RETENTION_S, clock=clock, commit_interval_s=0.02
+        )
         try:
             processor, _, _, _ = await make_processor(buffer, KEYS, clock)
             return [await answered(processor, raw) for raw in raws]

@@ -13,11 +13,11 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.commands import reasons
-from agent.commands.dispatch import CommandContext, CommandProcessor, Response
-from agent.commands.envelope import Envelope, encode_envelope
-from agent.commands.keys import key_id
-from agent.commands.sign import new_nonce, sign_approval, sign_envelope
+from heatgate.agent.commands import reasons
+from heatgate.agent.commands.dispatch import CommandContext, CommandProcessor, Response
+from heatgate.agent.commands.envelope import Envelope, encode_envelope
+from heatgate.agent.commands.keys import key_id
+from heatgate.agent.commands.sign import new_nonce, sign_approval, sign_envelope
 from tests.commands_support import GATEWAY, NOW_S, AuditLog, Calls, Clock, Keys, answered, make_processor
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
@@ -27,17 +27,42 @@ CMD_KID = key_id(KEYS.command.public_key())
 WRITE = {"device": "heatpump", "point": "flow_setpoint", "value": 45.5}
 
 
-def signed(command: str = "ping", args: dict[str, Any] | None = None, *, key: Ed25519PrivateKey | None = None,
-           target: str = GATEWAY, issued_at: int = NOW_S, ttl_s: int = 300, **kw: Any) -> bytes:
-    return encode_envelope(sign_envelope(key or KEYS.command, target=target, command=command, args=args,
-                                         issued_at=issued_at, ttl_s=ttl_s, **kw))
+def signed(
+    command: str = "ping",
+    args: dict[str, Any] | None = None,
+    *,
+    key: Ed25519PrivateKey | None = None,
+    target: str = GATEWAY,
+    issued_at: int = NOW_S,
+    ttl_s: int = 300,
+    **kw: Any,
+) -> bytes:
+    return encode_envelope(
+        sign_envelope(
+            key or KEYS.command, target=target, command=command, args=args, issued_at=issued_at, ttl_s=ttl_s, **kw
+        )
+    )
 
 
-def approval(*, key: Ed25519PrivateKey | None = None, target: str = GATEWAY, issued_at: int = NOW_S,
-             ttl_s: int = 300, **write: Any) -> Any:
+def approval(
+    *,
+    key: Ed25519PrivateKey | None = None,
+    target: str = GATEWAY,
+    issued_at: int = NOW_S,
+    ttl_s: int = 300,
+    **write: Any,
+) -> Any:
     w = {**WRITE, **write}
-    return sign_approval(key or KEYS.approval, operator="op-42", target=target, issued_at=issued_at, ttl_s=ttl_s,
-                         device=w["device"], point=w["point"], value=w["value"])
+    return sign_approval(
+        key or KEYS.approval,
+        operator="op-42",
+        target=target,
+        issued_at=issued_at,
+        ttl_s=ttl_s,
+        device=w["device"],
+        point=w["point"],
+        value=w["value"],
+    )
 
 
 def write_cmd(args: dict[str, Any] | None = None, **approval_kw: Any) -> bytes:
@@ -71,81 +96,185 @@ CASES: list[tuple[str, Callable[[], bytes], str, str, bool]] = [
     ("oversize", lambda: signed("ping", {"pad": "x" * 20_000}), reasons.OVERSIZE, "command.unknown", False),
     ("not-json", lambda: b"\xff{not json", reasons.MALFORMED, "command.unknown", False),
     ("json-array", lambda: b"[1, 2]", reasons.MALFORMED, "command.unknown", False),
-    ("missing-nonce", lambda: reencoded(signed(), lambda d: d.pop("nonce")), reasons.MALFORMED,
-     "command.unknown", False),
+    (
+        "missing-nonce",
+        lambda: reencoded(signed(), lambda d: d.pop("nonce")),
+        reasons.MALFORMED,
+        "command.unknown",
+        False,
+    ),
     ("short-nonce", lambda: signed(nonce="AAAAAAAAAAAAAAAA"), reasons.MALFORMED, "command.unknown", False),
-    ("unknown-field", lambda: reencoded(signed(), lambda d: d.update(extra=1)), reasons.MALFORMED,
-     "command.unknown", False),
-    ("time-as-string", lambda: reencoded(signed(), lambda d: d.update(issued_at="2024-05-01T12:00:00Z")),
-     reasons.MALFORMED, "command.unknown", False),
-    ("unsigned", lambda: reencoded(signed(), lambda d: d.pop("signature")), reasons.UNSIGNED,
-     "command.unknown", False),
-    ("empty-signature", lambda: reencoded(signed(), lambda d: d.update(signature="")), reasons.UNSIGNED,
-     "command.unknown", False),
-    ("tampered-args", lambda: reencoded(signed("privacy.object", {"stream": "analytics"}),
-                                        lambda d: d["args"].update(stream="telemetry")),
-     reasons.BAD_SIGNATURE, "command.unknown", False),
-    ("tampered-target", lambda: reencoded(signed(target="gw-other"), lambda d: d.update(target=GATEWAY)),
-     reasons.BAD_SIGNATURE, "command.unknown", False),
-    ("signature-not-base64", lambda: reencoded(signed(), lambda d: d.update(signature="!!" * 40)),
-     reasons.BAD_SIGNATURE, "command.unknown", False),
+    (
+        "unknown-field",
+        lambda: reencoded(signed(), lambda d: d.update(extra=1)),
+        reasons.MALFORMED,
+        "command.unknown",
+        False,
+    ),
+    (
+        "time-as-string",
+        lambda: reencoded(signed(), lambda d: d.update(issued_at="2024-05-01T12:00:00Z")),
+        reasons.MALFORMED,
+        "command.unknown",
+        False,
+    ),
+    ("unsigned", lambda: reencoded(signed(), lambda d: d.pop("signature")), reasons.UNSIGNED, "command.unknown", False),
+    (
+        "empty-signature",
+        lambda: reencoded(signed(), lambda d: d.update(signature="")),
+        reasons.UNSIGNED,
+        "command.unknown",
+        False,
+    ),
+    (
+        "tampered-args",
+        lambda: reencoded(
+            signed("privacy.object", {"stream": "analytics"}), lambda d: d["args"].update(stream="telemetry")
+        ),
+        reasons.BAD_SIGNATURE,
+        "command.unknown",
+        False,
+    ),
+    (
+        "tampered-target",
+        lambda: reencoded(signed(target="gw-other"), lambda d: d.update(target=GATEWAY)),
+        reasons.BAD_SIGNATURE,
+        "command.unknown",
+        False,
+    ),
+    (
+        "signature-not-base64",
+        lambda: reencoded(signed(), lambda d: d.update(signature="!!" * 40)),
+        reasons.BAD_SIGNATURE,
+        "command.unknown",
+        False,
+    ),
     ("forged-with-pinned-key-id", forged_by_stranger, reasons.BAD_SIGNATURE, "command.unknown", False),
     ("unknown-key", lambda: signed(key=KEYS.stranger), reasons.UNKNOWN_KEY, "command.unknown", False),
-    ("approval-key-as-command-key", lambda: signed(key=KEYS.approval), reasons.UNKNOWN_KEY,
-     "command.unknown", False),
+    ("approval-key-as-command-key", lambda: signed(key=KEYS.approval), reasons.UNKNOWN_KEY, "command.unknown", False),
     ("wrong-target", lambda: signed(target="gw-someone-else"), reasons.WRONG_TARGET, "command.ping", True),
     ("expired", lambda: signed(issued_at=NOW_S - 1000, ttl_s=300), reasons.EXPIRED, "command.ping", True),
     ("not-yet-valid", lambda: signed(issued_at=NOW_S + 120), reasons.NOT_YET_VALID, "command.ping", True),
-    ("empty-window", lambda: signed(ttl_s=0),
-     reasons.MALFORMED, "command.ping", True),
+    ("empty-window", lambda: signed(ttl_s=0), reasons.MALFORMED, "command.ping", True),
     ("window-too-long", lambda: signed(ttl_s=2 * 86400), reasons.MALFORMED, "command.ping", True),
-    ("unknown-command", lambda: signed("shell.exec", {"cmd": "id"}), reasons.UNKNOWN_COMMAND,
-     "command.unknown", True),
+    ("unknown-command", lambda: signed("shell.exec", {"cmd": "id"}), reasons.UNKNOWN_COMMAND, "command.unknown", True),
     ("args-missing", lambda: signed("privacy.object", {}), reasons.MALFORMED, "command.privacy.object", True),
     ("args-unknown-field", lambda: signed("ping", {"x": 1}), reasons.MALFORMED, "command.ping", True),
-    ("erase-both", lambda: signed("privacy.erase", {"stream": "telemetry", "all": True}), reasons.MALFORMED,
-     "command.privacy.erase", True),
+    (
+        "erase-both",
+        lambda: signed("privacy.erase", {"stream": "telemetry", "all": True}),
+        reasons.MALFORMED,
+        "command.privacy.erase",
+        True,
+    ),
     ("erase-neither", lambda: signed("privacy.erase", {}), reasons.MALFORMED, "command.privacy.erase", True),
-    ("export-bad-recipient", lambda: signed("privacy.export", {"recipient": "short"}), reasons.MALFORMED,
-     "command.privacy.export", True),
-    ("approval-on-non-write", lambda: signed("ping", approval=approval()), reasons.MALFORMED, "command.ping",
-     True),
-    ("write-without-approval", lambda: signed("device.write", WRITE), reasons.APPROVAL_REQUIRED,
-     "command.device.write", True),
-    ("approval-by-command-key", lambda: write_cmd(key=KEYS.command), reasons.BAD_APPROVAL,
-     "command.device.write", True),
-    ("approval-by-stranger", lambda: write_cmd(key=KEYS.stranger), reasons.BAD_APPROVAL,
-     "command.device.write", True),
+    (
+        "export-bad-recipient",
+        lambda: signed("privacy.export", {"recipient": "short"}),
+        reasons.MALFORMED,
+        "command.privacy.export",
+        True,
+    ),
+    ("approval-on-non-write", lambda: signed("ping", approval=approval()), reasons.MALFORMED, "command.ping", True),
+    (
+        "write-without-approval",
+        lambda: signed("device.write", WRITE),
+        reasons.APPROVAL_REQUIRED,
+        "command.device.write",
+        True,
+    ),
+    (
+        "approval-by-command-key",
+        lambda: write_cmd(key=KEYS.command),
+        reasons.BAD_APPROVAL,
+        "command.device.write",
+        True,
+    ),
+    ("approval-by-stranger", lambda: write_cmd(key=KEYS.stranger), reasons.BAD_APPROVAL, "command.device.write", True),
     ("approval-other-value", lambda: write_cmd(value=55.0), reasons.BAD_APPROVAL, "command.device.write", True),
-    ("approval-int-vs-float", lambda: write_cmd({**WRITE, "value": 45.0}, value=45), reasons.BAD_APPROVAL,
-     "command.device.write", True),
-    ("approval-other-point", lambda: write_cmd(point="dhw_setpoint"), reasons.BAD_APPROVAL,
-     "command.device.write", True),
-    ("approval-other-gateway", lambda: write_cmd(target="gw-other"), reasons.BAD_APPROVAL,
-     "command.device.write", True),
-    ("approval-expired", lambda: write_cmd(issued_at=NOW_S - 4000, ttl_s=600), reasons.BAD_APPROVAL,
-     "command.device.write", True),
-    ("approval-tampered", lambda: signed("device.write", {**WRITE, "value": 59.0}, approval=msgspec.structs.replace(
-        approval(), write=msgspec.structs.replace(approval().write, value=59.0))), reasons.BAD_APPROVAL,
-     "command.device.write", True),
-    ("approval-unsigned", lambda: signed("device.write", WRITE,
-                                         approval=msgspec.structs.replace(approval(), signature=None)),
-     reasons.BAD_APPROVAL, "command.device.write", True),
-    ("not-writable", lambda: write_cmd({**WRITE, "point": "compressor_hours"}, point="compressor_hours"),
-     reasons.NOT_WRITABLE, "command.device.write", True),
-    ("unknown-device", lambda: write_cmd({**WRITE, "device": "boiler"}, device="boiler"), reasons.NOT_WRITABLE,
-     "command.device.write", True),
-    ("above-max", lambda: write_cmd({**WRITE, "value": 80}, value=80), reasons.OUT_OF_BOUNDS,
-     "command.device.write", True),
-    ("below-min", lambda: write_cmd({**WRITE, "value": -5.0}, value=-5.0), reasons.OUT_OF_BOUNDS,
-     "command.device.write", True),
+    (
+        "approval-int-vs-float",
+        lambda: write_cmd({**WRITE, "value": 45.0}, value=45),
+        reasons.BAD_APPROVAL,
+        "command.device.write",
+        True,
+    ),
+    (
+        "approval-other-point",
+        lambda: write_cmd(point="dhw_setpoint"),
+        reasons.BAD_APPROVAL,
+        "command.device.write",
+        True,
+    ),
+    (
+        "approval-other-gateway",
+        lambda: write_cmd(target="gw-other"),
+        reasons.BAD_APPROVAL,
+        "command.device.write",
+        True,
+    ),
+    (
+        "approval-expired",
+        lambda: write_cmd(issued_at=NOW_S - 4000, ttl_s=600),
+        reasons.BAD_APPROVAL,
+        "command.device.write",
+        True,
+    ),
+    (
+        "approval-tampered",
+        lambda: signed(
+            "device.write",
+            {**WRITE, "value": 59.0},
+            approval=msgspec.structs.replace(approval(), write=msgspec.structs.replace(approval().write, value=59.0)),
+        ),
+        reasons.BAD_APPROVAL,
+        "command.device.write",
+        True,
+    ),
+    (
+        "approval-unsigned",
+        lambda: signed("device.write", WRITE, approval=msgspec.structs.replace(approval(), signature=None)),
+        reasons.BAD_APPROVAL,
+        "command.device.write",
+        True,
+    ),
+    (
+        "not-writable",
+        lambda: write_cmd({**WRITE, "point": "compressor_hours"}, point="compressor_hours"),
+        reasons.NOT_WRITABLE,
+        "command.device.write",
+        True,
+    ),
+    (
+        "unknown-device",
+        lambda: write_cmd({**WRITE, "device": "boiler"}, device="boiler"),
+        reasons.NOT_WRITABLE,
+        "command.device.write",
+        True,
+    ),
+    (
+        "above-max",
+        lambda: write_cmd({**WRITE, "value": 80}, value=80),
+        reasons.OUT_OF_BOUNDS,
+        "command.device.write",
+        True,
+    ),
+    (
+        "below-min",
+        lambda: write_cmd({**WRITE, "value": -5.0}, value=-5.0),
+        reasons.OUT_OF_BOUNDS,
+        "command.device.write",
+        True,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("raw_factory", "reason", "event", "authenticated"),
-                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_refused_answered_and_audited(raw_factory: Callable[[], bytes], reason: str, event: str,
-                                      authenticated: bool) -> None:
+@pytest.mark.parametrize(
+    ("raw_factory", "reason", "event", "authenticated"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_refused_answered_and_audited(
+    raw_factory: Callable[[], bytes], reason: str, event: str, authenticated: bool
+) -> None:
     responses, calls, audit = run([raw_factory()])
     response = responses[0]
     assert (response.outcome, response.reason) == ("refused", reason), response.detail
@@ -169,8 +298,11 @@ def test_replayed_is_refused_and_audited_and_runs_once() -> None:
     assert [r.outcome for r in responses] == ["done", "refused"]
     assert responses[1].reason == reasons.REPLAYED
     assert len(calls.calls) == 1
-    assert [(a.outcome, a.reason) for a in audit.records] == [("accepted", None), ("done", None),
-                                                            ("refused", reasons.REPLAYED)]
+    assert [(a.outcome, a.reason) for a in audit.records] == [
+        ("accepted", None),
+        ("done", None),
+        ("refused", reasons.REPLAYED),
+    ]
     assert audit.records[2].actor == f"remote:{CMD_KID}"
 
 
@@ -245,13 +377,24 @@ def test_accepted_write_runs_with_operator_and_audits_readback() -> None:
     response = responses[0]
     assert (response.outcome, response.result) == ("done", {"readback": 45.5})
     ctx: CommandContext = calls.calls[0]
-    assert (ctx.args.device, ctx.args.point, ctx.args.value, ctx.operator) == ("heatpump", "flow_setpoint", 45.5,
-                                                                               "op-42")
+    assert (ctx.args.device, ctx.args.point, ctx.args.value, ctx.operator) == (
+        "heatpump",
+        "flow_setpoint",
+        45.5,
+        "op-42",
+    )
     assert ctx.actor == f"remote:{CMD_KID}"
-    assert [(a.event, a.outcome) for a in audit.records] == [("command.device.write", "accepted"),
-                                                            ("command.device.write", "done")]
-    assert audit.records[1].details == {"device": "heatpump", "point": "flow_setpoint", "value": 45.5,
-                                        "operator": "op-42", "readback": 45.5}
+    assert [(a.event, a.outcome) for a in audit.records] == [
+        ("command.device.write", "accepted"),
+        ("command.device.write", "done"),
+    ]
+    assert audit.records[1].details == {
+        "device": "heatpump",
+        "point": "flow_setpoint",
+        "value": 45.5,
+        "operator": "op-42",
+        "readback": 45.5,
+    }
 
 
 def test_handler_failure_is_answered_and_audited() -> None:
@@ -278,8 +421,11 @@ def test_handler_timeout_is_a_failure() -> None:
 
 def test_refusal_details_do_not_echo_argument_values() -> None:
     canary = "CANARY-SERIAL-123456"
-    raws = [signed("privacy.object", {"stream": canary + "!"}), signed("shell.exec", {"cmd": canary}),
-            reencoded(signed("ping"), lambda d: d.update(extra=canary))]
+    raws = [
+        signed("privacy.object", {"stream": canary + "!"}),
+        signed("shell.exec", {"cmd": canary}),
+        reencoded(signed("ping"), lambda d: d.update(extra=canary)),
+    ]
     responses, _, audit = run(raws)
     assert all(r.outcome == "refused" for r in responses)
     blob = msgspec.json.encode([responses, audit.records])
@@ -293,8 +439,8 @@ def test_ping_is_built_in() -> None:
 
 def test_verifier_refuses_a_key_pinned_twice() -> None:
     async def go() -> None:
-        from agent.commands.nonces import NonceStore
-        from agent.commands.verify import CommandVerifier
+        from heatgate.agent.commands.nonces import NonceStore
+        from heatgate.agent.commands.verify import CommandVerifier
 
         nonces = await NonceStore.load(MemoryState())
         with pytest.raises(ValueError, match="both command and approval"):

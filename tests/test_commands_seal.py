@@ -10,11 +10,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.commands.dispatch import SEALED_FORMAT
-from agent.commands.envelope import b64url_decode, b64url_encode, encode_envelope
-from agent.commands.keys import raw_public
-from agent.commands.seal import SealError, open_sealed, seal
-from agent.commands.sign import sign_envelope
+from heatgate.agent.commands.dispatch import SEALED_FORMAT
+from heatgate.agent.commands.envelope import b64url_decode, b64url_encode, encode_envelope
+from heatgate.agent.commands.keys import raw_public
+from heatgate.agent.commands.seal import SealError, open_sealed, seal
+from heatgate.agent.commands.sign import sign_envelope
 from tests.commands_support import GATEWAY, NOW_S, Clock, Keys, make_processor
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
@@ -51,8 +51,15 @@ def test_garbage_is_a_seal_error(blob: bytes) -> None:
 
 def test_export_result_is_sealed_to_the_signed_recipient() -> None:
     keys = Keys()
-    raw = encode_envelope(sign_envelope(keys.command, target=GATEWAY, command="privacy.export", issued_at=NOW_S,
-                                        args={"recipient": b64url_encode(raw_public(RECIPIENT.public_key()))}))
+    raw = encode_envelope(
+        sign_envelope(
+            keys.command,
+            target=GATEWAY,
+            command="privacy.export",
+            issued_at=NOW_S,
+            args={"recipient": b64url_encode(raw_public(RECIPIENT.public_key()))},
+        )
+    )
 
     async def go() -> tuple[Any, Any]:
         processor, _calls, audit, _ = await make_processor(MemoryState(), keys, Clock())

@@ -10,29 +10,29 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from agent.commands import reasons
-from agent.commands.dispatch import CommandProcessor, Response, decode_response
-from agent.commands.envelope import b64url_decode, b64url_encode, encode_envelope
-from agent.commands.keys import raw_public
-from agent.commands.nonces import NonceStore
-from agent.commands.seal import open_sealed
-from agent.commands.sign import sign_approval, sign_envelope
-from agent.commands.verify import CommandVerifier
-from agent.commands.wiring import (
+from heatgate.agent.commands import reasons
+from heatgate.agent.commands.dispatch import CommandProcessor, Response, decode_response
+from heatgate.agent.commands.envelope import b64url_decode, b64url_encode, encode_envelope
+from heatgate.agent.commands.keys import raw_public
+from heatgate.agent.commands.nonces import NonceStore
+from heatgate.agent.commands.seal import open_sealed
+from heatgate.agent.commands.sign import sign_approval, sign_envelope
+from heatgate.agent.commands.verify import CommandVerifier
+from heatgate.agent.commands.wiring import (
     answer,
     device_write_handler,
     pipeline_audit_sink,
     privacy_handlers,
     profile_write_bounds,
 )
-from agent.config import GatewayConfig
-from agent.privacy.pipeline import Pipeline
-from agent.privacy.policy import STREAMS, load_policy
-from agent.privacy.pseudonym import PseudonymKeys
-from agent.privacy.state import PrivacyState
-from buffer.adapter import open_buffer
-from config import data_path
-from drivers.modbus.profile import load_profile
+from heatgate.agent.config import GatewayConfig
+from heatgate.agent.privacy.pipeline import Pipeline
+from heatgate.agent.privacy.policy import STREAMS, load_policy
+from heatgate.agent.privacy.pseudonym import PseudonymKeys
+from heatgate.agent.privacy.state import PrivacyState
+from heatgate.buffer.adapter import open_buffer
+from heatgate.config import data_path
+from heatgate.drivers.modbus.profile import load_profile
 from tests.commands_support import GATEWAY, NOW_S, Clock, Keys, answered
 from tests.support.leaks import run_async
 
@@ -48,28 +48,53 @@ def test_privacy_commands_over_the_real_pipeline_and_buffer(tmp_path: Path) -> N
     clock = Clock()
 
     async def go() -> tuple[list[Response], list[dict[str, Any]], frozenset[str], list[tuple[str, bytes, Any]]]:
-        buffer = await open_buffer(tmp_path / "b.db", bytes(32), cap_bytes=16 << 20, clock=clock,
-                                   retention_s={s: 180 * 86400.0 for s in STREAMS}, commit_interval_s=0.02)
+        buffer = await open_buffer(
+            tmp_path / "b.db",
+            bytes(32),
+            cap_bytes=16 << 20,
+            clock=clock,
+            retention_s={s: 180 * 86400.0 for s in STREAMS},
+            commit_interval_s=0.02,
+        )
         try:
             state = await PrivacyState.load(buffer, clock=clock)
             keys = await PseudonymKeys.load(buffer, clock=clock)
-            pipeline = Pipeline(load_policy(data_path("privacy.toml")), keys=keys, state=state, clock=clock,
-                                gateway=GatewayConfig(id=GATEWAY, region="3511 AB"))
-            verifier = CommandVerifier(GATEWAY, KEYS.command_keys(), KEYS.approval_keys(),
-                                       await NonceStore.load(buffer, clock=clock), clock=clock)
-            processor = CommandProcessor(verifier, privacy_handlers(buffer, state, pipeline),
-                                         pipeline_audit_sink(pipeline, buffer), clock=clock)
+            pipeline = Pipeline(
+                load_policy(data_path("privacy.toml")),
+                keys=keys,
+                state=state,
+                clock=clock,
+                gateway=GatewayConfig(id=GATEWAY, region="3511 AB"),
+            )
+            verifier = CommandVerifier(
+                GATEWAY,
+                KEYS.command_keys(),
+                KEYS.approval_keys(),
+                await NonceStore.load(buffer, clock=clock),
+                clock=clock,
+            )
+            processor = CommandProcessor(
+                verifier, privacy_handlers(buffer, state, pipeline), pipeline_audit_sink(pipeline, buffer), clock=clock
+            )
             published: list[tuple[str, bytes, Any]] = []
 
             async def publish_raw(topic: str, payload: bytes, **kw: Any) -> None:
                 published.append((topic, payload, kw.get("correlation_data")))
 
             responses = []
-            for raw in [signed("privacy.object", stream="analytics"), signed("privacy.object", stream="service"),
-                        signed("privacy.erase", stream="telemetry"),
-                        signed("privacy.export", recipient=b64url_encode(raw_public(RECIPIENT.public_key())))]:
-                response = await answer(processor, publish_raw, f"heatgate/v1/{GATEWAY}/cmd/response", raw,
-                                        {"correlation_data": b"corr-1", "response_topic": "evil/topic"})
+            for raw in [
+                signed("privacy.object", stream="analytics"),
+                signed("privacy.object", stream="service"),
+                signed("privacy.erase", stream="telemetry"),
+                signed("privacy.export", recipient=b64url_encode(raw_public(RECIPIENT.public_key()))),
+            ]:
+                response = await answer(
+                    processor,
+                    publish_raw,
+                    f"heatgate/v1/{GATEWAY}/cmd/response",
+                    raw,
+                    {"correlation_data": b"corr-1", "response_topic": "evil/topic"},
+                )
                 assert response is not None
                 responses.append(response)
             everything = await buffer.export_all()
@@ -79,8 +104,12 @@ def test_privacy_commands_over_the_real_pipeline_and_buffer(tmp_path: Path) -> N
             await buffer.close()
 
     responses, audit, objected, published = run_async(go())
-    assert [(r.outcome, r.reason) for r in responses] == [("done", None), ("failed", reasons.HANDLER_ERROR),
-                                                          ("done", None), ("done", None)]
+    assert [(r.outcome, r.reason) for r in responses] == [
+        ("done", None),
+        ("failed", reasons.HANDLER_ERROR),
+        ("done", None),
+        ("done", None),
+    ]
     assert objected == frozenset({"analytics"})
     assert "not objectable" in (responses[1].detail or "")
     events = [(a["event"], a["outcome"]) for a in audit]
@@ -129,18 +158,35 @@ def test_device_write_handler_maps_driver_errors() -> None:
     value = float(point.min)
 
     async def go() -> list[Response]:
-        verifier = CommandVerifier(GATEWAY, KEYS.command_keys(), KEYS.approval_keys(),
-                                   await NonceStore.load(_State()), clock=Clock(),
-                                   write_bounds=profile_write_bounds({"heatpump": profile}))
+        verifier = CommandVerifier(
+            GATEWAY,
+            KEYS.command_keys(),
+            KEYS.approval_keys(),
+            await NonceStore.load(_State()),
+            clock=Clock(),
+            write_bounds=profile_write_bounds({"heatpump": profile}),
+        )
         handler = device_write_handler(write_point, errors=(Refused,))
         processor = CommandProcessor(verifier, {"device.write": handler}, _audit, clock=Clock())
         out = []
         for v in (value, float(point.max)):
             args = {"device": "heatpump", "point": point.name, "value": v}
             approval = sign_approval(KEYS.approval, operator="op-1", target=GATEWAY, issued_at=NOW_S, **args)
-            out.append(await answered(processor, encode_envelope(sign_envelope(
-                KEYS.command, target=GATEWAY, command="device.write", args=args, issued_at=NOW_S,
-                approval=approval))))
+            out.append(
+                await answered(
+                    processor,
+                    encode_envelope(
+                        sign_envelope(
+                            KEYS.command,
+                            target=GATEWAY,
+                            command="device.write",
+                            args=args,
+                            issued_at=NOW_S,
+                            approval=approval,
+                        )
+                    ),
+                )
+            )
         return out
 
     ok, second = run_async(go())
@@ -164,4 +210,3 @@ class _State:
 
 async def _audit(_body: Any) -> str:
     return "r"
-

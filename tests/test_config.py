@@ -8,18 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ModbusTcpSource, load_config
-from agent.typedload import ConfigError
-from config import data_path
+from heatgate.agent.config import ModbusTcpSource, load_config
+from heatgate.config import data_path
+from heatgate.typedload import ConfigError
 
 DATA = Path(__file__).parent / "data"
 EXAMPLE = data_path("heatgate.example.toml")
 
 
 def heatgate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run([sys.executable, "-m", "heatgate", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_shipped_example_is_valid() -> None:
@@ -69,29 +67,40 @@ BASE = '[gateway]\nid = "gw-t-0001"\nregion = "1234"\nstate_dir = "/tmp/x"\n'
 @pytest.mark.parametrize(
     ("body", "location", "message"),
     [
-        ('[gateway\nid = 1', "", "not valid TOML"),
+        ("[gateway\nid = 1", "", "not valid TOML"),
         (BASE + "[mqtt]\nkeepalive_s = 2\n", "mqtt.keepalive_s", ">= 5"),
         (BASE + "[mqtt]\npuback_timeout_s = 0\n", "mqtt.puback_timeout_s", "> 0"),
         (BASE + '[mqtt]\npuback_timeout_s = "soon"\n', "mqtt.puback_timeout_s", "expected `float`"),
-        (BASE + '[[sources]]\ntype = "p1"\nname = "a"\nport = "/dev/ttyUSB0"\n'
-                '[[sources]]\ntype = "p1"\nname = "a"\nport = "/dev/ttyUSB1"\n',
-         "sources[1].name", "duplicate source name 'a'"),
-        (BASE + '[[sources]]\ntype = "p1"\nname = "a"\nport = "ttyUSB0"\n',
-         "sources[0].port", "must be an absolute path"),
+        (
+            BASE + '[[sources]]\ntype = "p1"\nname = "a"\nport = "/dev/ttyUSB0"\n'
+            '[[sources]]\ntype = "p1"\nname = "a"\nport = "/dev/ttyUSB1"\n',
+            "sources[1].name",
+            "duplicate source name 'a'",
+        ),
+        (
+            BASE + '[[sources]]\ntype = "p1"\nname = "a"\nport = "ttyUSB0"\n',
+            "sources[0].port",
+            "must be an absolute path",
+        ),
         (BASE + '[[sources]]\nname = "a"\n', "sources[0].type", "missing required key"),
         (BASE + '[[sources]]\nname = "a"\ntype = ["p1"]\n', "sources[0].type", "expected one of"),
         ('[gateway]\nregion = "1234"\n', "gateway.id", "missing required key"),
-        (BASE + '[[sources]]\ntype = "modbus-tcp"\nname = "hp"\n'
-                '[[sources.devices]]\nname = "d"\nunit_id = 300\nprofile = "sim-heatpump"\n',
-         "sources[0].devices[0].unit_id", "<= 247"),
-        (BASE + '[[sources]]\ntype = "modbus-tcp"\nname = "hp"\n'
-                '[[sources.devices]]\nname = "d"\nunit_id = 3\nprofile = "no-such-profile"\n',
-         "sources[0].devices[0].profile", "unknown profile 'no-such-profile'"),
-        (BASE + '[mqtt]\nurl = "mqtts://b:8883"\ncert_file = "/a.crt"\n', "mqtt.cert_file",
-         "give both"),
-        ('extra = 1\n' + BASE, "extra", "unknown key"),
+        (
+            BASE + '[[sources]]\ntype = "modbus-tcp"\nname = "hp"\n'
+            '[[sources.devices]]\nname = "d"\nunit_id = 300\nprofile = "sim-heatpump"\n',
+            "sources[0].devices[0].unit_id",
+            "<= 247",
+        ),
+        (
+            BASE + '[[sources]]\ntype = "modbus-tcp"\nname = "hp"\n'
+            '[[sources.devices]]\nname = "d"\nunit_id = 3\nprofile = "no-such-profile"\n',
+            "sources[0].devices[0].profile",
+            "unknown profile 'no-such-profile'",
+        ),
+        (BASE + '[mqtt]\nurl = "mqtts://b:8883"\ncert_file = "/a.crt"\n', "mqtt.cert_file", "give both"),
+        ("extra = 1\n" + BASE, "extra", "unknown key"),
         ('[gateway]\nid = "gw.example.0001"\nregion = "1234"\n', "gateway.id", "expected `str` matching"),
-        (BASE + 'regoin = 1\n', "gateway.regoin", "did you mean 'region'"),
+        (BASE + "regoin = 1\n", "gateway.regoin", "did you mean 'region'"),
     ],
 )
 def test_bad_config_is_located(tmp_path: Path, body: str, location: str, message: str) -> None:

@@ -9,15 +9,19 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.config import Config, _semantic_issues
-from agent.typedload import ConfigError, convert, load_toml
-from config import data_path
+from heatgate.agent.config import Config, _semantic_issues
+from heatgate.config import data_path
+from heatgate.typedload import ConfigError, convert, load_toml
 
 EXAMPLE = tomllib.loads(data_path("heatgate.example.toml").read_text())
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False),
-    st.text(max_size=12), st.sampled_from(["modbus-tcp", "modbus-rtu", "p1", "zwave", "/dev/ttyUSB0", "5"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.sampled_from(["modbus-tcp", "modbus-rtu", "p1", "zwave", "/dev/ttyUSB0", "5"]),
 )
 values = st.recursive(
     scalars,

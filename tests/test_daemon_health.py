@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent import daemon
-from agent.config import load_config
-from config import data_path
+from heatgate.agent import daemon
+from heatgate.agent.config import load_config
+from heatgate.config import data_path
 
 
 def test_a_broker_that_stops_acknowledging_is_a_problem_and_a_quiet_spell_is_not() -> None:
@@ -33,10 +33,11 @@ def test_the_daemon_loads_neither_the_installer_tools_nor_rich(tmp_path: object)
 
     probe = (
         "import sys\n"
-        "from agent.cli import main\n"
+        "from heatgate.agent.cli import main\n"
         "code = main(['run', '--config', '/nonexistent/heatgate.toml'])\n"
         "rich = sys.modules.get('rich')\n"
-        "print(code, rich is not None, 'agent.cli.privacy' in sys.modules, 'agent.cli.tail' in sys.modules)\n"
+        "cli = 'heatgate.agent.cli.'\n"
+        "print(code, rich is not None, cli + 'privacy' in sys.modules, cli + 'tail' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["2", "False", "False", "False"], result.stdout + result.stderr
@@ -48,12 +49,18 @@ def test_records_a_full_disk_refuses_are_kept_and_offered_again() -> None:
     memory, says so in its problems, and stores them with the next batch once there is room."""
     import asyncio
 
-    from buffer.api import NewRecord
-    from buffer.errors import RecordsNotStored
+    from heatgate.buffer.api import NewRecord
+    from heatgate.buffer.errors import RecordsNotStored
 
     def record(n: int) -> NewRecord:
-        return NewRecord(id=f"01M8000000000000000000000{n}", stream="service", route="service/fault",
-                         priority=0, created_s=1.0, payload=b"{}")
+        return NewRecord(
+            id=f"01M8000000000000000000000{n}",
+            stream="service",
+            route="service/fault",
+            priority=0,
+            created_s=1.0,
+            payload=b"{}",
+        )
 
     class FullThenFreeDisk:
         def __init__(self) -> None:

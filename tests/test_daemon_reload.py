@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agent.localbroker import Broker
+from heatgate.agent.devtools.localbroker import Broker
 from tests.support.agent_harness import GATEWAY_ID, Gateway, LoadRig, fast_policy, wait_until
 from tests.support.subscriber import Received, Subscriber
 
@@ -73,8 +73,12 @@ def test_sighup_reloads_the_policy_keeps_the_connection_and_loses_no_reading(tmp
         assert "bogus_key" in refused["reload"]["error"]
         assert any(p.startswith("reload refused") and "bogus_key" in p for p in refused["problems"])
         assert not refused["healthy"]
-        status_cli = subprocess.run([sys.executable, "-m", "agent", "status", "--socket", str(gateway.socket_path)],
-                                    capture_output=True, text=True, timeout=60)
+        status_cli = subprocess.run(
+            [sys.executable, "-m", "heatgate", "status", "--socket", str(gateway.socket_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert status_cli.returncode == 1 and "bogus_key" in status_cli.stdout
 
         # A good, changed policy (2-s telemetry windows): applied, the problem gone.
@@ -84,8 +88,11 @@ def test_sighup_reloads_the_policy_keeps_the_connection_and_loses_no_reading(tmp
         assert applied["reload"]["error"] is None and applied["reload"]["restart_needed"] == []
         assert not any("reload" in p for p in applied["problems"]), applied["problems"]
         wait_until(lambda: _telemetry(_records(_messages(rig)), 2), timeout_s=30, what="2-s telemetry")
-        wait_until(lambda: len([b for b in _records(_messages(rig)).values()
-                                if b.get("event") == "agent.reload"]) == 2, timeout_s=30, what="2 reload audits")
+        wait_until(
+            lambda: len([b for b in _records(_messages(rig)).values() if b.get("event") == "agent.reload"]) == 2,
+            timeout_s=30,
+            what="2 reload audits",
+        )
         audits = [b for b in _records(_messages(rig)).values() if b.get("event") == "agent.reload"]
         assert sorted(b["outcome"] for b in audits) == ["ok", "refused"]
 
@@ -103,7 +110,9 @@ def test_sighup_reloads_the_policy_keeps_the_connection_and_loses_no_reading(tmp
         try:
             frozen = gateway.wait_status(
                 lambda s: s["sources"]["meter"]["devices"]["meter1"].get("failing_since_ts") is not None,
-                timeout_s=30, what="the meter not answering")
+                timeout_s=30,
+                what="the meter not answering",
+            )
             time.sleep(1.0)
             frozen = gateway.wait_status(lambda s: True)
             ok_readings = frozen["sources"]["meter"]["quality"].get("ok", 0)
@@ -113,25 +122,38 @@ def test_sighup_reloads_the_policy_keeps_the_connection_and_loses_no_reading(tmp
         bodies = _records(_messages(rig))
         for record in gateway.export():
             bodies[record.id] = json.loads(record.payload)
-        samples = sum(b.get("samples", 0) for b in bodies.values()
-                      if b.get("device") == "meter1" and b.get("point") == "voltage_l1_v" and b.get("agg") == "mean")
+        samples = sum(
+            b.get("samples", 0)
+            for b in bodies.values()
+            if b.get("device") == "meter1" and b.get("point") == "voltage_l1_v" and b.get("agg") == "mean"
+        )
         # The profile's 15 polled points every poll, and its identifier once (max age 1 h).
         assert samples * 15 + 1 == ok_readings, (samples, ok_readings)
 
 
 def test_a_second_agent_on_the_same_state_dir_exits_1_and_the_first_runs_on(
-        tmp_path: Path, plain_broker: Broker) -> None:
-    with Subscriber("127.0.0.1", plain_broker.port, ["heatgate/#"]) as subscriber, \
-            Gateway(tmp_path / "gw", broker_url=plain_broker.url) as gateway:
+    tmp_path: Path, plain_broker: Broker
+) -> None:
+    with (
+        Subscriber("127.0.0.1", plain_broker.port, ["heatgate/#"]) as subscriber,
+        Gateway(tmp_path / "gw", broker_url=plain_broker.url) as gateway,
+    ):
         gateway.provision()
         gateway.start()
         first = gateway.wait_status(lambda s: s["broker"].get("connected"), timeout_s=60, what="connected")
 
-        second = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(gateway.config_path)],
-                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        second = subprocess.run(
+            [sys.executable, "-m", "heatgate", "run", "--config", str(gateway.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         assert second.returncode == 1
-        assert (f"heatgate: another agent (pid {gateway.pid}) is running on {gateway.state}; stop it first"
-                in second.stderr.splitlines())
+        assert (
+            f"heatgate: another agent (pid {gateway.pid}) is running on {gateway.state}; stop it first"
+            in second.stderr.splitlines()
+        )
 
         # The first one is untouched: its socket answers, its connection is the one it had.
         after = gateway.wait_status(lambda s: True)
@@ -156,14 +178,21 @@ def test_a_serial_source_without_its_port_is_waiting_for_it(tmp_path: Path, plai
     with Gateway(tmp_path / "gw", broker_url=plain_broker.url, sources_toml=sources) as gateway:
         gateway.provision()
         gateway.start()
-        document = gateway.wait_status(lambda s: s["sources"]["smartmeter"]["state"] == "waiting-for-port",
-                                       timeout_s=60, what="waiting-for-port")
+        document = gateway.wait_status(
+            lambda s: s["sources"]["smartmeter"]["state"] == "waiting-for-port", timeout_s=60, what="waiting-for-port"
+        )
         source = document["sources"]["smartmeter"]
         assert str(missing) in source["last_error"]
         assert not document["healthy"]
-        assert any(p.startswith("source smartmeter waiting for its port: ") and str(missing) in p
-                   for p in document["problems"])
-        shown = subprocess.run([sys.executable, "-m", "agent", "status", "--socket", str(gateway.socket_path)],
-                               capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+        assert any(
+            p.startswith("source smartmeter waiting for its port: ") and str(missing) in p for p in document["problems"]
+        )
+        shown = subprocess.run(
+            [sys.executable, "-m", "heatgate", "status", "--socket", str(gateway.socket_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "200"},
+        )
         assert shown.returncode == 1 and "waiting-for-port" in shown.stdout
         assert gateway.stop() == 0

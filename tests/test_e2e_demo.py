@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from agent.demo import GATEWAY_ID, running_demo
-from agent.publish.decode import decode_message
-from drivers.modbus.profile import load_profile
-from drivers.zwave.sim import DEFAULT_HOME_ID
+from heatgate.agent.devtools.demo import GATEWAY_ID, running_demo
+from heatgate.agent.publish.decode import decode_message
+from heatgate.drivers.modbus.profile import load_profile
+from heatgate.drivers.sim.zwave import DEFAULT_HOME_ID
 from tests.support.subscriber import Received, Subscriber
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -31,8 +31,16 @@ GAS_EQUIPMENT_ID = "4730303339303031393930303537313136"
 def _canaries() -> list[bytes]:
     decoded = bytes.fromhex(P1_EQUIPMENT_ID).decode()  # "E0034006998452016": what a meter's label shows
     home_hex = DEFAULT_HOME_ID.hex()
-    plain = [HEATPUMP_SERIAL, P1_EQUIPMENT_ID, GAS_EQUIPMENT_ID, decoded, home_hex,
-             str(int(home_hex, 16)), "3511 AB", "3511AB"]
+    plain = [
+        HEATPUMP_SERIAL,
+        P1_EQUIPMENT_ID,
+        GAS_EQUIPMENT_ID,
+        decoded,
+        home_hex,
+        str(int(home_hex, 16)),
+        "3511 AB",
+        "3511AB",
+    ]
     forms: list[bytes] = []
     for text in plain:
         raw = text.encode()
@@ -55,10 +63,31 @@ def _cmd(demo_root: Path, broker_url: str, ca: Path, *args: str) -> dict[str, ob
     backend = demo_root / "backend"
     keys = demo_root / "backend-keys"
     result = subprocess.run(
-        [sys.executable, "-m", "agent", "cmd", "send", "--url", broker_url, "--ca", str(ca),
-         "--cert", str(backend / "backend-demo.crt"), "--key", str(backend / "backend-demo.key"),
-         "--target", GATEWAY_ID, "--sign-key", str(keys / "command.key"), "--wait-s", "20", *args],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "heatgate",
+            "cmd",
+            "send",
+            "--url",
+            broker_url,
+            "--ca",
+            str(ca),
+            "--cert",
+            str(backend / "backend-demo.crt"),
+            "--key",
+            str(backend / "backend-demo.key"),
+            "--target",
+            GATEWAY_ID,
+            "--sign-key",
+            str(keys / "command.key"),
+            "--wait-s",
+            "20",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.stdout, result.stderr
     response: dict[str, object] = json.loads(result.stdout)
@@ -85,10 +114,13 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         pki = demo.broker.pki
         backend = demo.root / "backend"
         subscriber = Subscriber(
-            "127.0.0.1", demo.broker.port, [f"{PREFIX}/#"],
+            "127.0.0.1",
+            demo.broker.port,
+            [f"{PREFIX}/#"],
             tls=_backend_tls(pki.ca_cert, backend / "backend-demo.crt", backend / "backend-demo.key"),
         )
         with subscriber:
+
             def complete(messages: list[Received]) -> bool:
                 bodies = _records(messages)
                 devices = {(t.rsplit("/", 1)[-1], b.get("device")) for t, b in bodies}
@@ -109,30 +141,73 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
             # An approved write reaches the heat pump and is read back from the simulator.
             approval = demo.root / "approval.json"
             approved = subprocess.run(
-                [sys.executable, "-m", "agent", "cmd", "approve",
-                 "--key", str(demo.root / "backend-keys" / "approval.key"),
-                 "--operator", "op-7", "--target", GATEWAY_ID, "--device", "hp1", "--point", "flow_setpoint_c",
-                 "--value", "42"],
-                capture_output=True, text=True, timeout=60,
+                [
+                    sys.executable,
+                    "-m",
+                    "heatgate",
+                    "cmd",
+                    "approve",
+                    "--key",
+                    str(demo.root / "backend-keys" / "approval.key"),
+                    "--operator",
+                    "op-7",
+                    "--target",
+                    GATEWAY_ID,
+                    "--device",
+                    "hp1",
+                    "--point",
+                    "flow_setpoint_c",
+                    "--value",
+                    "42",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
             assert approved.returncode == 0, approved.stderr
             approval.write_text(approved.stdout)
-            response = _cmd(demo.root, demo.broker.url, pki.ca_cert, "--command", "device.write",
-                            "--arg", "device=hp1", "--arg", "point=flow_setpoint_c", "--arg", "value=42",
-                            "--approval", str(approval))
+            response = _cmd(
+                demo.root,
+                demo.broker.url,
+                pki.ca_cert,
+                "--command",
+                "device.write",
+                "--arg",
+                "device=hp1",
+                "--arg",
+                "point=flow_setpoint_c",
+                "--arg",
+                "value=42",
+                "--approval",
+                str(approval),
+            )
             assert response["outcome"] == "done", response
             assert isinstance(response["result"], dict) and response["result"]["readback"] == 42
             assert _read_setpoint(demo.heatpump_port) == pytest.approx(42)
 
             # The same write without approval, and out of bounds, is refused and nothing changes.
-            refused = _cmd(demo.root, demo.broker.url, pki.ca_cert, "--command", "device.write",
-                           "--arg", "device=hp1", "--arg", "point=flow_setpoint_c", "--arg", "value=30")
+            refused = _cmd(
+                demo.root,
+                demo.broker.url,
+                pki.ca_cert,
+                "--command",
+                "device.write",
+                "--arg",
+                "device=hp1",
+                "--arg",
+                "point=flow_setpoint_c",
+                "--arg",
+                "value=30",
+            )
             assert refused["outcome"] == "refused" and refused["reason"] == "approval_required"
             assert _read_setpoint(demo.heatpump_port) == pytest.approx(42)
 
-            subscriber.wait_for(lambda ms: any(
-                b.get("event") == "command.device.write" and b.get("outcome") == "refused"
-                for _, b in _records(ms)), timeout_s=20)
+            subscriber.wait_for(
+                lambda ms: any(
+                    b.get("event") == "command.device.write" and b.get("outcome") == "refused" for _, b in _records(ms)
+                ),
+                timeout_s=20,
+            )
             all_bytes = b"".join(m.topic.encode() + m.payload for m in subscriber.messages)
         agent = demo.processes["agent"]
         demo.stop()

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from agent.localbroker import free_port
-from drivers.p1.sim import P1Simulator
+from heatgate.agent.devtools.localbroker import free_port
+from heatgate.drivers.sim.p1 import P1Simulator
 from tests.support.agent_harness import Gateway, LoadRig, load_sources, wait_until
 from tests.support.leaks import run_async
 from tests.support.tmpfs import tmpfs
@@ -32,8 +32,12 @@ def _dead_url() -> str:
 
 
 def _status_json(gateway: Gateway) -> tuple[int, dict[str, Any]]:
-    result = subprocess.run([sys.executable, "-m", "agent", "status", "--json", "--socket", str(gateway.socket_path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "heatgate", "status", "--json", "--socket", str(gateway.socket_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return result.returncode, json.loads(result.stdout)
 
 
@@ -85,22 +89,29 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 def test_full_disk_evicts_alarms_and_keeps_running(tmp_path: Path, small_fs: Path) -> None:
     with LoadRig(tmp_path / "rig", load=100.0) as rig:
         rig.start()
-        gateway = Gateway(tmp_path / "gw", broker_url=_dead_url(), state_dir=small_fs,
-                          sources_toml=rig.gateway.sources_toml if rig.gateway else "")
+        gateway = Gateway(
+            tmp_path / "gw",
+            broker_url=_dead_url(),
+            state_dir=small_fs,
+            sources_toml=rig.gateway.sources_toml if rig.gateway else "",
+        )
         gateway.provision()
         filler = small_fs / "filler"
         free = _free_bytes(small_fs)
         filler.write_bytes(b"\0" * (free - 600 * 1024))  # leave ~600 KiB: minutes of home load, seconds here
         try:
             gateway.start()
-            full = gateway.wait_status(lambda s: "disk_full" in s["buffer"]["alarms"]
-                                       and s["buffer"]["streams"]["telemetry"]["evicted"] > 0,
-                                       timeout_s=40, what="the disk_full alarm")
+            full = gateway.wait_status(
+                lambda s: "disk_full" in s["buffer"]["alarms"] and s["buffer"]["streams"]["telemetry"]["evicted"] > 0,
+                timeout_s=40,
+                what="the disk_full alarm",
+            )
             assert not full["healthy"] and any("disk_full" in p for p in full["problems"])
             readings = full["sources"]["smartmeter"]["readings"]
             # Still reading, still committing (eviction makes room for the newest).
-            later = gateway.wait_status(lambda s: s["sources"]["smartmeter"]["readings"] > readings + 100,
-                                        what="readings after the disk filled")
+            later = gateway.wait_status(
+                lambda s: s["sources"]["smartmeter"]["readings"] > readings + 100, what="readings after the disk filled"
+            )
             assert later["buffer"]["streams"]["service"]["evicted"] == 0
             assert gateway.running
             assert gateway.stop() == 0, gateway.log_tail()
@@ -109,7 +120,8 @@ def test_full_disk_evicts_alarms_and_keeps_running(tmp_path: Path, small_fs: Pat
             # Faults and status changes are never evicted: all that were queued are still there.
             service_queued = later["buffer"]["streams"]["service"]["queued"]
             assert sum(r.stream == "service" for r in stored) >= service_queued, _full_disk_report(
-                later, stored, small_fs, gateway)
+                later, stored, small_fs, gateway
+            )
         finally:
             filler.unlink(missing_ok=True)
         # Space back and the broker reachable: what was kept drains.
@@ -129,17 +141,22 @@ def _full_disk_report(later: dict[str, Any], stored: list[Any], state: Path, gat
     files = {p.name: p.stat().st_size for p in sorted(state.iterdir())}
     conn = sqlite3.connect(f"file:{gateway.db_path}?mode=ro", uri=True)
     try:
-        tables = {name: conn.execute(query).fetchall() for name, query in (
-            ("counters", "SELECT stream, name, value FROM counters ORDER BY stream, name"),
-            ("quarantine", "SELECT stream, reason, count(*) FROM quarantine GROUP BY stream, reason"),
-            ("data_keys", "SELECT epoch, stream, start_s FROM data_keys ORDER BY epoch"),
-            ("records", "SELECT stream, epoch, count(*) FROM records GROUP BY stream, epoch"),
-        )}
+        tables = {
+            name: conn.execute(query).fetchall()
+            for name, query in (
+                ("counters", "SELECT stream, name, value FROM counters ORDER BY stream, name"),
+                ("quarantine", "SELECT stream, reason, count(*) FROM quarantine GROUP BY stream, reason"),
+                ("data_keys", "SELECT epoch, stream, start_s FROM data_keys ORDER BY epoch"),
+                ("records", "SELECT stream, epoch, count(*) FROM records GROUP BY stream, epoch"),
+            )
+        }
     finally:
         conn.close()
-    return (f"status buffer: {json.dumps(later['buffer'])}\nheld after the stop: {held}\n"
-            f"tables after the stop: {tables}\n"
-            f"state dir: {files}, free {_free_bytes(state)} B\nagent log tail:\n{gateway.log_tail(6000)}")
+    return (
+        f"status buffer: {json.dumps(later['buffer'])}\nheld after the stop: {held}\n"
+        f"tables after the stop: {tables}\n"
+        f"state dir: {files}, free {_free_bytes(state)} B\nagent log tail:\n{gateway.log_tail(6000)}"
+    )
 
 
 def _free_bytes(path: Path) -> int:
@@ -175,8 +192,13 @@ def test_p1_unplugged_and_plugged_back_resumes(tmp_path: Path) -> None:
             count = gone["sources"]["smartmeter"]["telegrams_ok"]
             await asyncio.sleep(1.0)  # unplugged for a while: the driver keeps trying, nothing crashes
             sim.plug()
-            back = await wait_status(lambda s: s["sources"]["smartmeter"]["telegrams_ok"] > count + 5
-                                     and s["sources"]["smartmeter"]["port_state"] == "open", "readings again")
+            back = await wait_status(
+                lambda s: (
+                    s["sources"]["smartmeter"]["telegrams_ok"] > count + 5
+                    and s["sources"]["smartmeter"]["port_state"] == "open"
+                ),
+                "readings again",
+            )
             assert not any("smartmeter" in p for p in back["problems"]), back["problems"]
             assert gateway.running
             assert await asyncio.to_thread(gateway.stop) == 0
@@ -200,15 +222,17 @@ def test_broker_that_never_acknowledges_keeps_everything(tmp_path: Path) -> None
         await hole.start()
         sim = P1Simulator(interval_s=0.05, link=link)
         await sim.start()
-        gateway = Gateway(tmp_path / "gw", broker_url=f"mqtt://127.0.0.1:{hole.port}",
-                          sources_toml=load_sources(p1_link=link))
+        gateway = Gateway(
+            tmp_path / "gw", broker_url=f"mqtt://127.0.0.1:{hole.port}", sources_toml=load_sources(p1_link=link)
+        )
         gateway.provision()
         try:
             gateway.start()
             document = await asyncio.to_thread(
                 gateway.wait_status,
                 lambda s: hole.publishes > 0 and _queued(s) > 50 and not s["healthy"],
-                timeout_s=30, what="records queued and the broker reported",
+                timeout_s=30,
+                what="records queued and the broker reported",
             )
             broker = document["broker"]
             assert broker["published"] == 0

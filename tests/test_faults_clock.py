@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.privacy.policy import load_policy
-from buffer.adapter import open_buffer
-from buffer.ids import IdGenerator, id_time_s
-from config import data_path
+from heatgate.agent.privacy.policy import load_policy
+from heatgate.buffer.adapter import open_buffer
+from heatgate.buffer.ids import IdGenerator, id_time_s
+from heatgate.config import data_path
 from tests.buffer_support import T0, records
 from tests.support.leaks import run_async
 
@@ -27,9 +27,16 @@ def test_clock_jumps_back_and_forward_lose_nothing_and_keep_ids_ordered(tmp_path
     made: list[str] = []
 
     async def main() -> None:
-        buffer = await open_buffer(tmp_path / "b.db", b"k" * 32, cap_bytes=8 << 20, commit_interval_s=0,
-                                   retention_s=RETENTION_S, clock=lambda: now[0])
+        buffer = await open_buffer(
+            tmp_path / "b.db",
+            b"k" * 32,
+            cap_bytes=8 << 20,
+            commit_interval_s=0,
+            retention_s=RETENTION_S,
+            clock=lambda: now[0],
+        )
         try:
+
             async def put(stream: str, count: int) -> None:
                 batch = records(stream, count, created_s=now[0], ids=ids)
                 made.extend(r.id for r in batch)

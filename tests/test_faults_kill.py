@@ -22,8 +22,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.serial]
 def test_kill_9_under_load_loses_no_committed_record(tmp_path: Path) -> None:
     with LoadRig(tmp_path / "rig", load=100.0) as rig:
         rig.start()
-        result = kill_rounds(rig, 5, seed=7, min_s=0.2, max_s=2.5, outage_share=0.5,
-                             after_ready=True)
+        result = kill_rounds(rig, 5, seed=7, min_s=0.2, max_s=2.5, outage_share=0.5, after_ready=True)
     assert [r.integrity for r in result.rounds] == ["ok"] * 5
     assert result.final_integrity == "ok"
     # The rounds did commit records, and some were killed before they were delivered:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.health import (
+from heatgate.agent.health import (
     CounterRate,
     HealthLimits,
     HealthSnapshot,
@@ -20,8 +20,11 @@ LIMITS = HealthLimits(device_failing_s=60.0, stray_per_min=5.0)
 
 
 def _p1(port_state: str, port_error: str | None = None) -> SourceView:
-    return SourceView(name="smartmeter", slot_state="running",
-                      health={"type": "p1", "port": "/dev/ttyUSB0", "port_state": port_state, "port_error": port_error})
+    return SourceView(
+        name="smartmeter",
+        slot_state="running",
+        health={"type": "p1", "port": "/dev/ttyUSB0", "port_state": port_state, "port_error": port_error},
+    )
 
 
 def _modbus(**device: Any) -> SourceView:
@@ -35,7 +38,8 @@ def test_a_serial_source_whose_port_is_down_is_waiting_for_it_with_the_error() -
         assert source_state(view) == "waiting-for-port"
         assert source_error(view) == error
         assert problems(HealthSnapshot(now_s=NOW_S, sources=(view,)), LIMITS) == [
-            f"source smartmeter waiting for its port: {error}"]
+            f"source smartmeter waiting for its port: {error}"
+        ]
     # Without the driver's error the port and its state still say what is wrong.
     assert source_error(_p1("unavailable")) == "/dev/ttyUSB0 unavailable"
 
@@ -53,18 +57,24 @@ def test_a_driver_state_of_its_own_is_shown_and_is_a_problem() -> None:
 
 
 def test_the_supervisor_state_wins_over_the_port() -> None:
-    view = SourceView(name="smartmeter", slot_state="restarting", health={"port_state": "unavailable"},
-                      last_error="PortUnavailable: boom")
+    view = SourceView(
+        name="smartmeter",
+        slot_state="restarting",
+        health={"port_state": "unavailable"},
+        last_error="PortUnavailable: boom",
+    )
     assert source_state(view) == "restarting"
     assert problems(HealthSnapshot(now_s=NOW_S, sources=(view,)), LIMITS) == [
-        "source smartmeter restarting: PortUnavailable: boom"]
+        "source smartmeter restarting: PortUnavailable: boom"
+    ]
 
 
 def test_a_modbus_device_failing_past_the_limit_is_a_problem_naming_it_and_its_error() -> None:
     failing = _modbus(state="backing_off", failing_since_ts=NOW_S - 95, last_error="no answer within 1.0 s")
     assert failing_devices(failing.health, NOW_S, LIMITS) == [("hp1", 95.0, "no answer within 1.0 s")]
     assert problems(HealthSnapshot(now_s=NOW_S, sources=(failing,)), LIMITS) == [
-        "device heatpump/hp1 failing for 95 s: no answer within 1.0 s"]
+        "device heatpump/hp1 failing for 95 s: no answer within 1.0 s"
+    ]
     assert source_state(failing) == "running"  # the bus runs; the device is the problem
 
 
@@ -83,9 +93,15 @@ def test_stray_messages_above_the_limit_are_a_problem() -> None:
 
 
 def test_broker_disk_and_reload_problems() -> None:
-    snapshot = HealthSnapshot(now_s=NOW_S, broker_connected=False, inflight=3, ack_stall_s=31.0, unstored=2,
-                              reload_error="/etc/heatgate/privacy.toml: bogus: unknown field",
-                              restart_needed=("mqtt", "sources"))
+    snapshot = HealthSnapshot(
+        now_s=NOW_S,
+        broker_connected=False,
+        inflight=3,
+        ack_stall_s=31.0,
+        unstored=2,
+        reload_error="/etc/heatgate/privacy.toml: bogus: unknown field",
+        restart_needed=("mqtt", "sources"),
+    )
     assert problems(snapshot, LIMITS) == [
         "disk full: 2 record(s) waiting in memory, 0 lost",
         "broker not connected",

@@ -15,15 +15,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
-from agent.localbroker import Broker, free_port
-from agent.pki import sign_csr
+from heatgate.agent.devtools.localbroker import Broker, free_port
+from heatgate.agent.devtools.pki import sign_csr
 
 GATEWAY = "gw-inst-0001"
 
 
 def heatgate(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
-                          timeout=timeout_s, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "heatgate", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _ed25519_pub(path: Path) -> Path:
@@ -34,8 +39,18 @@ def _ed25519_pub(path: Path) -> Path:
 
 def _provision(tmp_path: Path, broker_url: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return heatgate(
-        "provision", "--gateway-id", GATEWAY, "--region", "3511 AB", "--broker-url", broker_url,
-        "--state-dir", str(tmp_path / "state"), "--config-out", str(tmp_path / "heatgate.toml"), *extra,
+        "provision",
+        "--gateway-id",
+        GATEWAY,
+        "--region",
+        "3511 AB",
+        "--broker-url",
+        broker_url,
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--config-out",
+        str(tmp_path / "heatgate.toml"),
+        *extra,
     )
 
 
@@ -74,8 +89,10 @@ def test_provision_is_idempotent_and_force_replaces_keys(tmp_path: Path) -> None
 
 
 def test_provision_refuses_a_different_pinned_key_without_force(tmp_path: Path) -> None:
-    assert _provision(tmp_path, "mqtt://127.0.0.1:1883", "--command-key",
-                      str(_ed25519_pub(tmp_path / "a.pub"))).returncode == 0
+    assert (
+        _provision(tmp_path, "mqtt://127.0.0.1:1883", "--command-key", str(_ed25519_pub(tmp_path / "a.pub"))).returncode
+        == 0
+    )
     other = _provision(tmp_path, "mqtt://127.0.0.1:1883", "--command-key", str(_ed25519_pub(tmp_path / "b.pub")))
     assert other.returncode == 2 and "already pins a different" in other.stderr
 
@@ -89,8 +106,12 @@ def test_provision_missing_answers_exit_2(tmp_path: Path) -> None:
 @pytest.fixture
 def heatpump_sim() -> Iterator[int]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "agent", "sim", "heatpump", "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "heatgate", "sim", "heatpump", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     assert process.stdout is not None
     first = process.stdout.readline().decode()
     assert "serving Modbus TCP" in first, first

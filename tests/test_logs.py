@@ -7,7 +7,7 @@ import json
 
 import structlog
 
-from agent import logs
+from heatgate import logs
 
 
 def _capture(**event: object) -> dict[str, object]:
@@ -31,9 +31,14 @@ def test_json_line_with_level_and_time() -> None:
 
 def test_sensitive_keys_redacted() -> None:
     record = _capture(
-        master_key="0f" * 32, password="hunter2", serial_number="SN-12345",
-        equipment_id="4530303331303033", home_id=0xC0FFEE01, mac="aa:bb:cc:dd:ee:ff",
-        key_file="/var/lib/heatgate/keys/master.key", retry_count=2,
+        master_key="0f" * 32,
+        password="hunter2",
+        serial_number="SN-12345",
+        equipment_id="4530303331303033",
+        home_id=0xC0FFEE01,
+        mac="aa:bb:cc:dd:ee:ff",
+        key_file="/var/lib/heatgate/keys/master.key",
+        retry_count=2,
     )
     for key in ("master_key", "password", "serial_number", "equipment_id", "home_id", "mac"):
         assert record[key] == logs.REDACTED, key

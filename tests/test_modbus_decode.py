@@ -10,17 +10,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.typedload import ConfigError
-from drivers.modbus.decode import decode_words, encode_value, words_to_bytes
-from drivers.modbus.errors import DecodeError
-from drivers.modbus.planner import MAX_REGISTERS, Block, block_cost_bytes, plan_points, plan_profile
-from drivers.modbus.profile import Point, Unreadable, load_profile, shipped_profiles
-from drivers.modbus.values import point_value, raw_for_write
-from drivers.reading import Quality
+from heatgate.drivers.modbus.decode import decode_words, encode_value, words_to_bytes
+from heatgate.drivers.modbus.errors import DecodeError
+from heatgate.drivers.modbus.planner import MAX_REGISTERS, Block, block_cost_bytes, plan_points, plan_profile
+from heatgate.drivers.modbus.profile import Point, Unreadable, load_profile, shipped_profiles
+from heatgate.drivers.modbus.values import point_value, raw_for_write
+from heatgate.drivers.reading import Quality
+from heatgate.typedload import ConfigError
 
 ORDERS = st.sampled_from(["big", "little"])
-INT_RANGES = {"u16": (0, 2**16 - 1), "s16": (-(2**15), 2**15 - 1), "u32": (0, 2**32 - 1),
-              "s32": (-(2**31), 2**31 - 1), "u64": (0, 2**64 - 1), "s64": (-(2**63), 2**63 - 1)}
+INT_RANGES = {
+    "u16": (0, 2**16 - 1),
+    "s16": (-(2**15), 2**15 - 1),
+    "u32": (0, 2**32 - 1),
+    "s32": (-(2**31), 2**31 - 1),
+    "u64": (0, 2**64 - 1),
+    "s64": (-(2**63), 2**63 - 1),
+}
 
 
 def test_known_vectors() -> None:
@@ -65,8 +71,10 @@ def test_string_round_trip(text: str, bo: str) -> None:
     assert decode_words(words, "string", byte_order=bo) == text  # type: ignore[arg-type]
 
 
-@given(words=st.lists(st.integers(-5, 0x1FFFF), max_size=6),
-       type_=st.sampled_from(["u16", "s16", "u32", "s32", "u64", "s64", "f32", "f64", "string", "bits"]))
+@given(
+    words=st.lists(st.integers(-5, 0x1FFFF), max_size=6),
+    type_=st.sampled_from(["u16", "s16", "u32", "s32", "u64", "s64", "f32", "f64", "string", "bits"]),
+)
 def test_decoder_raises_only_its_own_error(words: list[int], type_: str) -> None:
     try:
         decode_words(words, type_)
@@ -97,6 +105,7 @@ def test_write_bounds_and_encoding() -> None:
 
 # -- planner -------------------------------------------------------------------------------------
 
+
 def _brute_force(points: list[Point], unreadable: list[Unreadable], overhead: int) -> tuple[float, int]:
     """Minimum cost (and the fewest requests at that cost) over every set partition."""
     best = (math.inf, 10**9)
@@ -108,7 +117,7 @@ def _brute_force(points: list[Point], unreadable: list[Unreadable], overhead: in
         out = []
         for part in partitions(rest):
             for i in range(len(part)):
-                out.append([*part[:i], [first, *part[i]], *part[i + 1:]])
+                out.append([*part[:i], [first, *part[i]], *part[i + 1 :]])
             out.append([[first], *part])
         return out
 
@@ -183,18 +192,22 @@ def test_shipped_profiles_load_and_plan() -> None:
 
 def test_profile_errors_are_located(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('name = "bad"\ndevice_type = "heat-pump"\n'
-                   '[[points]]\nname = "a"\naddress = 0\n'
-                   '[[points]]\nname = "b"\naddress = 1\ntype = "u17"\n'
-                   '[[points]]\nname = "c"\naddress = 4\nwritable = true\n'
-                   '[[points]]\nname = "a"\naddress = 3\ntype = "u32"\n')
+    bad.write_text(
+        'name = "bad"\ndevice_type = "heat-pump"\n'
+        '[[points]]\nname = "a"\naddress = 0\n'
+        '[[points]]\nname = "b"\naddress = 1\ntype = "u17"\n'
+        '[[points]]\nname = "c"\naddress = 4\nwritable = true\n'
+        '[[points]]\nname = "a"\naddress = 3\ntype = "u32"\n'
+    )
     with pytest.raises(ConfigError) as info:
         load_profile(str(bad))
     paths = [i.path for i in info.value.issues]
     assert "points[1].type" in paths and "points[2].writable" in paths
     overlap = tmp_path / "overlap.toml"
-    overlap.write_text('name = "o"\ndevice_type = "x"\n[[points]]\nname = "a"\naddress = 0\ntype = "u32"\n'
-                       '[[points]]\nname = "a"\naddress = 1\n')
+    overlap.write_text(
+        'name = "o"\ndevice_type = "x"\n[[points]]\nname = "a"\naddress = 0\ntype = "u32"\n'
+        '[[points]]\nname = "a"\naddress = 1\n'
+    )
     with pytest.raises(ConfigError) as info:
         load_profile(str(overlap))
     assert {i.path for i in info.value.issues} == {"points[1].name", "points[1].address"}

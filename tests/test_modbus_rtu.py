@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.config import ModbusDevice, ModbusRtuSource
-from drivers.modbus.sim import serve_meter_rtu, serve_rtu
-from drivers.modbus.simmodel import heatpump_device, meter_device
-from drivers.modbus.source import make_modbus_source
-from drivers.reading import Quality, Reading
+from heatgate.agent.config import ModbusDevice, ModbusRtuSource
+from heatgate.drivers.modbus.source import make_modbus_source
+from heatgate.drivers.reading import Quality, Reading
+from heatgate.drivers.sim.modbus import serve_meter_rtu, serve_rtu
+from heatgate.drivers.sim.modbus_model import heatpump_device, meter_device
 from tests.support.leaks import run_async
 
 
@@ -20,8 +20,13 @@ def test_meter_over_rtu_pty(tmp_path: Path) -> None:
     async def main() -> list[Reading]:
         server = await serve_meter_rtu(link=link, baudrate=9600)
         assert Path(link).resolve() == Path(server.path)
-        config = ModbusRtuSource(name="meter-bus", port=link, baudrate=9600, timeout_s=0.5,
-                                 devices=[ModbusDevice(name="meter1", unit_id=1, profile="sdm630")])
+        config = ModbusRtuSource(
+            name="meter-bus",
+            port=link,
+            baudrate=9600,
+            timeout_s=0.5,
+            devices=[ModbusDevice(name="meter1", unit_id=1, profile="sdm630")],
+        )
         runner = make_modbus_source(config)
         try:
             return await runner.poll_device(runner.devices["meter1"])
@@ -48,10 +53,16 @@ def test_one_dead_unit_does_not_stall_the_others(tmp_path: Path) -> None:
         devices[2].offline = True
         server = await serve_rtu(devices, link=link, baudrate=19200)
         config = ModbusRtuSource(
-            name="bus", port=link, baudrate=19200, timeout_s=0.4,
-            devices=[ModbusDevice(name="m1", unit_id=1, profile="sdm630", interval_s=interval_s),
-                     ModbusDevice(name="hp2", unit_id=2, profile="sim-heatpump", interval_s=interval_s),
-                     ModbusDevice(name="m3", unit_id=3, profile="sdm630", interval_s=interval_s)])
+            name="bus",
+            port=link,
+            baudrate=19200,
+            timeout_s=0.4,
+            devices=[
+                ModbusDevice(name="m1", unit_id=1, profile="sdm630", interval_s=interval_s),
+                ModbusDevice(name="hp2", unit_id=2, profile="sim-heatpump", interval_s=interval_s),
+                ModbusDevice(name="m3", unit_id=3, profile="sdm630", interval_s=interval_s),
+            ],
+        )
         runner = make_modbus_source(config, probe_min_s=2.0, probe_max_s=8.0)
         ok_polls: dict[str, int] = {"m1": 0, "hp2": 0, "m3": 0}
 

@@ -7,20 +7,24 @@ from collections.abc import Sequence
 
 import pytest
 
-from agent.config import ModbusDevice, ModbusTcpSource
-from drivers.modbus.errors import WriteRefused
-from drivers.modbus.planner import Block
-from drivers.modbus.sim import FaultPlan, SimServer, serve_heatpump_tcp, serve_tcp
-from drivers.modbus.simmodel import heatpump_device
-from drivers.modbus.source import ModbusBusRunner, make_modbus_source
-from drivers.reading import PointKind, Quality, Reading
+from heatgate.agent.config import ModbusDevice, ModbusTcpSource
+from heatgate.drivers.modbus.errors import WriteRefused
+from heatgate.drivers.modbus.planner import Block
+from heatgate.drivers.modbus.source import ModbusBusRunner, make_modbus_source
+from heatgate.drivers.reading import PointKind, Quality, Reading
+from heatgate.drivers.sim.modbus import FaultPlan, SimServer, serve_heatpump_tcp, serve_tcp
+from heatgate.drivers.sim.modbus_model import heatpump_device
 from tests.support.leaks import run_async
 
 
 def _runner(port: int, *, interval_s: float = 10.0, timeout_s: float = 0.3, **kwargs: float) -> ModbusBusRunner:
-    config = ModbusTcpSource(name="hp-bus", host="127.0.0.1", port=port, timeout_s=timeout_s,
-                             devices=[ModbusDevice(name="hp1", unit_id=1, profile="sim-heatpump",
-                                                   interval_s=interval_s)])
+    config = ModbusTcpSource(
+        name="hp-bus",
+        host="127.0.0.1",
+        port=port,
+        timeout_s=timeout_s,
+        devices=[ModbusDevice(name="hp1", unit_id=1, profile="sim-heatpump", interval_s=interval_s)],
+    )
     return make_modbus_source(config, **kwargs)  # type: ignore[arg-type]
 
 
@@ -37,18 +41,18 @@ def test_every_type_decoded_from_the_simulator() -> None:
 
     got = run_async(main())
     assert got["model_code"].value == 0x4847 and got["model_code"].text == "heatgate HG-SIM-1"  # u16 + map
-    assert got["flow_setpoint_c"].value == 35.0                                 # s16 scaled, holding
-    assert -10 < got["outdoor_temp_c"].value < 20                               # type: ignore[operator]
-    assert got["heat_energy_kwh"].value == pytest.approx(1234.567)              # u64 scaled
+    assert got["flow_setpoint_c"].value == 35.0  # s16 scaled, holding
+    assert -10 < got["outdoor_temp_c"].value < 20  # type: ignore[operator]
+    assert got["heat_energy_kwh"].value == pytest.approx(1234.567)  # u64 scaled
     assert got["electric_energy_kwh"].value == pytest.approx(400.25, abs=0.01)  # f64
-    assert got["compressor_starts"].value == 70000                              # u32 little word order
-    assert got["degree_minutes"].value == -120                                  # s64
-    assert got["flow_offset_k"].value == -1.25                                  # s32 scaled
-    assert got["firmware_build"].value == 0x0203                                # byte-swapped u16
-    assert isinstance(got["cop"].value, float) and got["cop"].value > 1         # f32
-    assert got["relay_flags"].value == 0b101                                    # bits register
+    assert got["compressor_starts"].value == 70000  # u32 little word order
+    assert got["degree_minutes"].value == -120  # s64
+    assert got["flow_offset_k"].value == -1.25  # s32 scaled
+    assert got["firmware_build"].value == 0x0203  # byte-swapped u16
+    assert isinstance(got["cop"].value, float) and got["cop"].value > 1  # f32
+    assert got["relay_flags"].value == 0b101  # bits register
     assert got["heating_enabled"].value == 1 and got["heating_enabled"].text == "on"  # coil
-    assert got["alarm_active"].value == 0                                       # discrete input
+    assert got["alarm_active"].value == 0  # discrete input
     serial = got["serial_number"]
     assert serial.value == "HGSIM0000001234" and serial.kind is PointKind.IDENTIFIER  # string
     assert got["solar_temp_c"].quality is Quality.INVALID and got["solar_temp_c"].value is None
@@ -85,8 +89,8 @@ def test_fault_code_and_exception_responses_seen_as_quality() -> None:
 
 
 def runner_blocks() -> list[Block]:
-    from drivers.modbus.planner import plan_profile
-    from drivers.modbus.profile import load_profile
+    from heatgate.drivers.modbus.planner import plan_profile
+    from heatgate.drivers.modbus.profile import load_profile
 
     return list(plan_profile(load_profile("sim-heatpump")))
 
@@ -96,14 +100,21 @@ def test_illegal_address_marks_only_that_block(tmp_path: object) -> None:
 
     profile = Path(str(tmp_path)) / "reserved.toml"
     # A profile that (wrongly) maps the simulator's reserved input registers 27-29.
-    profile.write_text('name = "reserved"\ndevice_type = "heat-pump"\nmax_gap_registers = 0\n'
-                       '[[points]]\nname = "outdoor_temp_c"\ntable = "input"\naddress = 0\ntype = "s16"\n'
-                       '[[points]]\nname = "reserved"\ntable = "input"\naddress = 28\n')
+    profile.write_text(
+        'name = "reserved"\ndevice_type = "heat-pump"\nmax_gap_registers = 0\n'
+        '[[points]]\nname = "outdoor_temp_c"\ntable = "input"\naddress = 0\ntype = "s16"\n'
+        '[[points]]\nname = "reserved"\ntable = "input"\naddress = 28\n'
+    )
 
     async def main() -> list[Reading]:
         server = await serve_heatpump_tcp("127.0.0.1", 0)
-        config = ModbusTcpSource(name="hp-bus", host="127.0.0.1", port=server.port, timeout_s=0.5,
-                                 devices=[ModbusDevice(name="hp1", unit_id=1, profile=str(profile))])
+        config = ModbusTcpSource(
+            name="hp-bus",
+            host="127.0.0.1",
+            port=server.port,
+            timeout_s=0.5,
+            devices=[ModbusDevice(name="hp1", unit_id=1, profile=str(profile))],
+        )
         runner = make_modbus_source(config)
         try:
             return await runner.poll_device(runner.devices["hp1"])
@@ -124,8 +135,12 @@ def test_write_point_reads_back_and_refuses_out_of_bounds() -> None:
         try:
             value = await runner.write_point("hp1", "flow_setpoint_c", 42.5)
             in_sim = server.device(1).current("flow_setpoint_c")
-            for device, point, v in (("hp1", "flow_setpoint_c", 61.0), ("hp1", "outdoor_temp_c", 1.0),
-                                     ("hp1", "nope", 1.0), ("hp9", "flow_setpoint_c", 30.0)):
+            for device, point, v in (
+                ("hp1", "flow_setpoint_c", 61.0),
+                ("hp1", "outdoor_temp_c", 1.0),
+                ("hp1", "nope", 1.0),
+                ("hp9", "flow_setpoint_c", 30.0),
+            ):
                 try:
                     await runner.write_point(device, point, v)
                 except WriteRefused as exc:
@@ -172,6 +187,7 @@ def test_simulator_restarted_under_the_driver() -> None:
 
         task = asyncio.create_task(runner.run(sink), name="modbus-runner")
         try:
+
             async def wait_for(pred: object) -> None:
                 for _ in range(200):
                     if pred():  # type: ignore[operator]
@@ -218,6 +234,6 @@ def test_drops_are_retried_and_delay_raises_latency() -> None:
 
     health = run_async(main())
     device = health["devices"]["hp1"]  # type: ignore[index]
-    assert device["errors"]["timeout"] >= 1          # some requests were dropped ...
-    assert device["requests"] > 4 * 3                 # ... and retried
-    assert device["latency_ms"] >= 20                 # the injected delay is measured
+    assert device["errors"]["timeout"] >= 1  # some requests were dropped ...
+    assert device["requests"] > 4 * 3  # ... and retried
+    assert device["latency_ms"] >= 20  # the injected delay is measured

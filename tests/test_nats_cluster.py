@@ -11,9 +11,9 @@ from typing import Any
 import nats
 import pytest
 
-from agent.config import MqttConfig
-from agent.publish.publisher import Publisher
 from bench.fleet_support.backend import MQTT_MSGS_STREAM, JetStreamBackend
+from heatgate.agent.config import MqttConfig
+from heatgate.agent.publish.publisher import Publisher
 from tests.support.leaks import run_async
 from tests.support.memory_buffer_publish import open_real_buffer, telemetry_record
 from tests.support.nats import NatsCluster
@@ -48,8 +48,14 @@ async def _scenario(cluster: NatsCluster, tmp_path: Path) -> dict[str, Any]:
         victim_index = next(i for i, n in enumerate(cluster.nodes) if n.name == leader)
         for i, node in enumerate(cluster.nodes[:GATEWAYS]):
             buffer: Any = await open_real_buffer(tmp_path / f"gw{i}")
-            config = MqttConfig(url=node.mqtt_url, protocol="3.1.1", reconnect_min_s=0.05, reconnect_max_s=0.5,
-                                inflight_max=8, max_payload_bytes=1024)
+            config = MqttConfig(
+                url=node.mqtt_url,
+                protocol="3.1.1",
+                reconnect_min_s=0.05,
+                reconnect_max_s=0.5,
+                inflight_max=8,
+                max_payload_bytes=1024,
+            )
             publisher = Publisher(config, f"gw-cluster-{i}", buffer, version="t", health=dict)
             buffers.append(buffer)
             publishers.append(publisher)
@@ -83,10 +89,19 @@ async def _scenario(cluster: NatsCluster, tmp_path: Path) -> dict[str, Any]:
         for publisher in publishers:
             await publisher.stop()
         await asyncio.gather(*tasks)
-        return {"replicas": replicas, "queued": queued, "missing": missing, "ids": set(backend.stats.ids),
-                "expected": expected, "records": backend.stats.records, "duplicates": backend.stats.duplicates,
-                "invalid": backend.stats.invalid, "statuses": statuses, "victim": victim_index,
-                "published_before_kill": published_before_kill}
+        return {
+            "replicas": replicas,
+            "queued": queued,
+            "missing": missing,
+            "ids": set(backend.stats.ids),
+            "expected": expected,
+            "records": backend.stats.records,
+            "duplicates": backend.stats.duplicates,
+            "invalid": backend.stats.invalid,
+            "statuses": statuses,
+            "victim": victim_index,
+            "published_before_kill": published_before_kill,
+        }
     finally:
         for task in tasks:
             task.cancel()

@@ -19,12 +19,12 @@ import nats
 import paho.mqtt.client as mqtt
 import pytest
 
-from agent.config import MqttConfig
-from agent.publish.client import MqttClient
-from agent.publish.decode import decode_message
-from agent.publish.errors import ConnectError
-from agent.publish.publisher import Publisher
 from bench.fleet_support.backend import JetStreamBackend, subject_to_topic, topic_to_subject
+from heatgate.agent.config import MqttConfig
+from heatgate.agent.publish.client import MqttClient
+from heatgate.agent.publish.decode import decode_message
+from heatgate.agent.publish.errors import ConnectError
+from heatgate.agent.publish.publisher import Publisher
 from tests.support.leaks import run_async
 from tests.support.memory_buffer_publish import fault_record, open_real_buffer, telemetry_record
 from tests.support.nats import NatsNode, nats_server
@@ -42,8 +42,12 @@ def node(tmp_path: Path) -> Iterator[NatsNode]:
 
 
 def _config(node: NatsNode, **overrides: Any) -> MqttConfig:
-    options: dict[str, Any] = {"url": node.mqtt_url, "protocol": "3.1.1", "reconnect_min_s": 0.05,
-                               "reconnect_max_s": 0.3}
+    options: dict[str, Any] = {
+        "url": node.mqtt_url,
+        "protocol": "3.1.1",
+        "reconnect_min_s": 0.05,
+        "reconnect_max_s": 0.3,
+    }
     options.update(overrides)
     return MqttConfig(**options)
 
@@ -72,8 +76,13 @@ def test_delivery_reaches_mqtt_subscribers_and_a_jetstream_consumer(node: NatsNo
         buffer: Any = await open_real_buffer(tmp_path)
         try:
             await buffer.put(records)
-            publisher = Publisher(_config(node, max_payload_bytes=4096, inflight_max=4), GW, buffer, version="t",
-                                  health=lambda: {"sources": 1})
+            publisher = Publisher(
+                _config(node, max_payload_bytes=4096, inflight_max=4),
+                GW,
+                buffer,
+                version="t",
+                health=lambda: {"sources": 1},
+            )
             task = asyncio.create_task(publisher.run())
             while await buffer.count() > 0:
                 await asyncio.sleep(0.02)
@@ -189,8 +198,8 @@ def test_persistent_session_queues_commands_while_the_gateway_is_away(node: Nats
 
 _CHILD = """
 import asyncio, sys
-from agent.config import MqttConfig
-from agent.publish.publisher import Publisher
+from heatgate.agent.config import MqttConfig
+from heatgate.agent.publish.publisher import Publisher
 from tests.support.memory_buffer_publish import MemoryBuffer
 
 async def main():
@@ -203,9 +212,13 @@ asyncio.run(main())
 
 def test_kill_9_makes_nats_publish_the_offline_will(node: NatsNode) -> None:
     sub = _sub(node, [f"heatgate/v1/{GW}/state"]).start()
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, node.mqtt_url, GW], cwd=REPO,
-                             env={**os.environ, "PYTHONPATH": str(REPO)},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, node.mqtt_url, GW],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         sub.wait_for(lambda ms: any(json.loads(m.payload)["state"] == "online" for m in ms), timeout_s=20)
         os.kill(child.pid, signal.SIGKILL)
@@ -217,8 +230,14 @@ def test_kill_9_makes_nats_publish_the_offline_will(node: NatsNode) -> None:
             child.wait()
         sub.stop()
     will = got[-1]
-    assert json.loads(will.payload) == {"schema": "heatgate.state/1", "state": "offline", "gateway": GW,
-                                        "version": "t", "at": None, "health": {}}
+    assert json.loads(will.payload) == {
+        "schema": "heatgate.state/1",
+        "state": "offline",
+        "gateway": GW,
+        "version": "t",
+        "at": None,
+        "health": {},
+    }
     assert decode_message(will.topic, will.payload).valid
 
 
@@ -233,8 +252,14 @@ def test_mqtt5_is_refused_and_the_publisher_keeps_its_records(node: NatsNode, tm
         buffer: Any = await open_real_buffer(tmp_path)
         try:
             await buffer.put([telemetry_record(i) for i in range(10)])
-            publisher = Publisher(_config(node, protocol="5"), GW, buffer, version="t", health=dict,
-                                  on_connectivity=lambda e, _t, r: events.append((e, r)))
+            publisher = Publisher(
+                _config(node, protocol="5"),
+                GW,
+                buffer,
+                version="t",
+                health=dict,
+                on_connectivity=lambda e, _t, r: events.append((e, r)),
+            )
             task = asyncio.create_task(publisher.run())
             while len(events) < 2:
                 await asyncio.sleep(0.01)
@@ -249,8 +274,7 @@ def test_mqtt5_is_refused_and_the_publisher_keeps_its_records(node: NatsNode, tm
     assert all(e == "connect_failed" for e, _r in events)
 
 
-def test_a_dot_in_the_gateway_id_gets_the_connection_closed_and_nothing_is_lost(node: NatsNode,
-                                                                                 tmp_path: Path) -> None:
+def test_a_dot_in_the_gateway_id_gets_the_connection_closed_and_nothing_is_lost(node: NatsNode, tmp_path: Path) -> None:
     """NATS 2.9 cannot map a topic containing '.' to a subject: the will topic
     (``heatgate/v1/gw.dotted.01/state``) makes it close the connection before CONNACK. This is why
     the config's gateway id pattern refuses dots; the publisher itself must still lose nothing."""
@@ -260,8 +284,14 @@ def test_a_dot_in_the_gateway_id_gets_the_connection_closed_and_nothing_is_lost(
         buffer: Any = await open_real_buffer(tmp_path)
         try:
             await buffer.put([telemetry_record(i) for i in range(5)])
-            publisher = Publisher(_config(node), "gw.dotted.01", buffer, version="t", health=dict,
-                                  on_connectivity=lambda e, _t, _r: events.append(e))
+            publisher = Publisher(
+                _config(node),
+                "gw.dotted.01",
+                buffer,
+                version="t",
+                health=dict,
+                on_connectivity=lambda e, _t, _r: events.append(e),
+            )
             task = asyncio.create_task(publisher.run())
             deadline = time.monotonic() + 60
             while len(events) < 2:

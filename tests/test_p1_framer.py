@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.p1 import framer
-from drivers.p1.crc import crc16_arc
-from drivers.p1.errors import P1ChecksumError, P1ParseError
-from drivers.p1.simtelegram import MeterState, build_telegram
-from drivers.p1.telegram import P1Decoder
-from drivers.reading import PointKind
+from heatgate.drivers.p1 import framer
+from heatgate.drivers.p1.crc import crc16_arc
+from heatgate.drivers.p1.errors import P1ChecksumError, P1ParseError
+from heatgate.drivers.p1.telegram import P1Decoder
+from heatgate.drivers.reading import PointKind
+from heatgate.drivers.sim.p1_telegram import MeterState, build_telegram
 
 NOW = 1_700_000_000.0
 V5 = build_telegram("5", MeterState(), NOW)
@@ -42,6 +42,7 @@ def test_crc16_arc_known_vectors() -> None:
     assert crc16_arc(b"") == 0
     # A telegram published in the DSMR 5.0.2 P1 companion standard's example (body ends in "!").
     from dsmr_parser.parsers import TelegramParser
+
     body = V5[: V5.rindex(b"!") + 1]
     assert crc16_arc(body) == TelegramParser.crc16(body.decode()) == int(V5[-6:-2], 16)
 
@@ -114,8 +115,9 @@ def test_decoder_maps_points_kinds_units_and_gas_timestamp() -> None:
 
 @pytest.mark.parametrize("version", ["2.2", "3", "4", "5"])
 def test_each_version_parses_its_own_telegram(version: str) -> None:
-    readings = P1Decoder(version, source="sm").decode(build_telegram(version, MeterState(), NOW),
-                                                      received_ts=time.time())
+    readings = P1Decoder(version, source="sm").decode(
+        build_telegram(version, MeterState(), NOW), received_ts=time.time()
+    )
     points = {r.point for r in readings}
     assert {"energy_delivered_t2_kwh", "power_delivered_kw", "equipment_id", "gas_delivered_m3"} <= points
 
@@ -132,7 +134,7 @@ def test_bad_crc_raises_checksum_error_with_fields() -> None:
 def test_corrupted_telegram_is_rejected_by_the_crc(position: int, byte: int) -> None:
     if V5[position] == byte:
         return
-    corrupted = V5[:position] + bytes([byte]) + V5[position + 1:]
+    corrupted = V5[:position] + bytes([byte]) + V5[position + 1 :]
     try:
         P1Decoder("5", source="sm").decode(corrupted, received_ts=0)
     except P1ParseError:

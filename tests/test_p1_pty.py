@@ -13,12 +13,12 @@ from typing import Literal
 import pytest
 import structlog
 
-from agent import logs
-from agent.config import P1Source
-from drivers.p1.sim import P1Simulator
-from drivers.p1.simtelegram import MeterState
-from drivers.p1.source import P1Runner, serial_settings_for
-from drivers.reading import PointKind, Reading
+from heatgate import logs
+from heatgate.agent.config import P1Source
+from heatgate.drivers.p1.source import P1Runner, serial_settings_for
+from heatgate.drivers.reading import PointKind, Reading
+from heatgate.drivers.sim.p1 import P1Simulator
+from heatgate.drivers.sim.p1_telegram import MeterState
 from tests.support.leaks import run_async
 
 
@@ -38,6 +38,7 @@ class Collector:
             while self.batches < batches:
                 self.changed.clear()
                 await self.changed.wait()
+
         await asyncio.wait_for(loop(), timeout_s)
 
 
@@ -45,6 +46,7 @@ async def _wait_state(runner: P1Runner, state: str, timeout_s: float = 10.0) -> 
     async def loop() -> None:
         while runner.port_state != state:
             await asyncio.sleep(0.02)
+
     await asyncio.wait_for(loop(), timeout_s)
 
 
@@ -60,8 +62,14 @@ def test_serial_settings_follow_the_version() -> None:
 @pytest.mark.parametrize("version", ["3", "5"])
 def test_sim_drives_runner_with_faults_counted(tmp_path: Path, version: Literal["3", "5"]) -> None:
     async def main() -> None:
-        sim = P1Simulator(dsmr_version=version, interval_s=0.05, link=tmp_path / "p1",
-                          bad_crc_rate=0.3 if version == "5" else 0.0, garbage_rate=0.3, seed=7)
+        sim = P1Simulator(
+            dsmr_version=version,
+            interval_s=0.05,
+            link=tmp_path / "p1",
+            bad_crc_rate=0.3 if version == "5" else 0.0,
+            garbage_rate=0.3,
+            seed=7,
+        )
         await sim.start()
         runner = P1Runner(P1Source(name="smartmeter", port=str(tmp_path / "p1"), dsmr_version=version))
         sink = Collector()
@@ -94,8 +102,7 @@ def test_unplug_and_replug_is_survived_and_logged_once_each_way(tmp_path: Path) 
     async def main() -> None:
         sim = P1Simulator(interval_s=0.05, link=tmp_path / "p1")
         await sim.start()
-        runner = P1Runner(P1Source(name="smartmeter", port=str(tmp_path / "p1")),
-                          reopen_min_s=0.05, reopen_max_s=0.2)
+        runner = P1Runner(P1Source(name="smartmeter", port=str(tmp_path / "p1")), reopen_min_s=0.05, reopen_max_s=0.2)
         sink = Collector()
         task = asyncio.create_task(runner.run(sink), name="p1-runner")
         try:
@@ -126,8 +133,7 @@ def test_unplug_and_replug_is_survived_and_logged_once_each_way(tmp_path: Path) 
 
 def test_port_missing_at_start_is_waited_for(tmp_path: Path) -> None:
     async def main() -> None:
-        runner = P1Runner(P1Source(name="smartmeter", port=str(tmp_path / "p1")),
-                          reopen_min_s=0.05, reopen_max_s=0.1)
+        runner = P1Runner(P1Source(name="smartmeter", port=str(tmp_path / "p1")), reopen_min_s=0.05, reopen_max_s=0.1)
         sink = Collector()
         task = asyncio.create_task(runner.run(sink), name="p1-runner")
         sim = P1Simulator(interval_s=0.05, link=tmp_path / "p1")
@@ -152,11 +158,16 @@ def test_equipment_ids_never_logged(tmp_path: Path, caplog: pytest.LogCaptureFix
     caplog.set_level(logging.DEBUG)
 
     async def main() -> list[Reading]:
-        sim = P1Simulator(interval_s=0.05, link=tmp_path / "p1", bad_crc_rate=0.5, garbage_rate=0.5, seed=1,
-                          state=MeterState(equipment_id=canary, gas_equipment_id=gas_canary))
+        sim = P1Simulator(
+            interval_s=0.05,
+            link=tmp_path / "p1",
+            bad_crc_rate=0.5,
+            garbage_rate=0.5,
+            seed=1,
+            state=MeterState(equipment_id=canary, gas_equipment_id=gas_canary),
+        )
         await sim.start()
-        runner = P1Runner(P1Source(name="smartmeter", port=str(tmp_path / "p1")),
-                          reopen_min_s=0.05, reopen_max_s=0.1)
+        runner = P1Runner(P1Source(name="smartmeter", port=str(tmp_path / "p1")), reopen_min_s=0.05, reopen_max_s=0.1)
         sink = Collector()
         task = asyncio.create_task(runner.run(sink), name="p1-runner")
         try:

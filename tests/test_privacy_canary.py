@@ -9,7 +9,7 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.reading import PointKind, Quality, Reading
+from heatgate.drivers.reading import PointKind, Quality, Reading
 from tests.privacy_helpers import T0, make_pipeline
 
 
@@ -18,8 +18,12 @@ def _forms(canary: str) -> set[str]:
     forms = {canary, canary.replace(":", ""), canary.replace(":", "-"), canary.replace(" ", "")}
     for text in list(forms):
         data = text.encode()
-        forms |= {data.hex(), base64.b64encode(data).decode().rstrip("="),
-                  base64.b32encode(data).decode().rstrip("="), base64.urlsafe_b64encode(data).decode().rstrip("=")}
+        forms |= {
+            data.hex(),
+            base64.b64encode(data).decode().rstrip("="),
+            base64.b32encode(data).decode().rstrip("="),
+            base64.urlsafe_b64encode(data).decode().rstrip("="),
+        }
     forms.add(raw.hex())
     return {f.lower() for f in forms if len(f) >= 6}
 
@@ -60,8 +64,17 @@ def scenario(draw: st.DrawFn) -> tuple[list[Reading], list[str], str]:
         canaries.extend([f"{home_id:08x}", str(home_id), bytes.fromhex(identifiers["equipment_id"]).decode()])
         ts = T0 + draw(st.floats(0, 3 * 86400))
         for point, value in [*identifiers.items(), ("home_id", home_id)]:
-            readings.append(Reading(source=source, device=device, device_type=device_type, point=point,
-                                    kind=PointKind.IDENTIFIER, value=value, ts=ts))
+            readings.append(
+                Reading(
+                    source=source,
+                    device=device,
+                    device_type=device_type,
+                    point=point,
+                    kind=PointKind.IDENTIFIER,
+                    value=value,
+                    ts=ts,
+                )
+            )
         for _ in range(draw(st.integers(5, 40))):
             kind = draw(st.sampled_from(list(POINTS)))
             point = draw(st.sampled_from(POINTS[kind]))
@@ -73,9 +86,19 @@ def scenario(draw: st.DrawFn) -> tuple[list[Reading], list[str], str]:
             else:
                 value = draw(st.one_of(st.integers(0, 10**6), st.floats(-50, 1e5, allow_nan=False)))
             quality = draw(st.sampled_from([Quality.OK, Quality.OK, Quality.OK, Quality.COMM_ERROR]))
-            readings.append(Reading(source=source, device=device, device_type=device_type, point=point, kind=kind,
-                                    value=value if quality is Quality.OK else None, ts=ts, quality=quality,
-                                    text="label" if kind is PointKind.FAULT else None))
+            readings.append(
+                Reading(
+                    source=source,
+                    device=device,
+                    device_type=device_type,
+                    point=point,
+                    kind=kind,
+                    value=value if quality is Quality.OK else None,
+                    ts=ts,
+                    quality=quality,
+                    text="label" if kind is PointKind.FAULT else None,
+                )
+            )
     return readings, canaries, postcode
 
 
@@ -87,7 +110,7 @@ def test_no_canary_in_any_record_in_any_form(case: tuple[list[Reading], list[str
     pipeline = make_pipeline(region=postcode, gateway_id=gateway_id)
     records = []
     for start in range(0, len(readings), chunk):
-        records.extend(pipeline.process(readings[start:start + chunk]))
+        records.extend(pipeline.process(readings[start : start + chunk]))
     records.extend(pipeline.flush(T0 + 10 * 86400))
     records.extend(pipeline.flush(force=True))
     records.append(pipeline.audit("agent.start", "agent", "info", details={"sources": 3}))

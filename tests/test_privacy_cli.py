@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
-from buffer.keys import create_master_key
-from config import data_path
+from heatgate.agent.cli import main
+from heatgate.buffer.keys import create_master_key
+from heatgate.config import data_path
 
 
 @pytest.fixture
@@ -56,8 +56,13 @@ def test_rights_through_the_cli(config_file: Path, tmp_path: Path, capsys: pytes
     export = json.loads(out.read_text())
     assert out.stat().st_mode & 0o077 == 0
     events = [(r["body"]["event"], r["body"]["outcome"]) for r in export["records"]]
-    assert events == [("privacy.object", "done"), ("privacy.object", "refused"), ("privacy.restrict", "done"),
-                      ("privacy.consent", "done"), ("privacy.consent", "refused")]
+    assert events == [
+        ("privacy.object", "done"),
+        ("privacy.object", "refused"),
+        ("privacy.restrict", "done"),
+        ("privacy.consent", "done"),
+        ("privacy.consent", "refused"),
+    ]
 
     assert main(["privacy", "erase", *c]) == 2  # without --yes nothing happens
     assert main(["privacy", "erase", "--yes", *c]) == 0

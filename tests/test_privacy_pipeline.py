@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.privacy.pipeline import counter_increment
-from drivers.reading import PointKind, Quality
+from heatgate.agent.privacy.pipeline import counter_increment
+from heatgate.drivers.reading import PointKind, Quality
 from tests.privacy_helpers import DAY_S, T0, bodies, make_pipeline, reading
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
@@ -44,8 +44,13 @@ def test_a_later_reading_closes_the_window_and_late_ones_are_dropped() -> None:
 
 def test_bad_quality_is_counted_not_averaged() -> None:
     pipeline = make_pipeline()
-    pipeline.process([reading("power_w", M, 10.0, T0), reading("power_w", M, None, T0 + 1, quality=Quality.COMM_ERROR),
-                      reading("humidity_pct", M, None, T0 + 2, quality=Quality.COMM_ERROR)])
+    pipeline.process(
+        [
+            reading("power_w", M, 10.0, T0),
+            reading("power_w", M, None, T0 + 1, quality=Quality.COMM_ERROR),
+            reading("humidity_pct", M, None, T0 + 2, quality=Quality.COMM_ERROR),
+        ]
+    )
     out = bodies(pipeline.flush(force=True), "telemetry")
     power = next(b for b in out if b["point"] == "power_w" and b["agg"] == "mean")
     assert power["value"] == 10.0 and power["quality"] == "partial" and power["samples"] == 1
@@ -96,8 +101,12 @@ def test_smart_meter_is_daily_by_default_and_15_minutes_with_consent() -> None:
 
     run_async(pipeline.state.consent("p1-15min", "test"))
     t1 = T0 + DAY_S
-    out = pipeline.process([reading("energy_kwh", C, 2000.0 + i, t1 + 900 * i, **meter)  # type: ignore[arg-type]
-                            for i in range(3)])
+    out = pipeline.process(
+        [
+            reading("energy_kwh", C, 2000.0 + i, t1 + 900 * i, **meter)  # type: ignore[arg-type]
+            for i in range(3)
+        ]
+    )
     out += pipeline.flush(t1 + 3 * 900)
     fine = [b for b in bodies(out, "telemetry") if b["agg"] == "delta"]
     assert [b["window_s"] for b in fine] == [900, 900, 900]
@@ -113,16 +122,25 @@ def test_faults_go_to_service_at_once_with_clear_and_change() -> None:
     pipeline = make_pipeline()
     out = pipeline.process([reading("fault_code", F, 0, T0), reading("fault_code", F, 12, T0 + 1.7, text="HP")])
     assert [(r.stream, r.route, r.priority) for r in out] == [("service", "service/fault", 0)]
-    assert bodies(out)[0] == {"type": "fault", "device": "hp1", "device_type": "heat-pump", "point": "fault_code",
-                              "code": 12, "text": "HP", "at": "2024-06-01T00:00:01Z"}
+    assert bodies(out)[0] == {
+        "type": "fault",
+        "device": "hp1",
+        "device_type": "heat-pump",
+        "point": "fault_code",
+        "code": 12,
+        "text": "HP",
+        "at": "2024-06-01T00:00:01Z",
+    }
     assert pipeline.process([reading("fault_code", F, 12, T0 + 2)]) == []  # same code: nothing new
     changed = bodies(pipeline.process([reading("fault_code", F, 7, T0 + 3)]))
     assert [(b["code"], b.get("active", True)) for b in changed] == [(12, False), (7, True)]
     cleared = bodies(pipeline.process([reading("fault_code", F, 0, T0 + 4)]))
     assert [(b["code"], b.get("active", True)) for b in cleared] == [(7, False)]
     counts = [b for b in bodies(pipeline.flush(force=True), "analytics")]
-    assert sorted((b["point"], b["value"], b["agg"]) for b in counts) == [("fault_code#12", 1, "count"),
-                                                                         ("fault_code#7", 1, "count")]
+    assert sorted((b["point"], b["value"], b["agg"]) for b in counts) == [
+        ("fault_code#12", 1, "count"),
+        ("fault_code#7", 1, "count"),
+    ]
 
 
 def test_status_changes_only() -> None:
@@ -130,7 +148,10 @@ def test_status_changes_only() -> None:
     values = ["idle", "idle", "heating", "heating", "idle"]
     out = pipeline.process([reading("mode", S, v, T0 + i) for i, v in enumerate(values)])
     assert [(r.route, b["value"]) for r, b in zip(out, bodies(out), strict=True)] == [
-        ("service/status", "idle"), ("service/status", "heating"), ("service/status", "idle")]
+        ("service/status", "idle"),
+        ("service/status", "heating"),
+        ("service/status", "idle"),
+    ]
 
 
 def test_objection_stops_intake_at_once_and_drops_open_windows() -> None:

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.privacy.policy import RegionPolicy, load_policy, parse_policy
-from agent.privacy.region import generalise_region
-from agent.typedload import ConfigError
-from config import data_path
+from heatgate.agent.privacy.policy import RegionPolicy, load_policy, parse_policy
+from heatgate.agent.privacy.region import generalise_region
+from heatgate.config import data_path
+from heatgate.typedload import ConfigError
 
 
 def _default() -> dict[str, Any]:
@@ -88,8 +88,11 @@ def _to_toml(data: dict[str, Any]) -> str:
         return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
     def table(prefix: str, value: dict[str, Any]) -> None:
-        simple = {k: v for k, v in value.items() if not isinstance(v, dict) and not (
-            isinstance(v, list) and v and isinstance(v[0], dict))}
+        simple = {
+            k: v
+            for k, v in value.items()
+            if not isinstance(v, dict) and not (isinstance(v, list) and v and isinstance(v[0], dict))
+        }
         lines.append(f"[{prefix}]")
         for key, item in simple.items():
             lines.append(f"{json.dumps(key)} = {scalar(item) if not isinstance(item, list) else json.dumps(item)}")
@@ -110,8 +113,11 @@ def _to_toml(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@given(st.integers(1000, 9999), st.sampled_from(["", " ", "  "]), st.text("ABCDEFGHJKLMNPRSTVWXYZabcz", min_size=2,
-                                                                         max_size=2) | st.just(""))
+@given(
+    st.integers(1000, 9999),
+    st.sampled_from(["", " ", "  "]),
+    st.text("ABCDEFGHJKLMNPRSTVWXYZabcz", min_size=2, max_size=2) | st.just(""),
+)
 def test_dutch_postcode_becomes_its_two_digit_region(digits: int, space: str, letters: str) -> None:
     region = generalise_region(f"{digits}{space}{letters}", RegionPolicy(allow_pattern="^[A-Z]{2}-[A-Z0-9]{1,3}$"))
     assert region == str(digits)[:2]

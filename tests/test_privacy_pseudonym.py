@@ -7,7 +7,7 @@ import hashlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.privacy.pseudonym import STATE_KEY, PseudonymKeys
+from heatgate.agent.privacy.pseudonym import STATE_KEY, PseudonymKeys
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
 
@@ -46,9 +46,9 @@ def test_advancing_destroys_the_past_epochs_key() -> None:
     assert later.base_epoch("analytics") == later.epoch(T + 2 * EPOCH_S)
     assert later.pseudonym("analytics", "SN42", T) != old  # the old epoch's key is gone
     # The chain is one-way: the old key derives the new one, not the reverse.
-    assert later.pseudonym("analytics", "SN42", T + 2 * EPOCH_S) == _load(
-        store, T + 2 * EPOCH_S).pseudonym(
-        "analytics", "SN42", T + 2 * EPOCH_S)
+    assert later.pseudonym("analytics", "SN42", T + 2 * EPOCH_S) == _load(store, T + 2 * EPOCH_S).pseudonym(
+        "analytics", "SN42", T + 2 * EPOCH_S
+    )
 
 
 def test_dictionary_attack_without_the_key_finds_nothing() -> None:

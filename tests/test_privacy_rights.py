@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from agent.config import GatewayConfig
-from agent.privacy import rights
-from agent.privacy.pipeline import Pipeline
-from agent.privacy.pseudonym import PseudonymKeys
-from agent.privacy.state import PrivacyState
-from buffer.adapter import AsyncBuffer, open_buffer
-from drivers.reading import PointKind
+from heatgate.agent.config import GatewayConfig
+from heatgate.agent.privacy import rights
+from heatgate.agent.privacy.pipeline import Pipeline
+from heatgate.agent.privacy.pseudonym import PseudonymKeys
+from heatgate.agent.privacy.state import PrivacyState
+from heatgate.buffer.adapter import AsyncBuffer, open_buffer
+from heatgate.drivers.reading import PointKind
 from tests.privacy_helpers import T0, bodies, reading, shipped_policy
 from tests.support.leaks import run_async
 
@@ -24,12 +24,20 @@ KEY = os.urandom(32)
 
 async def _open(path: Path) -> tuple[AsyncBuffer, PrivacyState, Pipeline]:
     policy = shipped_policy()
-    buffer = await open_buffer(path, KEY, cap_bytes=1 << 24, commit_interval_s=0.0,
-                               retention_s={k: 10 * 365 * 86400.0 for k in policy.retention_s()})
+    buffer = await open_buffer(
+        path,
+        KEY,
+        cap_bytes=1 << 24,
+        commit_interval_s=0.0,
+        retention_s={k: 10 * 365 * 86400.0 for k in policy.retention_s()},
+    )
     state = await PrivacyState.load(buffer)
     keys = await PseudonymKeys.load(buffer)
-    return buffer, state, Pipeline(policy, gateway=GatewayConfig(id="gw-test-1", region="3511 AB"), keys=keys,
-                                   state=state)
+    return (
+        buffer,
+        state,
+        Pipeline(policy, gateway=GatewayConfig(id="gw-test-1", region="3511 AB"), keys=keys, state=state),
+    )
 
 
 def _run(path: Path, work: Callable[[AsyncBuffer, PrivacyState, Pipeline], Awaitable[Any]]) -> Any:

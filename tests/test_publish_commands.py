@@ -16,16 +16,16 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.commands.catalog import COMMANDS
-from agent.commands.dispatch import CommandProcessor, decode_response
-from agent.commands.envelope import encode_envelope
-from agent.commands.nonces import NonceStore
-from agent.commands.sign import sign_envelope
-from agent.commands.verify import CommandVerifier
-from agent.commands.wiring import answer
-from agent.config import MqttConfig
-from agent.publish.client import MqttClient
-from agent.publish.publisher import Publisher
+from heatgate.agent.commands.catalog import COMMANDS
+from heatgate.agent.commands.dispatch import CommandProcessor, decode_response
+from heatgate.agent.commands.envelope import encode_envelope
+from heatgate.agent.commands.nonces import NonceStore
+from heatgate.agent.commands.sign import sign_envelope
+from heatgate.agent.commands.verify import CommandVerifier
+from heatgate.agent.commands.wiring import answer
+from heatgate.agent.config import MqttConfig
+from heatgate.agent.publish.client import MqttClient
+from heatgate.agent.publish.publisher import Publisher
 from tests.commands_support import AuditLog, Keys
 from tests.support.broker import Broker
 from tests.support.leaks import run_async
@@ -102,17 +102,14 @@ class Gateway:
 
 
 def test_the_gateway_subscribes_to_each_served_command_and_nothing_else() -> None:
-    publisher = Publisher(MqttConfig(url="mqtt://127.0.0.1:1"), GW, MemoryBuffer(), version="t",
-                          health=dict)
+    publisher = Publisher(MqttConfig(url="mqtt://127.0.0.1:1"), GW, MemoryBuffer(), version="t", health=dict)
     assert publisher.command_topics == {f"{CMD}/{name}" for name in COMMANDS}
     assert RESPONSE not in publisher.command_topics
     assert all("+" not in t and "#" not in t for t in publisher.command_topics)
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-def test_a_command_round_trip_is_followed_by_silence(
-    broker_factory: Callable[..., Broker], protocol: Protocol
-) -> None:
+def test_a_command_round_trip_is_followed_by_silence(broker_factory: Callable[..., Broker], protocol: Protocol) -> None:
     broker = broker_factory("plain")
     backend = Subscriber("127.0.0.1", broker.port, [RESPONSE], protocol=_paho_protocol(protocol)).start()
 
@@ -183,8 +180,7 @@ def test_an_upgraded_gateway_drops_the_stale_wildcard_of_its_resumed_session(
     finally:
         backend.stop()
     assert len(received) == 3, [m.payload for m in received]  # our two, one answer; then silence
-    assert [json.loads(m.payload) for m in received[:2]] == [{"queued": "for the old cmd/+"},
-                                                              {"after": "the upgrade"}]
+    assert [json.loads(m.payload) for m in received[:2]] == [{"queued": "for the old cmd/+"}, {"after": "the upgrade"}]
     assert decode_response(received[2].payload).outcome == "done"
     assert gateway.handled == [f"{CMD}/ping"]
     # the queued one reached the gateway through the old session and was dropped, counted;

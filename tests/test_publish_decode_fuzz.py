@@ -11,29 +11,45 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from agent.cli.tail import _View
-from agent.payloads import StatePayload
-from agent.publish.decode import Decoded, decode_message
-from agent.publish.packing import pack
-from buffer.api import StoredRecord
+from heatgate.agent.cli.tail import _View
+from heatgate.agent.payloads import StatePayload
+from heatgate.agent.publish.decode import Decoded, decode_message
+from heatgate.agent.publish.packing import pack
+from heatgate.buffer.api import StoredRecord
 from tests.support.memory_buffer_publish import analytics_record, fault_record, telemetry_record
 
 GW = "gw-fuzz-0001"
 PREFIX = "hg/v1"
 SENT = "2025-01-01T00:00:00.000Z"
-TOPICS = [f"{PREFIX}/{GW}/telemetry", f"{PREFIX}/{GW}/service/fault", f"{PREFIX}/{GW}/state",
-          f"{PREFIX}/analytics/heat-pump", f"{PREFIX}/{GW}/cmd/x", "elsewhere/x"]
+TOPICS = [
+    f"{PREFIX}/{GW}/telemetry",
+    f"{PREFIX}/{GW}/service/fault",
+    f"{PREFIX}/{GW}/state",
+    f"{PREFIX}/analytics/heat-pump",
+    f"{PREFIX}/{GW}/cmd/x",
+    "elsewhere/x",
+]
 INVALID_UTF8 = [b"\xff", b"\xfe\xff", b"\x80", b"\xc3", b"\xc3\x28", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82"]
 
 
 def _stored(record: object) -> StoredRecord:
-    return StoredRecord(id=record.id, stream=record.stream, route=record.route,  # type: ignore[attr-defined]
-                        priority=0, created_s=0.0, payload=record.payload)  # type: ignore[attr-defined]
+    return StoredRecord(
+        id=record.id,
+        stream=record.stream,
+        route=record.route,  # type: ignore[attr-defined]
+        priority=0,
+        created_s=0.0,
+        payload=record.payload,
+    )  # type: ignore[attr-defined]
 
 
 def _valid_messages() -> list[tuple[str, bytes]]:
-    records = [_stored(telemetry_record(1)), _stored(telemetry_record(2)), _stored(fault_record(3)),
-               _stored(analytics_record(4))]
+    records = [
+        _stored(telemetry_record(1)),
+        _stored(telemetry_record(2)),
+        _stored(fault_record(3)),
+        _stored(analytics_record(4)),
+    ]
     packed = pack(records, prefix=PREFIX, gateway_id=GW, max_payload_bytes=4096, sent_at=SENT)
     state = msgspec.json.encode(StatePayload(state="online", gateway=GW, version="1", health={"sources": 2}))
     return [(p.topic, p.payload) for p in packed] + [(f"{PREFIX}/{GW}/state", state)]
@@ -59,13 +75,16 @@ def test_the_unmutated_messages_are_valid() -> None:
 
 
 @pytest.mark.parametrize("topic", [f"{PREFIX}/{GW}/telemetry", f"{PREFIX}/{GW}/state"])
-@pytest.mark.parametrize("payload", [
-    b'{"\xff":1}',  # invalid UTF-8 in a key: msgspec raises UnicodeDecodeError, not its own error
-    b'{"schema":"heatgate.telemetry/1","\xc3\x28":1}',
-    b'{"schema":"\xff"}',
-    b'{"state":"online","gateway":"' + GW.encode() + b'","version":"1","health":{"\xed\xa0\x80":1}}',
-    b'{"schema":"heatgate.telemetry/1","stream":"telemetry","records":[{"id":"x","body":' + b"[" * 100_000 + b"}]}",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"\xff":1}',  # invalid UTF-8 in a key: msgspec raises UnicodeDecodeError, not its own error
+        b'{"schema":"heatgate.telemetry/1","\xc3\x28":1}',
+        b'{"schema":"\xff"}',
+        b'{"state":"online","gateway":"' + GW.encode() + b'","version":"1","health":{"\xed\xa0\x80":1}}',
+        b'{"schema":"heatgate.telemetry/1","stream":"telemetry","records":[{"id":"x","body":' + b"[" * 100_000 + b"}]}",
+    ],
+)
 def test_bytes_msgspec_does_not_wrap_are_reported_not_raised(topic: str, payload: bytes) -> None:
     decoded = decode_message(topic, payload, prefix=PREFIX)
     assert not decoded.valid and decoded.error  # "not JSON: invalid UTF-8", or the schema error met first
@@ -86,13 +105,13 @@ def _mutate(data: st.DataObject, payload: bytes) -> bytes:
         kind = data.draw(st.sampled_from(["replace", "insert_bad_utf8", "insert", "delete", "double", "cut"]))
         if kind == "replace" and payload:
             at = min(at, len(payload) - 1)
-            payload = payload[:at] + bytes([data.draw(st.integers(0, 255))]) + payload[at + 1:]
+            payload = payload[:at] + bytes([data.draw(st.integers(0, 255))]) + payload[at + 1 :]
         elif kind == "insert_bad_utf8":
             payload = payload[:at] + data.draw(st.sampled_from(INVALID_UTF8)) + payload[at:]
         elif kind == "insert":
             payload = payload[:at] + data.draw(st.binary(min_size=1, max_size=8)) + payload[at:]
         elif kind == "delete":
-            payload = payload[:at] + payload[at + data.draw(st.integers(1, 16)):]
+            payload = payload[:at] + payload[at + data.draw(st.integers(1, 16)) :]
         elif kind == "double":
             end = min(len(payload), at + data.draw(st.integers(1, 64)))
             payload = payload[:end] + payload[at:end] + payload[end:]

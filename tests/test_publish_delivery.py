@@ -19,9 +19,9 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.config import MqttConfig
-from agent.publish.decode import Deduplicator, decode_message
-from agent.publish.publisher import Publisher
+from heatgate.agent.config import MqttConfig
+from heatgate.agent.publish.decode import Deduplicator, decode_message
+from heatgate.agent.publish.publisher import Publisher
 from tests.support.broker import Broker
 from tests.support.leaks import run_async
 from tests.support.memory_buffer_publish import fault_record, open_real_buffer, telemetry_record
@@ -66,8 +66,9 @@ class PersistentSubscriber(Subscriber):
 def test_broker_outage_mid_drain_loses_nothing(broker_factory: Callable[..., Broker], tmp_path: Path) -> None:
     broker = broker_factory("plain", persistence=True)
     total = 3000
-    sub = PersistentSubscriber("127.0.0.1", broker.port, [f"heatgate/v1/{GW}/telemetry"],
-                               client_id=f"persist-{uuid.uuid4().hex[:6]}").start()
+    sub = PersistentSubscriber(
+        "127.0.0.1", broker.port, [f"heatgate/v1/{GW}/telemetry"], client_id=f"persist-{uuid.uuid4().hex[:6]}"
+    ).start()
     sub.client.reconnect_delay_set(0.05, 0.2)
     events: list[str] = []
 
@@ -75,8 +76,14 @@ def test_broker_outage_mid_drain_loses_nothing(broker_factory: Callable[..., Bro
         buffer: Any = await open_real_buffer(tmp_path)
         try:
             await buffer.put([telemetry_record(i) for i in range(total)])
-            publisher = Publisher(_plain(broker, max_payload_bytes=2048, inflight_max=4), GW, buffer, version="t",
-                                  health=dict, on_connectivity=lambda e, _t, _r: events.append(e))
+            publisher = Publisher(
+                _plain(broker, max_payload_bytes=2048, inflight_max=4),
+                GW,
+                buffer,
+                version="t",
+                health=dict,
+                on_connectivity=lambda e, _t, _r: events.append(e),
+            )
             task = asyncio.create_task(publisher.run())
             while publisher.status()["published"] < total // 10:
                 await asyncio.sleep(0.005)
@@ -117,8 +124,13 @@ def test_fault_overtakes_a_large_backlog(plain_broker: Broker, tmp_path: Path) -
         buffer: Any = await open_real_buffer(tmp_path)
         try:
             await buffer.put([telemetry_record(i) for i in range(backlog)])
-            publisher = Publisher(_plain(plain_broker, max_payload_bytes=4096, inflight_max=inflight_max), GW,
-                                  buffer, version="t", health=dict)
+            publisher = Publisher(
+                _plain(plain_broker, max_payload_bytes=4096, inflight_max=inflight_max),
+                GW,
+                buffer,
+                version="t",
+                health=dict,
+            )
             task = asyncio.create_task(publisher.run())
             while publisher.status()["published_messages"] < 20:
                 await asyncio.sleep(0.001)
@@ -142,7 +154,7 @@ def test_fault_overtakes_a_large_backlog(plain_broker: Broker, tmp_path: Path) -
     topics = [m.topic for m in got]
     fault_index = next(i for i, t in enumerate(topics) if t.endswith("/service/fault"))
     telemetry_after = sum(1 for t in topics[fault_index:] if t.endswith("/telemetry"))
-    assert marks["fault_id"] in _record_ids(got[fault_index:fault_index + 1])
+    assert marks["fault_id"] in _record_ids(got[fault_index : fault_index + 1])
     # Behind the fault: the in-flight window and at most one short round, not the backlog.
     per_message = len(_record_ids([got[fault_index - 1]])) or 1
     assert fault_index - marks["received_at_put"] <= inflight_max + 512 // per_message + 2
@@ -151,7 +163,8 @@ def test_fault_overtakes_a_large_backlog(plain_broker: Broker, tmp_path: Path) -
 
 def test_acl_refusal_keeps_records_and_raises_an_alarm(broker_factory: Callable[..., Broker], tmp_path: Path) -> None:
     broker = broker_factory(
-        "auth", users={"gw": "pw-gw"},
+        "auth",
+        users={"gw": "pw-gw"},
         acl=f"user gw\ntopic readwrite heatgate/v1/{GW}/state\ntopic readwrite heatgate/v1/{GW}/telemetry\n",
     )
     password_file = tmp_path / "password"
@@ -161,8 +174,9 @@ def test_acl_refusal_keeps_records_and_raises_an_alarm(broker_factory: Callable[
         buffer: Any = await open_real_buffer(tmp_path)
         try:
             await buffer.put([fault_record(1), fault_record(2)] + [telemetry_record(i) for i in range(50)])
-            publisher = Publisher(_plain(broker, username="gw", password_file=str(password_file)), GW, buffer,
-                                  version="t", health=dict)
+            publisher = Publisher(
+                _plain(broker, username="gw", password_file=str(password_file)), GW, buffer, version="t", health=dict
+            )
             task = asyncio.create_task(publisher.run())
             while publisher.status()["published"] < 50 or not publisher.status()["alarms"]:
                 await asyncio.sleep(0.02)
@@ -212,8 +226,8 @@ def test_clean_stop_publishes_offline_itself(plain_broker: Broker, tmp_path: Pat
 
 _CHILD = """
 import asyncio, sys
-from agent.config import MqttConfig
-from agent.publish.publisher import Publisher
+from heatgate.agent.config import MqttConfig
+from heatgate.agent.publish.publisher import Publisher
 from tests.support.memory_buffer_publish import MemoryBuffer
 
 async def main():
@@ -226,9 +240,13 @@ asyncio.run(main())
 
 def test_kill_9_makes_the_broker_publish_the_offline_will(plain_broker: Broker) -> None:
     sub = Subscriber("127.0.0.1", plain_broker.port, [f"heatgate/v1/{GW}/state"]).start()
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, plain_broker.url, GW], cwd=REPO,
-                             env={**os.environ, "PYTHONPATH": str(REPO)},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, plain_broker.url, GW],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         sub.wait_for(lambda ms: any(json.loads(m.payload)["state"] == "online" for m in ms), timeout_s=20)
         os.kill(child.pid, signal.SIGKILL)
@@ -242,6 +260,12 @@ def test_kill_9_makes_the_broker_publish_the_offline_will(plain_broker: Broker) 
         sub.stop()
     will = got[-1]
     assert will.at_monotonic >= killed_at - 0.5
-    assert json.loads(will.payload) == {"schema": "heatgate.state/1", "state": "offline", "gateway": GW,
-                                        "version": "t", "at": None, "health": {}}
+    assert json.loads(will.payload) == {
+        "schema": "heatgate.state/1",
+        "state": "offline",
+        "gateway": GW,
+        "version": "t",
+        "at": None,
+        "health": {},
+    }
     assert decode_message(will.topic, will.payload).valid

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from agent.config import MqttConfig
-from agent.publish.publisher import Publisher
+from heatgate.agent.config import MqttConfig
+from heatgate.agent.publish.publisher import Publisher
 from tests.support.broker import Broker
 from tests.support.leaks import run_async
 from tests.support.memory_buffer_publish import open_real_buffer, telemetry_record
@@ -61,8 +61,14 @@ def test_a_quiet_spell_longer_than_the_timeout_keeps_the_one_connection(
     async def scenario() -> dict[str, Any]:
         buffer: Any = await open_real_buffer(tmp_path)
         try:
-            publisher = Publisher(_config(broker, puback_timeout_s=timeout_s, protocol=protocol), GW, buffer,
-                                  version="t", health=dict, on_connectivity=lambda e, _t, r: events.append((e, r)))
+            publisher = Publisher(
+                _config(broker, puback_timeout_s=timeout_s, protocol=protocol),
+                GW,
+                buffer,
+                version="t",
+                health=dict,
+                on_connectivity=lambda e, _t, r: events.append((e, r)),
+            )
             task = asyncio.create_task(publisher.run())
             await buffer.put([telemetry_record(0)])
             publisher.wake()
@@ -107,8 +113,14 @@ def test_at_the_default_timeout_a_quiet_spell_is_not_a_dead_connection(
     async def scenario() -> dict[str, Any]:
         buffer: Any = await open_real_buffer(tmp_path)
         try:
-            publisher = Publisher(_config(broker), GW, buffer, version="t", health=dict,
-                                  on_connectivity=lambda e, _t, _r: events.append(e))
+            publisher = Publisher(
+                _config(broker),
+                GW,
+                buffer,
+                version="t",
+                health=dict,
+                on_connectivity=lambda e, _t, _r: events.append(e),
+            )
             task = asyncio.create_task(publisher.run())
             await buffer.put([telemetry_record(0)])
             publisher.wake()
@@ -148,9 +160,14 @@ def test_stopped_in_the_reconnect_loop_leaves_the_retained_state_offline(
         buffer: Any = await open_real_buffer(tmp_path)
         try:
             # A long backoff: after the drop the publisher sits in the reconnect loop.
-            publisher = Publisher(_config(broker, puback_timeout_s=0.5, reconnect_min_s=60, reconnect_max_s=60),
-                                  GW, buffer, version="t", health=dict,
-                                  on_connectivity=lambda e, _t, r: events.append((e, r)))
+            publisher = Publisher(
+                _config(broker, puback_timeout_s=0.5, reconnect_min_s=60, reconnect_max_s=60),
+                GW,
+                buffer,
+                version="t",
+                health=dict,
+                on_connectivity=lambda e, _t, r: events.append((e, r)),
+            )
             task = asyncio.create_task(publisher.run())
             await asyncio.to_thread(sub.wait_for, lambda ms: "online" in _states(ms))
             os.kill(pid, signal.SIGSTOP)
@@ -191,8 +208,9 @@ def test_a_clean_stop_says_offline_and_keeps_nothing_in_flight(
         buffer: Any = await open_real_buffer(tmp_path)
         try:
             await buffer.put([telemetry_record(i) for i in range(200)])
-            publisher = Publisher(_config(broker, max_payload_bytes=1024, inflight_max=2), GW, buffer,
-                                  version="t", health=dict)
+            publisher = Publisher(
+                _config(broker, max_payload_bytes=1024, inflight_max=2), GW, buffer, version="t", health=dict
+            )
             task = asyncio.create_task(publisher.run())
             async with asyncio.timeout(10):
                 while not publisher.status()["published"]:

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from agent.config import MqttConfig
-from agent.publish.client import MqttClient
-from agent.publish.errors import ConnectError
-from agent.publish.publisher import Publisher
-from buffer.api import StoredRecord
+from heatgate.agent.config import MqttConfig
+from heatgate.agent.publish.client import MqttClient
+from heatgate.agent.publish.errors import ConnectError
+from heatgate.agent.publish.publisher import Publisher
+from heatgate.buffer.api import StoredRecord
 from tests.support.broker import Broker
 from tests.support.leaks import run_async
 from tests.support.memory_buffer_publish import MemoryBuffer, telemetry_record
@@ -66,8 +66,9 @@ def test_connection_lost_while_the_drain_waits_is_a_reconnect_not_a_crash(
     async def scenario() -> None:
         await buffer.put([telemetry_record(i) for i in range(total)])
         config = MqttConfig(url=broker.url, reconnect_min_s=0.05, reconnect_max_s=0.2, max_payload_bytes=1024)
-        publisher = Publisher(config, GW, buffer, version="t", health=dict,
-                              on_connectivity=lambda e, _t, _r: events.append(e))
+        publisher = Publisher(
+            config, GW, buffer, version="t", health=dict, on_connectivity=lambda e, _t, _r: events.append(e)
+        )
         buffer.publisher = publisher
         task = asyncio.create_task(publisher.run())
         try:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from agent.config import MqttConfig
-from agent.publish.errors import ConnectionLost, PublishError
-from agent.publish.publisher import Publisher
+from heatgate.agent.config import MqttConfig
+from heatgate.agent.publish.errors import ConnectionLost, PublishError
+from heatgate.agent.publish.publisher import Publisher
 from tests.support.black_hole import BlackHoleBroker
 from tests.support.leaks import run_async
 from tests.support.memory_buffer_publish import open_real_buffer, telemetry_record
@@ -27,10 +27,21 @@ def test_no_puback_while_pings_are_answered_is_a_reconnect(tmp_path: Path) -> No
         buffer: Any = await open_real_buffer(tmp_path)
         try:
             await buffer.put([telemetry_record(i) for i in range(50)])
-            config = MqttConfig(url=f"mqtt://127.0.0.1:{broker.port}", keepalive_s=5, puback_timeout_s=0.5,
-                                reconnect_min_s=0.05, reconnect_max_s=0.2)
-            publisher = Publisher(config, "gw-stall-0001", buffer, version="t", health=dict,
-                                  on_connectivity=lambda e, _t, r: events.append((e, r)))
+            config = MqttConfig(
+                url=f"mqtt://127.0.0.1:{broker.port}",
+                keepalive_s=5,
+                puback_timeout_s=0.5,
+                reconnect_min_s=0.05,
+                reconnect_max_s=0.2,
+            )
+            publisher = Publisher(
+                config,
+                "gw-stall-0001",
+                buffer,
+                version="t",
+                health=dict,
+                on_connectivity=lambda e, _t, r: events.append((e, r)),
+            )
             task = asyncio.create_task(publisher.run())
             while broker.connections < 3:
                 await asyncio.sleep(0.02)
@@ -62,10 +73,21 @@ def test_the_birth_and_command_responses_are_bounded_by_the_same_timeout(tmp_pat
         buffer: Any = await open_real_buffer(tmp_path)
         raised: BaseException | None = None
         try:
-            config = MqttConfig(url=f"mqtt://127.0.0.1:{broker.port}", keepalive_s=5, puback_timeout_s=0.5,
-                                reconnect_min_s=0.05, reconnect_max_s=0.2)
-            publisher = Publisher(config, "gw-stall-0001", buffer, version="t", health=dict,
-                                  on_connectivity=lambda e, _t, r: events.append((e, r)))
+            config = MqttConfig(
+                url=f"mqtt://127.0.0.1:{broker.port}",
+                keepalive_s=5,
+                puback_timeout_s=0.5,
+                reconnect_min_s=0.05,
+                reconnect_max_s=0.2,
+            )
+            publisher = Publisher(
+                config,
+                "gw-stall-0001",
+                buffer,
+                version="t",
+                health=dict,
+                on_connectivity=lambda e, _t, r: events.append((e, r)),
+            )
             task = asyncio.create_task(publisher.run())
             async with asyncio.timeout(5):
                 if what == "command response":

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import MqttConfig
-from agent.payloads import StatePayload
-from agent.publish.client import MqttClient
-from agent.publish.errors import ConnectError
-from agent.publish.publisher import Publisher
+from heatgate.agent.config import MqttConfig
+from heatgate.agent.payloads import StatePayload
+from heatgate.agent.publish.client import MqttClient
+from heatgate.agent.publish.errors import ConnectError
+from heatgate.agent.publish.publisher import Publisher
 from tests.support.broker import Broker
 from tests.support.certs import make_ca
 from tests.support.leaks import run_async
@@ -24,8 +24,9 @@ from tests.support.subscriber import Subscriber
 pytestmark = pytest.mark.broker
 
 
-def _config(broker: Broker, *, host: str = "localhost", ca: Path | None = None, client_cert: bool = True,
-            protocol: str = "5") -> MqttConfig:
+def _config(
+    broker: Broker, *, host: str = "localhost", ca: Path | None = None, client_cert: bool = True, protocol: str = "5"
+) -> MqttConfig:
     assert broker.pki is not None
     mtls = broker.mode == "mtls" and client_cert
     return MqttConfig(
@@ -34,7 +35,8 @@ def _config(broker: Broker, *, host: str = "localhost", ca: Path | None = None, 
         cert_file=str(broker.pki.client_cert) if mtls else None,
         key_file=str(broker.pki.client_key) if mtls else None,
         protocol=protocol,  # type: ignore[arg-type]
-        reconnect_min_s=0.05, reconnect_max_s=0.2,
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.2,
     )
 
 
@@ -87,7 +89,7 @@ def test_wrong_ca_is_refused_with_a_clear_error(tls_broker: Broker, tmp_path: Pa
 def test_tls_context_checks_host_name_and_refuses_old_tls(mtls_broker: Broker) -> None:
     import ssl
 
-    from agent.publish.client import build_tls_context
+    from heatgate.agent.publish.client import build_tls_context
 
     context = build_tls_context(_config(mtls_broker))
     assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
@@ -109,8 +111,14 @@ def test_publisher_reports_refusal_and_keeps_records(tls_broker: Broker, tmp_pat
     async def scenario() -> MemoryBuffer:
         buffer = MemoryBuffer()
         await buffer.put([fault_record(1)])
-        publisher = Publisher(_config(tls_broker, ca=other_ca), "gw-test-0001", buffer, version="t", health=dict,
-                              on_connectivity=lambda *e: events.append(e))
+        publisher = Publisher(
+            _config(tls_broker, ca=other_ca),
+            "gw-test-0001",
+            buffer,
+            version="t",
+            health=dict,
+            on_connectivity=lambda *e: events.append(e),
+        )
         task = asyncio.create_task(publisher.run())
         while sum(1 for e in events if e[0] == "connect_failed") < 2:
             await asyncio.sleep(0.02)
@@ -163,8 +171,12 @@ def test_a_failed_tls_handshake_is_never_followed_by_plaintext(tls_broker: Broke
     sniffer = _Sniffer()
     try:
         assert tls_broker.pki is not None
-        config = MqttConfig(url=f"mqtts://127.0.0.1:{sniffer.port}", ca_file=str(tls_broker.pki.ca_cert),
-                            reconnect_min_s=0.05, reconnect_max_s=0.1)
+        config = MqttConfig(
+            url=f"mqtts://127.0.0.1:{sniffer.port}",
+            ca_file=str(tls_broker.pki.ca_cert),
+            reconnect_min_s=0.05,
+            reconnect_max_s=0.1,
+        )
 
         async def attempts() -> None:
             for _ in range(3):

@@ -8,12 +8,12 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.payloads import STREAMS, FaultBody, TelemetryBody, body_encoder
-from agent.publish.decode import Deduplicator, decode_message
-from agent.publish.packing import pack, topic_for
-from agent.schemas import differing, generate, load_schema, meaning, shipped
-from buffer.api import StoredRecord
-from buffer.ids import new_id
+from heatgate.agent.payloads import STREAMS, FaultBody, TelemetryBody, body_encoder
+from heatgate.agent.publish.decode import Deduplicator, decode_message
+from heatgate.agent.publish.packing import pack, topic_for
+from heatgate.agent.schemas import differing, generate, load_schema, meaning, shipped
+from heatgate.buffer.api import StoredRecord
+from heatgate.buffer.ids import new_id
 
 GW = "gw-wire-0001"
 SENT = "2025-01-01T00:00:00.000Z"
@@ -57,13 +57,24 @@ _text = st.text(min_size=1, max_size=40)
 
 
 @settings(max_examples=60, deadline=None)
-@given(values=st.lists(_values, min_size=1, max_size=120), devices=st.lists(_text, min_size=1, max_size=3),
-       max_payload=st.integers(1024, 8192))
+@given(
+    values=st.lists(_values, min_size=1, max_size=120),
+    devices=st.lists(_text, min_size=1, max_size=3),
+    max_payload=st.integers(1024, 8192),
+)
 def test_packing_is_bounded_ordered_and_decodes(values: list[object], devices: list[str], max_payload: int) -> None:
     records = []
     for i, value in enumerate(values):
-        body = TelemetryBody(device=devices[i % len(devices)], device_type="hp", point="p", agg="mean",
-                             value=value, window_start="2025-01-01T00:00:00Z", window_s=60, samples=1)  # type: ignore[arg-type]
+        body = TelemetryBody(
+            device=devices[i % len(devices)],
+            device_type="hp",
+            point="p",
+            agg="mean",
+            value=value,
+            window_start="2025-01-01T00:00:00Z",
+            window_s=60,
+            samples=1,
+        )  # type: ignore[arg-type]
         records.append(_record("telemetry", "telemetry", body_encoder.encode(body)))
     packed = pack(records, prefix="hg/v1", gateway_id=GW, max_payload_bytes=max_payload, sent_at=SENT)
     assert [i for p in packed for i in p.ids] == [r.id for r in records]  # all, once, in order
@@ -77,11 +88,15 @@ def test_packing_is_bounded_ordered_and_decodes(values: list[object], devices: l
 
 def test_packing_groups_routes_and_drops_the_gateway_on_analytics() -> None:
     fault = FaultBody(device="d", device_type="hp", point="f", code=3, at="2025-01-01T00:00:00Z")
-    analytics = (b'{"type":"analytics","subject":"ps","device_type":"hp","region":"NL-UT","point":"cop",'
-                 b'"agg":"mean","value":3.5,"hour":"2025-01-01T00:00:00Z"}')
-    records = [_record("service", "service/fault", body_encoder.encode(fault)),
-               _record("analytics", "analytics/hp", analytics),
-               _record("service", "service/fault", body_encoder.encode(fault))]
+    analytics = (
+        b'{"type":"analytics","subject":"ps","device_type":"hp","region":"NL-UT","point":"cop",'
+        b'"agg":"mean","value":3.5,"hour":"2025-01-01T00:00:00Z"}'
+    )
+    records = [
+        _record("service", "service/fault", body_encoder.encode(fault)),
+        _record("analytics", "analytics/hp", analytics),
+        _record("service", "service/fault", body_encoder.encode(fault)),
+    ]
     packed = pack(records, prefix="hg/v1", gateway_id=GW, max_payload_bytes=65536, sent_at=SENT)
     assert [p.topic for p in packed] == [f"hg/v1/{GW}/service/fault", "hg/v1/analytics/hp"]
     assert len(packed[0].ids) == 2
@@ -91,29 +106,56 @@ def test_packing_groups_routes_and_drops_the_gateway_on_analytics() -> None:
 
 def test_a_body_from_another_stream_fails_its_schema() -> None:
     fault = FaultBody(device="d", device_type="hp", point="f", code=3, at="2025-01-01T00:00:00Z")
-    packed = pack([_record("telemetry", "telemetry", body_encoder.encode(fault))], prefix="hg/v1", gateway_id=GW,
-                  max_payload_bytes=65536, sent_at=SENT)
+    packed = pack(
+        [_record("telemetry", "telemetry", body_encoder.encode(fault))],
+        prefix="hg/v1",
+        gateway_id=GW,
+        max_payload_bytes=65536,
+        sent_at=SENT,
+    )
     decoded = decode_message(packed[0].topic, packed[0].payload, prefix="hg/v1")
     assert not decoded.valid and "heatgate.telemetry/1" in (decoded.error or "")
 
 
 def test_an_analytics_message_naming_the_gateway_fails() -> None:
-    analytics = (b'{"type":"analytics","subject":"ps","device_type":"hp","region":"NL-UT","point":"cop",'
-                 b'"agg":"mean","value":3.5,"hour":"2025-01-01T00:00:00Z"}')
-    message = {"schema": "heatgate.analytics/1", "stream": "analytics", "gateway": GW, "sent_at": SENT,
-               "records": [{"id": new_id(), "body": json.loads(analytics)}]}
+    analytics = (
+        b'{"type":"analytics","subject":"ps","device_type":"hp","region":"NL-UT","point":"cop",'
+        b'"agg":"mean","value":3.5,"hour":"2025-01-01T00:00:00Z"}'
+    )
+    message = {
+        "schema": "heatgate.analytics/1",
+        "stream": "analytics",
+        "gateway": GW,
+        "sent_at": SENT,
+        "records": [{"id": new_id(), "body": json.loads(analytics)}],
+    }
     decoded = decode_message("hg/v1/analytics/hp", json.dumps(message).encode(), prefix="hg/v1")
     assert not decoded.valid and "gateway" in (decoded.error or "")
 
 
 @settings(max_examples=300, deadline=None)
-@given(topic=st.one_of(st.sampled_from([f"hg/v1/{GW}/telemetry", f"hg/v1/{GW}/service/fault", f"hg/v1/{GW}/state",
-                                        "hg/v1/analytics/hp", f"hg/v1/{GW}/cmd/x", "elsewhere/x"]), st.text()),
-       payload=st.one_of(st.binary(max_size=300),
-                         st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-                                      lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c,
-                                                                                          max_size=4)).map(
-                             lambda v: json.dumps(v).encode())))
+@given(
+    topic=st.one_of(
+        st.sampled_from(
+            [
+                f"hg/v1/{GW}/telemetry",
+                f"hg/v1/{GW}/service/fault",
+                f"hg/v1/{GW}/state",
+                "hg/v1/analytics/hp",
+                f"hg/v1/{GW}/cmd/x",
+                "elsewhere/x",
+            ]
+        ),
+        st.text(),
+    ),
+    payload=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+            lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+        ).map(lambda v: json.dumps(v).encode()),
+    ),
+)
 def test_decode_never_raises_on_arbitrary_input(topic: str, payload: bytes) -> None:
     decoded = decode_message(topic, payload, prefix="hg/v1")
     assert decoded.topic == topic
@@ -136,7 +178,7 @@ def test_deduplicator_is_bounded_and_exact_within_its_window(ids: list[str], cap
 
 
 def test_state_round_trip() -> None:
-    from agent.payloads import StatePayload
+    from heatgate.agent.payloads import StatePayload
 
     payload = msgspec.json.encode(StatePayload(state="online", gateway=GW, version="1", health={"ok": True}))
     decoded = decode_message(f"hg/v1/{GW}/state", payload, prefix="hg/v1")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
-from agent.privacy.policy import load_policy, parse_policy
-from agent.reload import config_restart_needed, plan_reload, policy_restart_needed
-from agent.typedload import ConfigError, load_toml
-from config import data_path
+from heatgate.agent.config import load_config
+from heatgate.agent.privacy.policy import load_policy, parse_policy
+from heatgate.agent.reload import config_restart_needed, plan_reload, policy_restart_needed
+from heatgate.config import data_path
+from heatgate.typedload import ConfigError, load_toml
 from tests.support.agent_harness import fast_policy
 
 
@@ -53,8 +53,11 @@ def test_config_sections_that_need_a_restart_are_named(tmp_path: Path) -> None:
     changed = msgspec.structs.replace(
         running,
         mqtt=msgspec.structs.replace(running.mqtt, keepalive_s=running.mqtt.keepalive_s + 1),
-        privacy=msgspec.structs.replace(running.privacy, policy_file="/elsewhere/privacy.toml",
-                                        pseudonym_epoch_days=running.privacy.pseudonym_epoch_days + 1),
+        privacy=msgspec.structs.replace(
+            running.privacy,
+            policy_file="/elsewhere/privacy.toml",
+            pseudonym_epoch_days=running.privacy.pseudonym_epoch_days + 1,
+        ),
     )
     assert config_restart_needed(running, changed) == ["mqtt", "privacy.pseudonym_epoch_days"]
 
@@ -82,10 +85,10 @@ def test_a_bad_policy_is_a_located_error_and_nothing_is_planned(tmp_path: Path) 
 def test_adopting_a_policy_closes_the_open_windows_under_the_old_one() -> None:
     import asyncio
 
-    from agent.privacy.pipeline import Pipeline
-    from agent.privacy.pseudonym import PseudonymKeys
-    from agent.privacy.state import PrivacyState
-    from drivers.reading import PointKind, Quality, Reading
+    from heatgate.agent.privacy.pipeline import Pipeline
+    from heatgate.agent.privacy.pseudonym import PseudonymKeys
+    from heatgate.agent.privacy.state import PrivacyState
+    from heatgate.drivers.reading import PointKind, Quality, Reading
     from tests.support.memory_state import MemoryState
 
     config = load_config(data_path("heatgate.example.toml")).config
@@ -98,9 +101,20 @@ def test_adopting_a_policy_closes_the_open_windows_under_the_old_one() -> None:
         return Pipeline(old, gateway=config.gateway, keys=keys, state=state, clock=lambda: 1_000_030.0)
 
     pipeline = asyncio.run(build())
-    readings = [Reading(source="hp", device="hp1", device_type="heatpump", point="flow_temp_c",
-                        kind=PointKind.MEASUREMENT, value=20.0 + i, unit="°C", quality=Quality.OK,
-                        ts=1_000_000.0 + i) for i in range(3)]
+    readings = [
+        Reading(
+            source="hp",
+            device="hp1",
+            device_type="heatpump",
+            point="flow_temp_c",
+            kind=PointKind.MEASUREMENT,
+            value=20.0 + i,
+            unit="°C",
+            quality=Quality.OK,
+            ts=1_000_000.0 + i,
+        )
+        for i in range(3)
+    ]
     assert pipeline.process(readings) == []  # a 5-minute window is open: nothing yet
     new = parse_policy(load_toml(data_path("privacy.toml")))
     closing = pipeline.adopt_policy(new)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.statelock import LOCK_NAME, StateLock, StateLocked
+from heatgate.agent.statelock import LOCK_NAME, StateLock, StateLocked
 
 
 def test_a_second_holder_is_refused_with_the_pid_and_the_directory(tmp_path: Path) -> None:
@@ -32,10 +32,15 @@ def test_a_second_holder_is_refused_with_the_pid_and_the_directory(tmp_path: Pat
 def test_the_kernel_releases_the_lock_of_a_killed_holder(tmp_path: Path) -> None:
     state = tmp_path / "state"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from agent.statelock import StateLock\n"
-         f"StateLock.acquire(Path({str(state)!r})); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from heatgate.agent.statelock import StateLock\n"
+            f"StateLock.acquire(Path({str(state)!r})); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(StateLocked) as caught:

@@ -13,17 +13,33 @@ from typing import Any
 
 import pytest
 
-from agent.status import StatusError, StatusServer, query_status
+from heatgate.agent.status import StatusError, StatusServer, query_status
 
 DOCUMENT: dict[str, Any] = {
-    "gateway": "gw-t-0001", "version": "0.1.0", "uptime_s": 12.0, "healthy": False,
+    "gateway": "gw-t-0001",
+    "version": "0.1.0",
+    "uptime_s": 12.0,
+    "healthy": False,
     "problems": ["source meter-bus restarting: timeout"],
-    "sources": {"meter-bus": {"type": "modbus-rtu", "state": "restarting", "readings": 3,
-                              "last_reading_ts": time.time() - 30, "errors": {"timeout": 4}}},
+    "sources": {
+        "meter-bus": {
+            "type": "modbus-rtu",
+            "state": "restarting",
+            "readings": 3,
+            "last_reading_ts": time.time() - 30,
+            "errors": {"timeout": 4},
+        }
+    },
     "broker": {"url": "mqtts://b:8883", "connected": True, "connected_since": time.time() - 100, "published": 7},
-    "buffer": {"file_bytes": 1048576, "cap_bytes": 268435456, "alarms": [], "key_epochs": {"telemetry": 3},
-               "streams": {"telemetry": {"queued": 5, "oldest_created_s": time.time() - 60, "published": 7,
-                                         "evicted": 0, "expired": 0}}},
+    "buffer": {
+        "file_bytes": 1048576,
+        "cap_bytes": 268435456,
+        "alarms": [],
+        "key_epochs": {"telemetry": 3},
+        "streams": {
+            "telemetry": {"queued": 5, "oldest_created_s": time.time() - 60, "published": 7, "evicted": 0, "expired": 0}
+        },
+    },
     "privacy": {"objections": ["analytics"], "restrictions": [], "consents": ["p1-15min"]},
 }
 
@@ -67,10 +83,18 @@ def test_socket_mode_and_document(tmp_path: Path) -> None:
 
 def test_cli_renders_and_exits_1_when_unhealthy(tmp_path: Path) -> None:
     def client(path: Path) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
-        table = subprocess.run([sys.executable, "-m", "agent", "status", "--socket", str(path)],
-                               capture_output=True, text=True, timeout=60)
-        raw = subprocess.run([sys.executable, "-m", "agent", "status", "--socket", str(path), "--json"],
-                             capture_output=True, text=True, timeout=60)
+        table = subprocess.run(
+            [sys.executable, "-m", "heatgate", "status", "--socket", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        raw = subprocess.run(
+            [sys.executable, "-m", "heatgate", "status", "--socket", str(path), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         return table, raw
 
     table, raw = _with_server(tmp_path, client)
@@ -83,6 +107,10 @@ def test_cli_renders_and_exits_1_when_unhealthy(tmp_path: Path) -> None:
 def test_no_agent_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StatusError, match="no agent is running"):
         query_status(tmp_path / "absent.sock")
-    result = subprocess.run([sys.executable, "-m", "agent", "status", "--socket", str(tmp_path / "x.sock")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "heatgate", "status", "--socket", str(tmp_path / "x.sock")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1 and "no agent is running" in result.stderr

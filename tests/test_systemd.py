@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.sdnotify import LoopWatchdog, Notifier, watchdog_interval_s
+from heatgate.agent.sdnotify import LoopWatchdog, Notifier, watchdog_interval_s
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "heatgate.service"
 

@@ -15,9 +15,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.cli.tail import topics_for
-from agent.config import MqttConfig
-from agent.publish.publisher import Publisher
+from heatgate.agent.cli.tail import topics_for
+from heatgate.agent.config import MqttConfig
+from heatgate.agent.publish.publisher import Publisher
 from tests.support.broker import Broker
 from tests.support.leaks import run_async
 from tests.support.memory_buffer_publish import (
@@ -34,8 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _write_config(path: Path, broker: Broker) -> Path:
-    path.write_text(f'[gateway]\nid = "{GW}"\nregion = "NL-UT"\nstate_dir = "{path.parent}"\n\n'
-                    f'[mqtt]\nurl = "{broker.url}"\n')
+    path.write_text(
+        f'[gateway]\nid = "{GW}"\nregion = "NL-UT"\nstate_dir = "{path.parent}"\n\n[mqtt]\nurl = "{broker.url}"\n'
+    )
     return path
 
 
@@ -53,8 +54,11 @@ def _raw_publish(broker: Broker, messages: list[tuple[str, bytes]], *, retain: b
 
 def _start_tail(config: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "agent", "tail", "--config", str(config), "--json", *extra],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "heatgate", "tail", "--config", str(config), "--json", *extra],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
 
@@ -111,11 +115,12 @@ def test_tail_flags_invalid_messages_and_duplicates(plain_broker: Broker, tmp_pa
     good_buffer = MemoryBuffer()
     record = telemetry_record(5)
     run_async(good_buffer.put([record]))
-    from agent.publish.packing import pack
+    from heatgate.agent.publish.packing import pack
 
     stored = run_async(good_buffer.take(10))
-    message = pack(stored, prefix="heatgate/v1", gateway_id=GW, max_payload_bytes=65536,
-                   sent_at="2025-01-01T00:00:00Z")[0]
+    message = pack(
+        stored, prefix="heatgate/v1", gateway_id=GW, max_payload_bytes=65536, sent_at="2025-01-01T00:00:00Z"
+    )[0]
     leaky = json.loads(message.payload)
     leaky["gateway"] = "someone-else"
     _raw_publish(plain_broker, [(f"heatgate/v1/{GW}/state", b"not json")], retain=True)
@@ -124,11 +129,14 @@ def test_tail_flags_invalid_messages_and_duplicates(plain_broker: Broker, tmp_pa
         # A retained bad state message reaches the tail as soon as it has subscribed.
         assert tail.stdout is not None
         first_line = tail.stdout.readline()
-        _raw_publish(plain_broker, [
-            (message.topic, message.payload),
-            (message.topic, message.payload),  # a re-send: same record id
-            (message.topic, json.dumps(leaky).encode()),
-        ])
+        _raw_publish(
+            plain_broker,
+            [
+                (message.topic, message.payload),
+                (message.topic, message.payload),  # a re-send: same record id
+                (message.topic, json.dumps(leaky).encode()),
+            ],
+        )
         out, err = tail.communicate(timeout=30)
     finally:
         if tail.poll() is None:

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.reading import PointKind
-from drivers.zwave import commandclasses as cc
-from drivers.zwave import frames
-from drivers.zwave.frames import Control, DataFrame, FrameType, ZwaveFrameError
-from drivers.zwave.source import parse_application_command
+from heatgate.drivers.reading import PointKind
+from heatgate.drivers.zwave import commandclasses as cc
+from heatgate.drivers.zwave import frames
+from heatgate.drivers.zwave.frames import Control, DataFrame, FrameType, ZwaveFrameError
+from heatgate.drivers.zwave.source import parse_application_command
 
 # GetControllerId request and a soft reset, as captured from a Z-Stick (zwave-js logs).
 GET_ID = bytes.fromhex("01030020dc")
@@ -75,8 +75,12 @@ def test_decode_never_raises_other_errors_nor_overconsumes(data: bytes) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=200).filter(lambda b: not set(b) & {0x01, 0x06, 0x15, 0x18}),
-       st.sampled_from([0x00, 0x01]), st.integers(0, 255), st.binary(max_size=40))
+@given(
+    st.binary(max_size=200).filter(lambda b: not set(b) & {0x01, 0x06, 0x15, 0x18}),
+    st.sampled_from([0x00, 0x01]),
+    st.integers(0, 255),
+    st.binary(max_size=40),
+)
 def test_resyncs_after_garbage(garbage: bytes, kind: int, function: int, payload: bytes) -> None:
     frame = DataFrame(FrameType(kind), function, payload)
     out, errors, skipped = _run(garbage + frames.encode(frame))

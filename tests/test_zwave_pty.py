@@ -10,15 +10,17 @@ from pathlib import Path
 
 import structlog
 
-from agent import logs
-from agent.config import ZwaveNode, ZwaveSource
-from drivers.reading import PointKind, Reading
-from drivers.zwave.sim import ZwaveSimulator
-from drivers.zwave.source import ZwaveRunner
+from heatgate import logs
+from heatgate.agent.config import ZwaveNode, ZwaveSource
+from heatgate.drivers.reading import PointKind, Reading
+from heatgate.drivers.sim.zwave import ZwaveSimulator
+from heatgate.drivers.zwave.source import ZwaveRunner
 from tests.support.leaks import run_async
 
-NODES = [ZwaveNode(node_id=2, name="living-room", device_type="multisensor"),
-         ZwaveNode(node_id=3, name="washing-machine", device_type="energy-switch")]
+NODES = [
+    ZwaveNode(node_id=2, name="living-room", device_type="multisensor"),
+    ZwaveNode(node_id=3, name="washing-machine", device_type="energy-switch"),
+]
 FAST = {"ack_timeout_s": 0.2, "retry_base_s": 0.01, "retry_step_s": 0.05, "response_timeout_s": 1.0}
 
 
@@ -38,6 +40,7 @@ class Collector:
             while not predicate():
                 self.changed.clear()
                 await self.changed.wait()
+
         await asyncio.wait_for(loop(), timeout_s)
 
     def count(self, device: str, point: str) -> int:
@@ -45,8 +48,13 @@ class Collector:
 
 
 def _runner(path: Path) -> ZwaveRunner:
-    return ZwaveRunner(ZwaveSource(name="zwave", port=str(path), nodes=NODES), reopen_min_s=0.05,
-                       reopen_max_s=0.2, reset_wait_s=0.5, host_options=FAST)
+    return ZwaveRunner(
+        ZwaveSource(name="zwave", port=str(path), nodes=NODES),
+        reopen_min_s=0.05,
+        reopen_max_s=0.2,
+        reset_wait_s=0.5,
+        host_options=FAST,
+    )
 
 
 def test_sim_drives_runner_nodes_mapped_secure_counted(tmp_path: Path) -> None:
@@ -57,8 +65,13 @@ def test_sim_drives_runner_nodes_mapped_secure_counted(tmp_path: Path) -> None:
         sink = Collector()
         task = asyncio.create_task(runner.run(sink), name="zwave-runner")
         try:
-            await sink.until(lambda: sink.count("washing-machine", "energy_kwh") >= 3
-                             and runner.unsupported_secure >= 2 and runner.stats.checksum_errors >= 1)
+            await sink.until(
+                lambda: (
+                    sink.count("washing-machine", "energy_kwh") >= 3
+                    and runner.unsupported_secure >= 2
+                    and runner.stats.checksum_errors >= 1
+                )
+            )
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -87,8 +100,9 @@ def test_sim_drives_runner_nodes_mapped_secure_counted(tmp_path: Path) -> None:
 
 def test_nak_can_and_missing_ack_are_retransmitted(tmp_path: Path) -> None:
     async def main() -> tuple[ZwaveRunner, ZwaveSimulator]:
-        sim = ZwaveSimulator(link=tmp_path / "zw", interval_s=0.05, nak_rate=0.15, can_rate=0.1,
-                             drop_ack_rate=0.1, seed=11)
+        sim = ZwaveSimulator(
+            link=tmp_path / "zw", interval_s=0.05, nak_rate=0.15, can_rate=0.1, drop_ack_rate=0.1, seed=11
+        )
         await sim.start()
         runner = _runner(tmp_path / "zw")
         sink = Collector()
@@ -119,7 +133,7 @@ def test_nak_can_and_missing_ack_are_retransmitted(tmp_path: Path) -> None:
 
 
 def test_retry_delays_follow_the_serial_api() -> None:
-    runner_host = __import__("drivers.zwave.host", fromlist=["ZwaveHost"])
+    runner_host = __import__("heatgate.drivers.zwave.host", fromlist=["ZwaveHost"])
     host = runner_host.ZwaveHost(link=None, on_request=None)
     assert [host.retry_delay_s(n) for n in range(3)] == [0.1, 1.1, 2.1]
     assert host.max_tries == 3

@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from agent import __version__
+from heatgate import __version__
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -26,18 +26,18 @@ EXIT_USAGE = 2
 
 # Order here is the order in ``heatgate --help``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "agent.cli.run",
-    "agent.cli.check_config",
-    "agent.cli.provision",
-    "agent.cli.doctor",
-    "agent.cli.status",
-    "agent.cli.demo",
-    "agent.cli.privacy",
-    "agent.cli.sim",
-    "agent.cli.scan",
-    "agent.cli.tail",
-    "agent.cli.keys",
-    "agent.cli.cmd",
+    "heatgate.agent.cli.run",
+    "heatgate.agent.cli.check_config",
+    "heatgate.agent.cli.provision",
+    "heatgate.agent.cli.doctor",
+    "heatgate.agent.cli.status",
+    "heatgate.agent.cli.demo",
+    "heatgate.agent.cli.privacy",
+    "heatgate.agent.cli.sim",
+    "heatgate.agent.cli.scan",
+    "heatgate.agent.cli.tail",
+    "heatgate.agent.cli.keys",
+    "heatgate.agent.cli.cmd",
 )
 
 DESCRIPTION = """\
@@ -141,7 +141,7 @@ def _run(argv: Sequence[str] | None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from agent import logs
+    from heatgate import logs
 
     logs.configure(level=args.log_level)
     try:

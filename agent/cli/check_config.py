@@ -9,9 +9,9 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from agent.cli.common import add_config_option, load_or_report
-from agent.cli.console import output_console
-from agent.config import (
+from heatgate.agent.cli.common import add_config_option, load_or_report
+from heatgate.agent.cli.console import output_console
+from heatgate.agent.config import (
     Config,
     ModbusRtuSource,
     ModbusTcpSource,
@@ -50,9 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if loaded is None:
         return 2
     if args.json:
-        json.dump(
-            {"config": to_builtins(loaded.config), "sha256": loaded.sha256}, sys.stdout, indent=2
-        )
+        json.dump({"config": to_builtins(loaded.config), "sha256": loaded.sha256}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     _summary(loaded.config, str(args.config), output_console())

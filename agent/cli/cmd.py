@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from agent.commands.dispatch import SEALED_FORMAT, Response, decode_response
-from agent.commands.envelope import (
+from heatgate.agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from heatgate.agent.commands.dispatch import SEALED_FORMAT, Response, decode_response
+from heatgate.agent.commands.envelope import (
     Approval,
     Envelope,
     b64url_decode,
@@ -29,15 +29,15 @@ from agent.commands.envelope import (
     decode_envelope,
     encode_envelope,
 )
-from agent.commands.keys import (
+from heatgate.agent.commands.keys import (
     KeyFileError,
     load_ed25519_private,
     load_x25519_private,
     load_x25519_public,
     raw_public,
 )
-from agent.commands.seal import SealError, open_sealed
-from agent.commands.sign import sign_approval, sign_envelope
+from heatgate.agent.commands.seal import SealError, open_sealed
+from heatgate.agent.commands.sign import sign_approval, sign_envelope
 
 EXAMPLES = """\
 examples:
@@ -55,9 +55,13 @@ class _UsageError(Exception):
 
 
 def register(subparsers: Any) -> None:
-    cmd = subparsers.add_parser("cmd", help="sign and send commands to a gateway (backend side)",
-                                description="Build, sign and publish command envelopes.", epilog=EXAMPLES,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmd = subparsers.add_parser(
+        "cmd",
+        help="sign and send commands to a gateway (backend side)",
+        description="Build, sign and publish command envelopes.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = cmd.add_subparsers(dest="cmd_action", metavar="ACTION", required=True, parser_class=type(cmd))
 
     sign = sub.add_parser("sign", help="print a signed envelope (JSON)")
@@ -85,23 +89,42 @@ def register(subparsers: Any) -> None:
     send.add_argument("--sign-key", type=Path, metavar="PRIV", help="sign here with this command key")
     _add_envelope_options(send, required=False)
     send.add_argument("--wait-s", type=float, default=10.0, help="how long to wait for the response")
-    send.add_argument("--decrypt-key", type=Path, metavar="PRIV",
-                      help="recipient key (X25519) to open a sealed export in the response")
+    send.add_argument(
+        "--decrypt-key",
+        type=Path,
+        metavar="PRIV",
+        help="recipient key (X25519) to open a sealed export in the response",
+    )
     send.set_defaults(handler=run_send)
 
 
 def _add_envelope_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument("--target", required=True, metavar="GW", help="gateway id")
-    parser.add_argument("--command", dest="cmd_name", required=required, metavar="NAME",
-                        help="ping, status, privacy.object, ..., device.write")
-    parser.add_argument("--arg", action="append", default=[], metavar="K=V",
-                        help="an argument; V is read as JSON if it parses (45, true), else as a string")
-    parser.add_argument("--recipient", type=Path, metavar="PUB",
-                        help="privacy.export: the recipient's X25519 public key file")
+    parser.add_argument(
+        "--command",
+        dest="cmd_name",
+        required=required,
+        metavar="NAME",
+        help="ping, status, privacy.object, ..., device.write",
+    )
+    parser.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="an argument; V is read as JSON if it parses (45, true), else as a string",
+    )
+    parser.add_argument(
+        "--recipient", type=Path, metavar="PUB", help="privacy.export: the recipient's X25519 public key file"
+    )
     parser.add_argument("--ttl-s", type=int, default=300, help="validity in seconds (default: 300)")
     parser.add_argument("--approval", type=Path, metavar="FILE", help="device.write: an approval from 'cmd approve'")
-    parser.add_argument("--approval-key", type=Path, metavar="PRIV",
-                        help="device.write: approve here with this operator key (with --operator)")
+    parser.add_argument(
+        "--approval-key",
+        type=Path,
+        metavar="PRIV",
+        help="device.write: approve here with this operator key (with --operator)",
+    )
     parser.add_argument("--operator", metavar="ID", help="operator id for --approval-key")
 
 
@@ -142,10 +165,23 @@ def build_envelope(args: argparse.Namespace, key_path: Path) -> Envelope:
             device, point, value = cmd_args["device"], cmd_args["point"], cmd_args["value"]
         except KeyError as exc:
             raise _UsageError(f"--approval-key needs --arg {exc.args[0]}=...") from None
-        approval = sign_approval(load_ed25519_private(args.approval_key), operator=args.operator, target=args.target,
-                                 device=device, point=point, value=value, ttl_s=args.ttl_s)
-    return sign_envelope(load_ed25519_private(key_path), target=args.target, command=args.cmd_name, args=cmd_args,
-                         ttl_s=args.ttl_s, approval=approval)
+        approval = sign_approval(
+            load_ed25519_private(args.approval_key),
+            operator=args.operator,
+            target=args.target,
+            device=device,
+            point=point,
+            value=value,
+            ttl_s=args.ttl_s,
+        )
+    return sign_envelope(
+        load_ed25519_private(key_path),
+        target=args.target,
+        command=args.cmd_name,
+        args=cmd_args,
+        ttl_s=args.ttl_s,
+        approval=approval,
+    )
 
 
 def run_sign(args: argparse.Namespace) -> int:
@@ -160,8 +196,15 @@ def run_sign(args: argparse.Namespace) -> int:
 
 def run_approve(args: argparse.Namespace) -> int:
     try:
-        approval = sign_approval(load_ed25519_private(args.key), operator=args.operator, target=args.target,
-                                 device=args.device, point=args.point, value=args.value, ttl_s=args.ttl_s)
+        approval = sign_approval(
+            load_ed25519_private(args.key),
+            operator=args.operator,
+            target=args.target,
+            device=args.device,
+            point=args.point,
+            value=args.value,
+            ttl_s=args.ttl_s,
+        )
     except KeyFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -282,8 +325,9 @@ def exchange(endpoint: Endpoint, topic: str, response_topic: str, payload: bytes
         except msgspec.MsgspecError as exc:
             state["error"] = f"the response is not valid: {exc}"
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"heatgate-cmd-{secrets.token_hex(4)}",
-                         protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"heatgate-cmd-{secrets.token_hex(4)}", protocol=mqtt.MQTTv5
+    )
     if endpoint.tls is not None:
         client.tls_set_context(endpoint.tls)
     client.on_connect, client.on_subscribe = on_connect, on_subscribe

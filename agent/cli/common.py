@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.config import ConfigError, LoadedConfig, load_config
+from heatgate.agent.config import ConfigError, LoadedConfig, load_config
 
 DEFAULT_CONFIG = "/etc/heatgate/heatgate.toml"
 

@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 from types import FrameType
 
-from agent.cli.console import error_console
-from agent.demo import DemoError, running_demo
+from heatgate.agent.cli.console import error_console
+from heatgate.agent.devtools.demo import DemoError, running_demo
 
 DESCRIPTION = """\
 Runs the whole system on this machine, each part as its own process, exactly as in the field:

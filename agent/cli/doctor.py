@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from agent.cli.common import add_config_option, load_or_report
-from agent.cli.console import output_console
-from agent.doctor import run_checks
+from heatgate.agent.cli.common import add_config_option, load_or_report
+from heatgate.agent.cli.console import output_console
+from heatgate.agent.doctor import run_checks
 
 DESCRIPTION = """\
 Checks everything an installer must see working before leaving the site, and says what to
@@ -29,8 +29,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_option(parser)
-    parser.add_argument("--probe-timeout-s", type=float, default=15.0,
-                        help="how long to wait for each source's first good reading (default: 15)")
+    parser.add_argument(
+        "--probe-timeout-s",
+        type=float,
+        default=15.0,
+        help="how long to wait for each source's first good reading (default: 15)",
+    )
     parser.set_defaults(handler=run)
 
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from agent.commands.keys import KEY_NAMES, KeyFileError, generate_key_pair
+from heatgate.agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from heatgate.agent.commands.keys import KEY_NAMES, KeyFileError, generate_key_pair
 
 HELP = """\
 Write a key pair into DIR: NAME.key (private, PKCS#8 PEM, mode 0600) and NAME.pub (public PEM),
@@ -22,11 +22,16 @@ and print the key id (first 16 hex digits of SHA-256 of the raw public key).
 
 
 def register(subparsers: Any) -> None:
-    keys = subparsers.add_parser("keys", help="generate command, approval and recipient key pairs",
-                                 description="Key pairs for signed commands.")
+    keys = subparsers.add_parser(
+        "keys", help="generate command, approval and recipient key pairs", description="Key pairs for signed commands."
+    )
     sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True, parser_class=type(keys))
-    generate = sub.add_parser("generate", help="write a key pair and print its key id", description=HELP,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    generate = sub.add_parser(
+        "generate",
+        help="write a key pair and print its key id",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     generate.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory for the key files")
     generate.add_argument("--name", choices=KEY_NAMES, default="command", help="which key (default: command)")
     generate.add_argument("--force", action="store_true", help="replace existing files")

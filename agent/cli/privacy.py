@@ -14,10 +14,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from agent.cli.common import add_config_option, load_or_report, print_config_error
-from agent.cli.console import error_console, output_console
-from agent.config import Config
-from agent.typedload import ConfigError
+from heatgate.agent.cli.common import add_config_option, load_or_report, print_config_error
+from heatgate.agent.cli.console import error_console, output_console
+from heatgate.agent.config import Config
+from heatgate.typedload import ConfigError
 
 DESCRIPTION = """\
 The processing register as this gateway enforces it, and the customer's rights over the data
@@ -39,8 +39,10 @@ ACTOR = "local-cli"
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "privacy", help="the processing register and the data-subject rights (report, export, erase, ...)",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "privacy",
+        help="the processing register and the data-subject rights (report, export, erase, ...)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="privacy_action", metavar="ACTION", parser_class=type(parser))
 
@@ -88,7 +90,7 @@ class _Setup:
 
 
 def _setup(args: argparse.Namespace) -> _Setup | None:
-    from agent.privacy.policy import load_policy
+    from heatgate.agent.privacy.policy import load_policy
 
     loaded = load_or_report(args.config)
     if loaded is None:
@@ -107,20 +109,26 @@ def _err(message: str) -> None:
 
 async def _with_buffer(setup: _Setup, work: Callable[[Any, Any, Any], Awaitable[int]]) -> int:
     """Open the buffer, the state, the keys and a pipeline; run ``work(buffer, state, pipeline)``."""
-    from agent.privacy.pipeline import Pipeline
-    from agent.privacy.pseudonym import PseudonymError, PseudonymKeys
-    from agent.privacy.state import PrivacyState, PrivacyStateError
-    from buffer.adapter import open_buffer
-    from buffer.api import BufferError
-    from buffer.errors import BufferBusy
-    from buffer.keys import load_master_key
+    from heatgate.agent.privacy.pipeline import Pipeline
+    from heatgate.agent.privacy.pseudonym import PseudonymError, PseudonymKeys
+    from heatgate.agent.privacy.state import PrivacyState, PrivacyStateError
+    from heatgate.buffer.adapter import open_buffer
+    from heatgate.buffer.api import BufferError
+    from heatgate.buffer.errors import BufferBusy
+    from heatgate.buffer.keys import load_master_key
 
     config = setup.config
     try:
         master_key = load_master_key(config.master_key_path, config.keys.master_key_credential)
-        buffer = await open_buffer(config.buffer_path, master_key, cap_bytes=config.buffer.cap_bytes,
-                                   commit_interval_s=0.0, cipher=config.buffer.cipher,
-                                   retention_s=setup.policy.retention_s(), local_command=True)
+        buffer = await open_buffer(
+            config.buffer_path,
+            master_key,
+            cap_bytes=config.buffer.cap_bytes,
+            commit_interval_s=0.0,
+            cipher=config.buffer.cipher,
+            retention_s=setup.policy.retention_s(),
+            local_command=True,
+        )
     except BufferBusy as exc:
         _err(_busy_sentence(exc))
         return 1
@@ -149,16 +157,15 @@ async def _with_buffer(setup: _Setup, work: Callable[[Any, Any, Any], Awaitable[
 
 
 def _busy_sentence(exc: Any) -> str:
-    return (f"the buffer {exc.path} is busy ({exc.holder} kept it locked for {exc.waited_s:g} s); "
-            "try again in a moment")
+    return f"the buffer {exc.path} is busy ({exc.holder} kept it locked for {exc.waited_s:g} s); try again in a moment"
 
 
 # ---- report -------------------------------------------------------------------------------------
 
 
 def _report(args: argparse.Namespace) -> int:
-    from agent.privacy.region import generalise_region
-    from agent.privacy.rights import register_view
+    from heatgate.agent.privacy.region import generalise_region
+    from heatgate.agent.privacy.rights import register_view
 
     setup = _setup(args)
     if setup is None:
@@ -210,11 +217,12 @@ def _granularity(seconds: int) -> str:
 
 
 def _render(document: dict[str, Any], console: Console) -> None:
-    console.print(f"[bold]Processing register[/] of gateway [bold]{document['gateway']}[/] "
-                  f"({document['policy_file']})")
+    console.print(f"[bold]Processing register[/] of gateway [bold]{document['gateway']}[/] ({document['policy_file']})")
     console.print(f"controller: {document.get('controller') or '-'}")
-    console.print(f"region sent to analytics: [bold]{document['region_sent']}[/] (never the postcode or address); "
-                  f"pseudonym keys rotate every {document['pseudonym_epoch_days']} days")
+    console.print(
+        f"region sent to analytics: [bold]{document['region_sent']}[/] (never the postcode or address); "
+        f"pseudonym keys rotate every {document['pseudonym_epoch_days']} days"
+    )
     if document.get("note"):
         console.print(f"[yellow]{document['note']}[/]")
     prefix, gateway = document["topic_prefix"], document["gateway"]
@@ -241,8 +249,11 @@ def _render(document: dict[str, Any], console: Console) -> None:
         if state is None:
             state_text = "[dim]state unknown[/]"
         else:
-            flags = ["[red]OBJECTED: no intake[/]" if state["objected"]
-                     else ("[green]intake on[/]" if state["intake"] else "[yellow]intake off (no consent)[/]")]
+            flags = [
+                "[red]OBJECTED: no intake[/]"
+                if state["objected"]
+                else ("[green]intake on[/]" if state["intake"] else "[yellow]intake off (no consent)[/]")
+            ]
             if state["restricted"]:
                 flags.append("[yellow]RESTRICTED: stored, not published[/]")
             for pattern, window_s in state["effective_windows_s"].items():
@@ -279,7 +290,7 @@ def _render(document: dict[str, Any], console: Console) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from agent.privacy.rights import dumps, export_household
+    from heatgate.agent.privacy.rights import dumps, export_household
 
     setup = _setup(args)
     if setup is None:
@@ -287,8 +298,9 @@ def _export(args: argparse.Namespace) -> int:
 
     async def work(buffer: Any, state: Any, pipeline: Any) -> int:
         document = await export_household(buffer, state, pipeline)
-        await buffer.put([pipeline.audit("privacy.export", ACTOR, "done",
-                                         details={"records": len(document["records"])})])
+        await buffer.put(
+            [pipeline.audit("privacy.export", ACTOR, "done", details={"records": len(document["records"])})]
+        )
         text = dumps(document) + "\n"
         if args.output:
             import os
@@ -306,7 +318,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _erase(args: argparse.Namespace) -> int:
-    from agent.privacy.rights import RightsRefused, apply_erase
+    from heatgate.agent.privacy.rights import RightsRefused, apply_erase
 
     setup = _setup(args)
     if setup is None:
@@ -330,15 +342,18 @@ def _erase(args: argparse.Namespace) -> int:
 
 
 def _change(args: argparse.Namespace) -> int:
-    from agent.privacy import rights
+    from heatgate.agent.privacy import rights
 
     setup = _setup(args)
     if setup is None:
         return 2
     functions = {
-        ("object", False): rights.apply_objection, ("object", True): rights.apply_withdraw_objection,
-        ("restrict", False): rights.apply_restriction, ("restrict", True): rights.apply_lift,
-        ("consent", False): rights.apply_consent, ("consent", True): rights.apply_withdraw_consent,
+        ("object", False): rights.apply_objection,
+        ("object", True): rights.apply_withdraw_objection,
+        ("restrict", False): rights.apply_restriction,
+        ("restrict", True): rights.apply_lift,
+        ("consent", False): rights.apply_consent,
+        ("consent", True): rights.apply_withdraw_consent,
     }
     function = functions[(args.change, args.undo)]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from rich.prompt import Prompt
 
-from agent.cli.common import print_config_error
-from agent.cli.console import error_console, output_console
-from agent.config import load_config
-from agent.provision import Answers, ProvisionError, provision
-from agent.typedload import ConfigError
+from heatgate.agent.cli.common import print_config_error
+from heatgate.agent.cli.console import error_console, output_console
+from heatgate.agent.config import load_config
+from heatgate.agent.provision import Answers, ProvisionError, provision
+from heatgate.typedload import ConfigError
 
 DESCRIPTION = """\
 Prepares this gateway, in the order an installer needs it:
@@ -42,10 +42,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--gateway-id", help="this gateway's id (the certificate subject)")
     parser.add_argument("--region", help='the postcode or region, e.g. "3511 AB" (only "35" ever leaves)')
     parser.add_argument("--broker-url", help="mqtts://host:port of the service broker")
-    parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/heatgate"),
-                        help="state directory (default: /var/lib/heatgate)")
-    parser.add_argument("--config-out", type=Path, default=Path("/etc/heatgate/heatgate.toml"),
-                        help="where to write the config (default: /etc/heatgate/heatgate.toml)")
+    parser.add_argument(
+        "--state-dir", type=Path, default=Path("/var/lib/heatgate"), help="state directory (default: /var/lib/heatgate)"
+    )
+    parser.add_argument(
+        "--config-out",
+        type=Path,
+        default=Path("/etc/heatgate/heatgate.toml"),
+        help="where to write the config (default: /etc/heatgate/heatgate.toml)",
+    )
     parser.add_argument("--ca", type=Path, help="the CA certificate that signed the broker's certificate")
     parser.add_argument("--command-key", type=Path, help="the backend's Ed25519 command public key (PEM)")
     parser.add_argument("--approval-key", type=Path, help="the operators' Ed25519 approval public key (PEM)")
@@ -86,10 +91,16 @@ def run(args: argparse.Namespace) -> int:
             err.print(f"[bold red]error[/]: --sources: {exc}")
             return 2
     answers = Answers(
-        gateway_id=gateway_id, region=region, state_dir=args.state_dir.resolve(),
-        config_path=args.config_out, broker_url=broker_url, ca_file=args.ca,
-        command_public_key=args.command_key, approval_public_key=args.approval_key,
-        owner=args.owner, sources_toml=sources_toml,
+        gateway_id=gateway_id,
+        region=region,
+        state_dir=args.state_dir.resolve(),
+        config_path=args.config_out,
+        broker_url=broker_url,
+        ca_file=args.ca,
+        command_public_key=args.command_key,
+        approval_public_key=args.approval_key,
+        owner=args.owner,
+        sources_toml=sources_toml,
     )
     try:
         report = provision(answers, force=args.force)

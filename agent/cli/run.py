@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from agent.cli.common import add_config_option, load_or_report
+from heatgate.agent.cli.common import add_config_option, load_or_report
 
 DESCRIPTION = """\
 Runs the agent in the foreground until SIGTERM or SIGINT: polls every configured source,
@@ -48,8 +48,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent import logs
-    from agent.daemon import Agent
+    from heatgate import logs
+    from heatgate.agent.daemon import Agent
 
     loaded = load_or_report(args.config)
     if loaded is None:

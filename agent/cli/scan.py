@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from heatgate.agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 DESCRIPTION = """\
 Finds the Modbus unit ids that answer on a TCP host (--host) or a serial bus (--serial) and
@@ -33,21 +33,33 @@ def _units(text: str) -> list[int]:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("scan", help="find devices: Modbus unit ids on a host or bus",
-                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "scan",
+        help="find devices: Modbus unit ids on a host or bus",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
-    modbus = kinds.add_parser("modbus", help="scan Modbus unit ids", description=DESCRIPTION,
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog="examples:\n  heatgate scan modbus --host 127.0.0.1 --port 5020 --units 1-10\n"
-                                     "  heatgate scan modbus --serial /dev/ttyUSB0 --baud 9600")
+    modbus = kinds.add_parser(
+        "modbus",
+        help="scan Modbus unit ids",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  heatgate scan modbus --host 127.0.0.1 --port 5020 --units 1-10\n"
+        "  heatgate scan modbus --serial /dev/ttyUSB0 --baud 9600",
+    )
     where = modbus.add_mutually_exclusive_group(required=True)
     where.add_argument("--host", help="Modbus TCP host")
     where.add_argument("--serial", metavar="DEV", help="serial port of an RS-485 bus (Modbus RTU)")
     modbus.add_argument("--port", type=int, default=None, help="TCP port (default 502; 5020 for the simulator)")
     modbus.add_argument("--baud", type=int, default=9600, help="RTU baud rate (default 9600)")
     modbus.add_argument("--parity", choices=["N", "E", "O"], default="N", help="RTU parity (default N)")
-    modbus.add_argument("--units", type=_units, default=None,
-                        help="unit ids to try, e.g. 1-247 or 1,2,10 (default: 1-247 on a bus, 0-247 on TCP)")
+    modbus.add_argument(
+        "--units",
+        type=_units,
+        default=None,
+        help="unit ids to try, e.g. 1-247 or 1,2,10 (default: 1-247 on a bus, 0-247 on TCP)",
+    )
     modbus.add_argument("--timeout-ms", type=int, default=200, help="wait per unit id (default 200)")
     modbus.set_defaults(handler=_main)
 
@@ -62,9 +74,9 @@ def _main(args: argparse.Namespace) -> int:
 async def _scan(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from agent.cli.console import output_console
-    from drivers.modbus.link import ModbusLink
-    from drivers.modbus.scan import identify, probe_unit
+    from heatgate.agent.cli.console import output_console
+    from heatgate.drivers.modbus.link import ModbusLink
+    from heatgate.drivers.modbus.scan import identify, probe_unit
 
     console = output_console(highlight=True)
     timeout_s = args.timeout_ms / 1000.0
@@ -77,12 +89,18 @@ async def _scan(args: argparse.Namespace) -> int:
         link = ModbusLink.rtu(args.serial, baudrate=args.baud, parity=args.parity, timeout_s=timeout_s)
         where = f"{args.serial} at {args.baud} baud"
         units = args.units or list(range(1, 248))
-    from drivers.modbus.errors import ModbusCommError
+    from heatgate.drivers.modbus.errors import ModbusCommError
 
     found: list[tuple[int, str]] = []
     try:
-        with Progress(TextColumn("scanning {task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("found {task.fields[found]}"), console=console, transient=False) as progress:
+        with Progress(
+            TextColumn("scanning {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("found {task.fields[found]}"),
+            console=console,
+            transient=False,
+        ) as progress:
             task = progress.add_task(where, total=len(units), found=0)
             for unit in units:
                 try:

@@ -11,9 +11,9 @@ import importlib
 
 # Add a module here once its simulator works.
 SIM_MODULES: tuple[str, ...] = (
-    "drivers.p1.sim",
-    "drivers.zwave.sim",
-    "drivers.modbus.sim",
+    "heatgate.drivers.sim.p1",
+    "heatgate.drivers.sim.zwave",
+    "heatgate.drivers.sim.modbus",
 )
 
 DESCRIPTION = """\

@@ -12,9 +12,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from agent.cli.common import add_config_option, load_or_report
-from agent.cli.console import error_console, output_console
-from agent.status import StatusError, query_status
+from heatgate.agent.cli.common import add_config_option, load_or_report
+from heatgate.agent.cli.console import error_console, output_console
+from heatgate.agent.status import StatusError, query_status
 
 DESCRIPTION = """\
 Asks the running agent (over its unix socket, which only the heatgate user can open) how it
@@ -73,8 +73,19 @@ def _age(ts: Any, now: float) -> str:
     return f"{seconds / 86400:.1f} d ago"
 
 
-_ERROR_COUNTERS = ("crc_errors", "parse_errors", "checksum_errors", "decode_errors", "timeouts", "naks",
-                   "cans", "retransmissions", "unsupported_secure", "port_losses", "garbage_bytes")
+_ERROR_COUNTERS = (
+    "crc_errors",
+    "parse_errors",
+    "checksum_errors",
+    "decode_errors",
+    "timeouts",
+    "naks",
+    "cans",
+    "retransmissions",
+    "unsupported_secure",
+    "port_losses",
+    "garbage_bytes",
+)
 
 
 def _errors(health: dict[str, Any]) -> str:
@@ -101,8 +112,11 @@ def _state(health: dict[str, Any]) -> str:
     """The source's state, coloured: green running, red anything else; devices failing named."""
     state = str(health.get("state", ""))
     text = f"[green]{state}[/]" if state == "running" else f"[red]{state}[/]"
-    failing = sorted(name for name, device in (health.get("devices") or {}).items()
-                     if isinstance(device, dict) and device.get("failing_since_ts") is not None)
+    failing = sorted(
+        name
+        for name, device in (health.get("devices") or {}).items()
+        if isinstance(device, dict) and device.get("failing_since_ts") is not None
+    )
     if failing:
         text += f" [red](failing: {', '.join(failing)})[/]"
     return text

@@ -24,12 +24,12 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from agent.cli.common import add_config_option, load_or_report
-from agent.cli.console import error_console, output_console
-from agent.config import MqttConfig
-from agent.publish.client import Incoming, MqttClient, TlsFiles
-from agent.publish.decode import Decoded, Deduplicator, decode_message
-from agent.publish.errors import ConnectError
+from heatgate.agent.cli.common import add_config_option, load_or_report
+from heatgate.agent.cli.console import error_console, output_console
+from heatgate.agent.config import MqttConfig
+from heatgate.agent.publish.client import Incoming, MqttClient, TlsFiles
+from heatgate.agent.publish.decode import Decoded, Deduplicator, decode_message
+from heatgate.agent.publish.errors import ConnectError
 
 ROWS_SHOWN = 25
 
@@ -107,12 +107,16 @@ class _View:
             body = shown[-1].body
             summary = " ".join(f"{k}={body[k]}" for k in ("type", "point", "value", "code", "event") if k in body)
         # Topic, errors (which quote field names) and bodies come off the wire: never markup.
-        self.rows.append((time.strftime("%H:%M:%S"), escape(decoded.topic), str(len(decoded.records)), status,
-                          escape(summary)))
+        self.rows.append(
+            (time.strftime("%H:%M:%S"), escape(decoded.topic), str(len(decoded.records)), status, escape(summary))
+        )
 
     def table(self) -> Table:
-        table = Table(title=f"{self.messages} message(s), {self.records} record(s), "
-                            f"{self.duplicates} duplicate(s), {self.invalid} invalid", expand=False)
+        table = Table(
+            title=f"{self.messages} message(s), {self.records} record(s), "
+            f"{self.duplicates} duplicate(s), {self.invalid} invalid",
+            expand=False,
+        )
         for column in ("time", "topic", "records", "status", "last record"):
             table.add_column(column, overflow="fold")
         for row in self.rows:
@@ -120,12 +124,26 @@ class _View:
         return table
 
 
-async def tail(config: MqttConfig, *, topics: list[str], prefix: str, tls_files: TlsFiles, json_lines: bool,
-               count: int | None, duration_s: float | None, console: Console) -> int:
+async def tail(
+    config: MqttConfig,
+    *,
+    topics: list[str],
+    prefix: str,
+    tls_files: TlsFiles,
+    json_lines: bool,
+    count: int | None,
+    duration_s: float | None,
+    console: Console,
+) -> int:
     queue: asyncio.Queue[Incoming] = asyncio.Queue()
-    client = MqttClient(config, client_id=f"heatgate-tail-{uuid.uuid4().hex[:8]}", clean_start=True,
-                        tls_files=tls_files, on_message=queue.put_nowait,
-                        on_lost=lambda reason: queue.put_nowait(Incoming("", b"", 0, False, {"lost": reason})))
+    client = MqttClient(
+        config,
+        client_id=f"heatgate-tail-{uuid.uuid4().hex[:8]}",
+        clean_start=True,
+        tls_files=tls_files,
+        on_message=queue.put_nowait,
+        on_lost=lambda reason: queue.put_nowait(Incoming("", b"", 0, False, {"lost": reason})),
+    )
     try:
         await client.connect()
     except ConnectError as exc:
@@ -191,8 +209,16 @@ def run(args: argparse.Namespace) -> int:
     console = (error_console if args.json else output_console)(soft_wrap=True)
     try:
         return asyncio.run(
-            tail(mqtt, topics=topics_for(mqtt.topic_prefix, gateway), prefix=mqtt.topic_prefix, tls_files=tls_files,
-                 json_lines=args.json, count=args.count, duration_s=args.duration_s, console=console)
+            tail(
+                mqtt,
+                topics=topics_for(mqtt.topic_prefix, gateway),
+                prefix=mqtt.topic_prefix,
+                tls_files=tls_files,
+                json_lines=args.json,
+                count=args.count,
+                duration_s=args.duration_s,
+                console=console,
+            )
         )
     except KeyboardInterrupt:
         return 0

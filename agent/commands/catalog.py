@@ -33,8 +33,9 @@ __all__ = [
 ]
 
 Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
-RecipientKey = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{43}$",
-                                   description="base64url (no padding) of a raw 32-byte X25519 public key")]
+RecipientKey = Annotated[
+    str, Meta(pattern=r"^[A-Za-z0-9_-]{43}$", description="base64url (no padding) of a raw 32-byte X25519 public key")
+]
 
 
 class _Args(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -31,11 +31,11 @@ from typing import Any, Final, Literal
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from agent.commands import reasons
-from agent.commands.catalog import EXPORT_COMMAND, WRITE_COMMAND, ExportArgs
-from agent.commands.envelope import b64url_decode, b64url_encode
-from agent.commands.errors import CommandError
-from agent.commands.limiter import (
+from heatgate.agent.commands import reasons
+from heatgate.agent.commands.catalog import EXPORT_COMMAND, WRITE_COMMAND, ExportArgs
+from heatgate.agent.commands.envelope import b64url_decode, b64url_encode
+from heatgate.agent.commands.errors import CommandError
+from heatgate.agent.commands.limiter import (
     DEFAULT_UNVERIFIED_PER_MIN,
     DEFAULT_VERIFIED_PER_MIN,
     RefusalClass,
@@ -43,10 +43,10 @@ from agent.commands.limiter import (
     SeenRefusals,
     Summary,
 )
-from agent.commands.seal import seal
-from agent.commands.verify import CommandVerifier, NonceUnrecorded, Refusal, Verified
-from agent.logs import get_logger
-from agent.payloads import AuditBody
+from heatgate.agent.commands.seal import seal
+from heatgate.agent.commands.verify import CommandVerifier, NonceUnrecorded, Refusal, Verified
+from heatgate.agent.payloads import AuditBody
+from heatgate.logs import get_logger
 
 __all__ = [
     "RESPONSE_SCHEMA",
@@ -181,9 +181,16 @@ class CommandProcessor:
         if isinstance(verdict, Refusal):
             return await self._refused(verdict)
         if verdict.command not in self._handlers:
-            return await self._refused(Refusal(reasons.UNKNOWN_COMMAND, "not enabled on this gateway",
-                                               command=verdict.command, key_id=verdict.key_id,
-                                               nonce=verdict.envelope.nonce, fingerprint=verdict.envelope.signature))
+            return await self._refused(
+                Refusal(
+                    reasons.UNKNOWN_COMMAND,
+                    "not enabled on this gateway",
+                    command=verdict.command,
+                    key_id=verdict.key_id,
+                    nonce=verdict.envelope.nonce,
+                    fingerprint=verdict.envelope.signature,
+                )
+            )
         return await self._run(verdict)
 
     async def close(self) -> None:
@@ -218,8 +225,9 @@ class CommandProcessor:
         actor = f"remote:{refusal.key_id}" if refusal.key_id else "remote:unverified"
         record_id = await self._record(event, actor, "refused", refusal.reason, {"detail": refusal.detail})
         log.info("command refused", command=refusal.command, reason=refusal.reason, detail=refusal.detail)
-        return self._response(refusal.command, "refused", refusal.reason, refusal.detail, record_id=record_id,
-                              nonce=refusal.nonce)
+        return self._response(
+            refusal.command, "refused", refusal.reason, refusal.detail, record_id=record_id, nonce=refusal.nonce
+        )
 
     async def _unrecorded(self, exc: NonceUnrecorded) -> Response | None:
         admitted = self._admitted(exc.key_id, exc.fingerprint, reasons.STATE_UNAVAILABLE)
@@ -228,10 +236,17 @@ class CommandProcessor:
             self._arm_summary_timer()
             return None
         log.error("command nonce not recorded; command not run", command=exc.command, error=exc.reason)
-        record_id = await self._record(f"command.{exc.command}", f"remote:{exc.key_id}", "failed",
-                                       reasons.STATE_UNAVAILABLE, {})
-        return self._response(exc.command, "failed", reasons.STATE_UNAVAILABLE, "the gateway cannot record the nonce",
-                              record_id=record_id, nonce=exc.nonce)
+        record_id = await self._record(
+            f"command.{exc.command}", f"remote:{exc.key_id}", "failed", reasons.STATE_UNAVAILABLE, {}
+        )
+        return self._response(
+            exc.command,
+            "failed",
+            reasons.STATE_UNAVAILABLE,
+            "the gateway cannot record the nonce",
+            record_id=record_id,
+            nonce=exc.nonce,
+        )
 
     async def _write_summaries(self, summaries: list[Summary]) -> None:
         for index, summary in enumerate(summaries):
@@ -247,13 +262,18 @@ class CommandProcessor:
                 for unwritten in summaries[index:]:
                     self.limiter.restore(unwritten)
                 raise
-            log.warning("command refusals suppressed", refusal_class=summary.refusal_class,
-                        suppressed=summary.suppressed, **summary.by_reason)
+            log.warning(
+                "command refusals suppressed",
+                refusal_class=summary.refusal_class,
+                suppressed=summary.suppressed,
+                **summary.by_reason,
+            )
 
     def _arm_summary_timer(self) -> None:
         if self._summary_timer is None:
             self._summary_timer = asyncio.get_running_loop().create_task(
-                self._summaries_when_due(), name="command-refusal-summaries")
+                self._summaries_when_due(), name="command-refusal-summaries"
+            )
 
     async def _summaries_when_due(self) -> None:
         """Writes each summary when it falls due, also when no refusal comes to write it."""
@@ -272,11 +292,21 @@ class CommandProcessor:
         event, actor = f"command.{command}", f"remote:{verified.key_id}"
         details: dict[str, str | int | float | bool | None] = {}
         if command == WRITE_COMMAND:
-            details = {"device": verified.args.device, "point": verified.args.point,
-                       "value": verified.args.value, "operator": verified.operator}
+            details = {
+                "device": verified.args.device,
+                "point": verified.args.point,
+                "value": verified.args.value,
+                "operator": verified.operator,
+            }
         record_id = await self._record(event, actor, "accepted", None, details)
-        ctx = CommandContext(command=command, args=verified.args, actor=actor, key_id=verified.key_id,
-                             operator=verified.operator, nonce=verified.envelope.nonce)
+        ctx = CommandContext(
+            command=command,
+            args=verified.args,
+            actor=actor,
+            key_id=verified.key_id,
+            operator=verified.operator,
+            nonce=verified.envelope.nonce,
+        )
         nonce = verified.envelope.nonce
         try:
             async with asyncio.timeout(self.handler_timeout_s):
@@ -285,17 +315,36 @@ class CommandProcessor:
                 result = _sealed(verified.args, result)
         except CommandFailed as exc:
             await self._record(event, actor, "failed", reasons.HANDLER_ERROR, {**details, "detail": exc.detail})
-            return self._response(command, "failed", reasons.HANDLER_ERROR, exc.detail, result=exc.result,
-                                  record_id=record_id, nonce=nonce)
+            return self._response(
+                command,
+                "failed",
+                reasons.HANDLER_ERROR,
+                exc.detail,
+                result=exc.result,
+                record_id=record_id,
+                nonce=nonce,
+            )
         except TimeoutError:
             await self._record(event, actor, "failed", reasons.TIMEOUT, details)
-            return self._response(command, "failed", reasons.TIMEOUT, f"no result within {self.handler_timeout_s:g} s",
-                                  record_id=record_id, nonce=nonce)
+            return self._response(
+                command,
+                "failed",
+                reasons.TIMEOUT,
+                f"no result within {self.handler_timeout_s:g} s",
+                record_id=record_id,
+                nonce=nonce,
+            )
         except Exception as exc:  # the task boundary of a command: answer and audit, keep the traceback
             log.exception("command handler crashed", command=command)
             await self._record(event, actor, "failed", reasons.HANDLER_ERROR, {**details, "error": type(exc).__name__})
-            return self._response(command, "failed", reasons.HANDLER_ERROR, f"internal error ({type(exc).__name__})",
-                                  record_id=record_id, nonce=nonce)
+            return self._response(
+                command,
+                "failed",
+                reasons.HANDLER_ERROR,
+                f"internal error ({type(exc).__name__})",
+                record_id=record_id,
+                nonce=nonce,
+            )
         if command == WRITE_COMMAND and "readback" in result:
             readback = result["readback"]
             if isinstance(readback, int | float | str | bool) or readback is None:
@@ -303,17 +352,40 @@ class CommandProcessor:
         await self._record(event, actor, "done", None, details)
         return self._response(command, "done", None, None, result=result, record_id=record_id, nonce=nonce)
 
-    async def _record(self, event: str, actor: str, outcome: AuditOutcome, reason: str | None,
-                      details: dict[str, str | int | float | bool | None]) -> str | None:
-        body = AuditBody(event=event, actor=actor, outcome=outcome, reason=reason, details=details,
-                         at=iso_utc(self._clock()))
+    async def _record(
+        self,
+        event: str,
+        actor: str,
+        outcome: AuditOutcome,
+        reason: str | None,
+        details: dict[str, str | int | float | bool | None],
+    ) -> str | None:
+        body = AuditBody(
+            event=event, actor=actor, outcome=outcome, reason=reason, details=details, at=iso_utc(self._clock())
+        )
         return await self._audit(body)
 
-    def _response(self, command: str | None, outcome: Outcome, reason: str | None, detail: str | None, *,
-                  result: dict[str, Any] | None = None, record_id: str | None = None,
-                  nonce: str | None = None) -> Response:
-        return Response(command=command, outcome=outcome, reason=reason, detail=detail, result=result or {},
-                        record_id=record_id, nonce=nonce, at=iso_utc(self._clock()))
+    def _response(
+        self,
+        command: str | None,
+        outcome: Outcome,
+        reason: str | None,
+        detail: str | None,
+        *,
+        result: dict[str, Any] | None = None,
+        record_id: str | None = None,
+        nonce: str | None = None,
+    ) -> Response:
+        return Response(
+            command=command,
+            outcome=outcome,
+            reason=reason,
+            detail=detail,
+            result=result or {},
+            record_id=record_id,
+            nonce=nonce,
+            at=iso_utc(self._clock()),
+        )
 
 
 def _sealed(args: ExportArgs, result: dict[str, Any]) -> dict[str, Any]:

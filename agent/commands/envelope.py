@@ -80,8 +80,9 @@ _NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
 _STEP: Final = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 B64URL = r"^[A-Za-z0-9_-]+$"
-Nonce = Annotated[str, Meta(min_length=22, max_length=64, pattern=B64URL,
-                            description="base64url (no padding) of 16..48 random bytes")]
+Nonce = Annotated[
+    str, Meta(min_length=22, max_length=64, pattern=B64URL, description="base64url (no padding) of 16..48 random bytes")
+]
 KeyId = Annotated[str, Meta(pattern=r"^[0-9a-f]{16}$", description="first 16 hex of SHA-256 of the raw public key")]
 GatewayId = Annotated[str, Meta(min_length=1, max_length=128)]
 CommandName = Annotated[str, Meta(min_length=1, max_length=64)]
@@ -129,8 +130,9 @@ class Envelope(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, om
 
 _decoder: Final = msgspec.json.Decoder(Envelope)
 
-FIELD_NAMES: Final = frozenset(Envelope.__struct_fields__) | frozenset(Approval.__struct_fields__) | frozenset(
-    Write.__struct_fields__)
+FIELD_NAMES: Final = (
+    frozenset(Envelope.__struct_fields__) | frozenset(Approval.__struct_fields__) | frozenset(Write.__struct_fields__)
+)
 """Every field name of the envelope and its parts (what an error may name without echoing the sender)."""
 
 

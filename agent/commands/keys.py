@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from agent.commands.errors import CommandError
+from heatgate.agent.commands.errors import CommandError
 
 __all__ = [
     "KeyFileError",
@@ -114,8 +114,9 @@ def generate_key_pair(directory: Path, name: KeyName, *, overwrite: bool = False
     private: Ed25519PrivateKey | X25519PrivateKey = (
         X25519PrivateKey.generate() if name == "recipient" else Ed25519PrivateKey.generate()
     )
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     fd = os.open(private_path, flags, 0o600)
     try:
@@ -124,7 +125,8 @@ def generate_key_pair(directory: Path, name: KeyName, *, overwrite: bool = False
     finally:
         os.close(fd)
     public = private.public_key()
-    public_path.write_bytes(public.public_bytes(serialization.Encoding.PEM,
-                                                serialization.PublicFormat.SubjectPublicKeyInfo))
+    public_path.write_bytes(
+        public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     public_path.chmod(0o644)
     return private_path, public_path, key_id(public)

@@ -78,8 +78,9 @@ class _Class:
 class RefusalLimiter:
     """Per-class budgets (refusals audited one by one in any 60 s) and the suppressed counts."""
 
-    def __init__(self, *, unverified_per_min: int = DEFAULT_UNVERIFIED_PER_MIN,
-                 verified_per_min: int = DEFAULT_VERIFIED_PER_MIN) -> None:
+    def __init__(
+        self, *, unverified_per_min: int = DEFAULT_UNVERIFIED_PER_MIN, verified_per_min: int = DEFAULT_VERIFIED_PER_MIN
+    ) -> None:
         if unverified_per_min < 0 or verified_per_min < 0:
             raise ValueError("refusal budgets must be >= 0")
         self._classes: dict[RefusalClass, _Class] = {
@@ -110,8 +111,11 @@ class RefusalLimiter:
     def due_summaries(self, now_s: float) -> list[Summary]:
         """Takes the counts of every class whose summary may be written now (it has suppressed
         refusals, and its previous summary is at least 60 s old). The caller writes them."""
-        return [self._take(name, now_s) for name, state in self._classes.items()
-                if state.suppressed and now_s >= state.last_summary_s + WINDOW_S]
+        return [
+            self._take(name, now_s)
+            for name, state in self._classes.items()
+            if state.suppressed and now_s >= state.last_summary_s + WINDOW_S
+        ]
 
     def next_summary_s(self) -> float | None:
         """When the earliest pending summary may be written (None: nothing is pending)."""
@@ -133,8 +137,9 @@ class RefusalLimiter:
 
     def _take(self, name: RefusalClass, now_s: float) -> Summary:
         state = self._classes[name]
-        summary = Summary(name, dict(sorted(state.suppressed.items())), state.first_suppressed_s,
-                          state.last_suppressed_s)
+        summary = Summary(
+            name, dict(sorted(state.suppressed.items())), state.first_suppressed_s, state.last_suppressed_s
+        )
         state.suppressed.clear()
         state.last_summary_s = now_s
         return summary

@@ -21,8 +21,8 @@ from typing import Final, Protocol
 
 import msgspec
 
-from agent.commands.errors import CommandError
-from buffer.api import BufferError
+from heatgate.agent.commands.errors import CommandError
+from heatgate.buffer.api import BufferError
 
 __all__ = ["NonceStore", "NonceStoreError", "StateStore"]
 
@@ -58,8 +58,9 @@ _decoder: Final = msgspec.json.Decoder(_Document)
 class NonceStore:
     """Create with :meth:`load`. ``remember`` is atomic on the event loop."""
 
-    def __init__(self, state: StateStore, document: _Document, *, key: str, max_entries: int,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self, state: StateStore, document: _Document, *, key: str, max_entries: int, clock: Callable[[], float]
+    ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self._state = state
@@ -70,8 +71,14 @@ class NonceStore:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def load(cls, state: StateStore, *, key: str = STATE_KEY, max_entries: int = DEFAULT_MAX_ENTRIES,
-                   clock: Callable[[], float] = time.time) -> NonceStore:
+    async def load(
+        cls,
+        state: StateStore,
+        *,
+        key: str = STATE_KEY,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        clock: Callable[[], float] = time.time,
+    ) -> NonceStore:
         """Read the persisted set. An unreadable document is an error (failing closed): the
         caller must not accept commands without knowing which nonces were used."""
         try:

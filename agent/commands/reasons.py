@@ -38,10 +38,24 @@ NOT_WRITABLE: Final = "not_writable"
 OUT_OF_BOUNDS: Final = "out_of_bounds"
 """The value is outside the profile's ``min``/``max`` (or not a finite number)."""
 
-REFUSAL_REASONS: Final = frozenset({
-    UNSIGNED, BAD_SIGNATURE, UNKNOWN_KEY, EXPIRED, NOT_YET_VALID, REPLAYED, WRONG_TARGET,
-    UNKNOWN_COMMAND, MALFORMED, OVERSIZE, APPROVAL_REQUIRED, BAD_APPROVAL, NOT_WRITABLE, OUT_OF_BOUNDS,
-})
+REFUSAL_REASONS: Final = frozenset(
+    {
+        UNSIGNED,
+        BAD_SIGNATURE,
+        UNKNOWN_KEY,
+        EXPIRED,
+        NOT_YET_VALID,
+        REPLAYED,
+        WRONG_TARGET,
+        UNKNOWN_COMMAND,
+        MALFORMED,
+        OVERSIZE,
+        APPROVAL_REQUIRED,
+        BAD_APPROVAL,
+        NOT_WRITABLE,
+        OUT_OF_BOUNDS,
+    }
+)
 
 HANDLER_ERROR: Final = "handler_error"
 """The handler raised :class:`agent.commands.dispatch.CommandFailed` (its detail says why) or

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from agent.commands.errors import CommandError
-from agent.commands.keys import raw_public
+from heatgate.agent.commands.errors import CommandError
+from heatgate.agent.commands.keys import raw_public
 
 __all__ = ["SealError", "open_sealed", "seal"]
 
@@ -57,7 +57,7 @@ def open_sealed(private: X25519PrivateKey, blob: bytes) -> bytes:
     if len(blob) < _HEADER_BYTES + _TAG_BYTES or not blob.startswith(MAGIC):
         raise SealError("not a heatgate sealed box")
     header = blob[:_HEADER_BYTES]
-    ephemeral = header[len(MAGIC):]
+    ephemeral = header[len(MAGIC) :]
     try:
         shared = private.exchange(X25519PublicKey.from_public_bytes(ephemeral))
     except ValueError:

@@ -8,7 +8,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.commands.envelope import (
+from heatgate.agent.commands.envelope import (
     Approval,
     Envelope,
     Write,
@@ -16,7 +16,7 @@ from agent.commands.envelope import (
     b64url_encode,
     envelope_signing_bytes,
 )
-from agent.commands.keys import key_id
+from heatgate.agent.commands.keys import key_id
 
 __all__ = ["new_nonce", "sign_approval", "sign_envelope"]
 
@@ -28,26 +28,57 @@ def new_nonce() -> str:
     return b64url_encode(secrets.token_bytes(NONCE_BYTES))
 
 
-def sign_approval(key: Ed25519PrivateKey, *, operator: str, target: str, device: str, point: str,
-                  value: int | float, ttl_s: int = 300, issued_at: int | None = None,
-                  nonce: str | None = None) -> Approval:
+def sign_approval(
+    key: Ed25519PrivateKey,
+    *,
+    operator: str,
+    target: str,
+    device: str,
+    point: str,
+    value: int | float,
+    ttl_s: int = 300,
+    issued_at: int | None = None,
+    nonce: str | None = None,
+) -> Approval:
     """An operator's signed approval of one write on one gateway."""
     issued = int(time.time()) if issued_at is None else issued_at
-    approval = Approval(operator=operator, target=target, write=Write(device=device, point=point, value=value),
-                        issued_at=issued, expires_at=issued + ttl_s, nonce=nonce or new_nonce(),
-                        key_id=key_id(key.public_key()))
+    approval = Approval(
+        operator=operator,
+        target=target,
+        write=Write(device=device, point=point, value=value),
+        issued_at=issued,
+        expires_at=issued + ttl_s,
+        nonce=nonce or new_nonce(),
+        key_id=key_id(key.public_key()),
+    )
     signature = b64url_encode(key.sign(approval_signing_bytes(approval)))
     return Approval(**{**_fields(approval), "signature": signature})
 
 
-def sign_envelope(key: Ed25519PrivateKey, *, target: str, command: str, args: dict[str, Any] | None = None,
-                  ttl_s: int = 300, issued_at: int | None = None, nonce: str | None = None,
-                  approval: Approval | None = None) -> Envelope:
+def sign_envelope(
+    key: Ed25519PrivateKey,
+    *,
+    target: str,
+    command: str,
+    args: dict[str, Any] | None = None,
+    ttl_s: int = 300,
+    issued_at: int | None = None,
+    nonce: str | None = None,
+    approval: Approval | None = None,
+) -> Envelope:
     """A signed command envelope."""
     issued = int(time.time()) if issued_at is None else issued_at
-    envelope = Envelope(v=1, target=target, command=command, args=dict(args or {}), issued_at=issued,
-                        expires_at=issued + ttl_s, nonce=nonce or new_nonce(), key_id=key_id(key.public_key()),
-                        approval=approval)
+    envelope = Envelope(
+        v=1,
+        target=target,
+        command=command,
+        args=dict(args or {}),
+        issued_at=issued,
+        expires_at=issued + ttl_s,
+        nonce=nonce or new_nonce(),
+        key_id=key_id(key.public_key()),
+        approval=approval,
+    )
     signature = b64url_encode(key.sign(envelope_signing_bytes(envelope)))
     return Envelope(**{**_fields(envelope), "signature": signature})
 

@@ -40,9 +40,9 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.commands import reasons
-from agent.commands.catalog import COMMANDS, WRITE_COMMAND, DeviceWriteArgs
-from agent.commands.envelope import (
+from heatgate.agent.commands import reasons
+from heatgate.agent.commands.catalog import COMMANDS, WRITE_COMMAND, DeviceWriteArgs
+from heatgate.agent.commands.envelope import (
     DEFAULT_MAX_BYTES,
     FIELD_NAMES,
     MAX_DEPTH,
@@ -53,7 +53,7 @@ from agent.commands.envelope import (
     decode_envelope,
     envelope_signing_bytes,
 )
-from agent.commands.nonces import NonceStore, NonceStoreError
+from heatgate.agent.commands.nonces import NonceStore, NonceStoreError
 
 __all__ = ["CommandVerifier", "NonceUnrecorded", "Refusal", "Verified", "WriteBounds"]
 
@@ -172,7 +172,7 @@ class CommandVerifier:
         shared = set(command_keys) & set(approval_keys)
         if shared:
             raise ValueError(f"key(s) {sorted(shared)} pinned as both command and approval key")
-        from agent.commands.keys import key_id as compute_key_id
+        from heatgate.agent.commands.keys import key_id as compute_key_id
 
         for pinned in (command_keys, approval_keys):
             for kid, key in pinned.items():
@@ -209,16 +209,26 @@ class CommandVerifier:
         try:
             return await self._authentic(envelope)
         except NonceStoreError as exc:
-            raise NonceUnrecorded(exc.reason, command=envelope.command, key_id=envelope.key_id, nonce=envelope.nonce,
-                                  fingerprint=envelope.signature) from exc
+            raise NonceUnrecorded(
+                exc.reason,
+                command=envelope.command,
+                key_id=envelope.key_id,
+                nonce=envelope.nonce,
+                fingerprint=envelope.signature,
+            ) from exc
 
     async def _authentic(self, envelope: Envelope) -> Verified | Refusal:
         in_scope = False  # addressed here and within its validity: a valid new command could be refused now
 
         def refuse(reason: str, detail: str) -> Refusal:
-            return Refusal(reason, _short(detail), command=envelope.command if envelope.command in COMMANDS else None,
-                           key_id=envelope.key_id, nonce=envelope.nonce,
-                           fingerprint=envelope.signature if in_scope and reason != reasons.REPLAYED else None)
+            return Refusal(
+                reason,
+                _short(detail),
+                command=envelope.command if envelope.command in COMMANDS else None,
+                key_id=envelope.key_id,
+                nonce=envelope.nonce,
+                fingerprint=envelope.signature if in_scope and reason != reasons.REPLAYED else None,
+            )
 
         if envelope.target != self.gateway_id:
             return refuse(reasons.WRONG_TARGET, "addressed to another gateway")

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.commands.dispatch import (
+from heatgate.agent.commands.dispatch import (
     AuditSink,
     CommandContext,
     CommandFailed,
@@ -38,9 +38,9 @@ from agent.commands.dispatch import (
     Response,
     encode_response,
 )
-from agent.commands.keys import key_id, load_ed25519_public
-from agent.commands.verify import WriteBounds
-from agent.payloads import AuditBody
+from heatgate.agent.commands.keys import key_id, load_ed25519_public
+from heatgate.agent.commands.verify import WriteBounds
+from heatgate.agent.payloads import AuditBody
 
 __all__ = [
     "answer",
@@ -64,8 +64,15 @@ def pinned_keys(paths: Iterable[Path | str | None]) -> dict[str, Ed25519PublicKe
 
 
 class AuditPipeline(Protocol):
-    def audit(self, event: str, actor: str, outcome: str, *, reason: str | None = None,
-              details: dict[str, str | int | float | bool | None] | None = None) -> Any: ...
+    def audit(
+        self,
+        event: str,
+        actor: str,
+        outcome: str,
+        *,
+        reason: str | None = None,
+        details: dict[str, str | int | float | bool | None] | None = None,
+    ) -> Any: ...
 
 
 class RecordPutter(Protocol):
@@ -84,13 +91,14 @@ def pipeline_audit_sink(pipeline: AuditPipeline, buffer: RecordPutter) -> AuditS
     return sink
 
 
-def privacy_handlers(buffer: Any, state: Any, pipeline: Any,
-                     export: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> dict[str, Handler]:
+def privacy_handlers(
+    buffer: Any, state: Any, pipeline: Any, export: Callable[[], Awaitable[dict[str, Any]]] | None = None
+) -> dict[str, Handler]:
     """Handlers of the ``privacy.*`` commands over :mod:`agent.privacy.rights` (each of which
     commits its own audit record of the change). A request the register refuses becomes a
     ``failed`` response with the register's reason. ``export`` defaults to
     ``rights.export_household(buffer, state, pipeline)``; the processor seals its result."""
-    from agent.privacy import rights
+    from heatgate.agent.privacy import rights
 
     def on_stream(apply: Any) -> Handler:
         async def handler(ctx: CommandContext) -> dict[str, Any]:
@@ -99,6 +107,7 @@ def privacy_handlers(buffer: Any, state: Any, pipeline: Any,
             except rights.RightsRefused as exc:
                 raise CommandFailed(exc.reason) from None
             return _summary(records)
+
         return handler
 
     def on_consent(apply: Any) -> Handler:
@@ -108,12 +117,14 @@ def privacy_handlers(buffer: Any, state: Any, pipeline: Any,
             except rights.RightsRefused as exc:
                 raise CommandFailed(exc.reason) from None
             return _summary(records)
+
         return handler
 
     async def erase(ctx: CommandContext) -> dict[str, Any]:
         try:
-            records = await rights.apply_erase(buffer, state, pipeline, None if ctx.args.all else ctx.args.stream,
-                                               ctx.actor)
+            records = await rights.apply_erase(
+                buffer, state, pipeline, None if ctx.args.all else ctx.args.stream, ctx.actor
+            )
         except rights.RightsRefused as exc:
             raise CommandFailed(exc.reason) from None
         return _summary(records)
@@ -138,7 +149,7 @@ def privacy_handlers(buffer: Any, state: Any, pipeline: Any,
 
 def _summary(records: Sequence[Any]) -> dict[str, Any]:
     """The change as the audit records put it (details carry no personal data)."""
-    from agent.payloads import body_decoder
+    from heatgate.agent.payloads import body_decoder
 
     changes = []
     for record in records:
@@ -175,8 +186,9 @@ def profile_write_bounds(profiles_by_device: Mapping[str, _Profile]) -> WriteBou
     return write_bounds
 
 
-def device_write_handler(write_point: Callable[[str, str, float], Awaitable[float | int]], *,
-                         errors: tuple[type[BaseException], ...]) -> Handler:
+def device_write_handler(
+    write_point: Callable[[str, str, float], Awaitable[float | int]], *, errors: tuple[type[BaseException], ...]
+) -> Handler:
     """``device.write``: write, read back, answer ``{"readback": value}``. The driver's own
     refusals and device errors (``errors``) become a ``failed`` response."""
 
@@ -193,8 +205,13 @@ def device_write_handler(write_point: Callable[[str, str, float], Awaitable[floa
 PublishRaw = Callable[..., Awaitable[None]]
 
 
-async def answer(processor: CommandProcessor, publish_raw: PublishRaw, response_topic: str, payload: bytes,
-                 properties: Mapping[str, Any]) -> Response | None:
+async def answer(
+    processor: CommandProcessor,
+    publish_raw: PublishRaw,
+    response_topic: str,
+    payload: bytes,
+    properties: Mapping[str, Any],
+) -> Response | None:
     """Handle one command message and publish its response (QoS 1) on ``response_topic`` with
     the request's correlation data. The response topic is the gateway's own fixed
     ``<prefix>/<gw>/cmd/response``, never the request's (an unauthenticated property could

@@ -28,8 +28,8 @@ from typing import Any
 
 import msgspec
 
-from agent.config import GatewayConfig
-from agent.payloads import (
+from heatgate.agent.config import GatewayConfig
+from heatgate.agent.payloads import (
     AnalyticsBody,
     AuditBody,
     ConnectivityBody,
@@ -38,13 +38,13 @@ from agent.payloads import (
     TelemetryBody,
     body_encoder,
 )
-from agent.privacy.policy import BODY_FIELDS, Policy, StreamPolicy
-from agent.privacy.pseudonym import PseudonymKeys
-from agent.privacy.region import generalise_region
-from agent.privacy.state import PrivacyState
-from buffer.api import NewRecord
-from buffer.ids import new_id
-from drivers.reading import PointKind, Quality, Reading
+from heatgate.agent.privacy.policy import BODY_FIELDS, Policy, StreamPolicy
+from heatgate.agent.privacy.pseudonym import PseudonymKeys
+from heatgate.agent.privacy.region import generalise_region
+from heatgate.agent.privacy.state import PrivacyState
+from heatgate.buffer.api import NewRecord
+from heatgate.buffer.ids import new_id
+from heatgate.drivers.reading import PointKind, Quality, Reading
 
 __all__ = ["Pipeline", "counter_increment", "iso_utc"]
 
@@ -82,8 +82,24 @@ def _no_fault(value: object) -> bool:
 class _Acc:
     """One point's open window in one stream."""
 
-    __slots__ = ("bad", "delta", "device", "device_type", "hi", "kind", "last", "lo", "n", "point", "prev",
-                 "source", "start", "total", "unit", "window_s")
+    __slots__ = (
+        "bad",
+        "delta",
+        "device",
+        "device_type",
+        "hi",
+        "kind",
+        "last",
+        "lo",
+        "n",
+        "point",
+        "prev",
+        "source",
+        "start",
+        "total",
+        "unit",
+        "window_s",
+    )
 
     def __init__(self, reading: Reading, start: float, window_s: int) -> None:
         self.source = reading.source
@@ -321,8 +337,15 @@ class Pipeline:
             if "change" in aggs:
                 at = self._at(stream, r.ts)
                 for code, active in events:
-                    body = FaultBody(device=r.device, device_type=r.device_type, point=r.point, code=code,
-                                     text=r.text if active else None, active=active, at=at)
+                    body = FaultBody(
+                        device=r.device,
+                        device_type=r.device_type,
+                        point=r.point,
+                        code=code,
+                        text=r.text if active else None,
+                        active=active,
+                        at=at,
+                    )
                     out.append(self._record(stream, body, stream.route(kind="fault")))
             if "count" in aggs:
                 window_s = stream.windows.get(r.device_type) or self._window(stream, r.device_type)
@@ -347,8 +370,14 @@ class Pipeline:
         for stream in targets:
             aggs = stream.aggs[_STATUS]
             if "change" in aggs and changed:
-                body = StatusBody(device=r.device, device_type=r.device_type, point=r.point, value=r.value,
-                                  text=r.text, at=self._at(stream, r.ts))
+                body = StatusBody(
+                    device=r.device,
+                    device_type=r.device_type,
+                    point=r.point,
+                    value=r.value,
+                    text=r.text,
+                    at=self._at(stream, r.ts),
+                )
                 out.append(self._record(stream, body, stream.route(kind="status")))
             if "last" in aggs:
                 window_s = stream.windows.get(r.device_type) or self._window(stream, r.device_type)
@@ -387,13 +416,26 @@ class Pipeline:
                 stream = by_index[ckey[0]]
                 if stream.name == "analytics":
                     body: Any = AnalyticsBody(
-                        subject=self._subject(ckey[1], ckey[2], start), device_type=device_type, region=self.region,
-                        point=f"{ckey[3]}#{ckey[4]}", agg="count", value=count, hour=self._iso_of(start))
+                        subject=self._subject(ckey[1], ckey[2], start),
+                        device_type=device_type,
+                        region=self.region,
+                        point=f"{ckey[3]}#{ckey[4]}",
+                        agg="count",
+                        value=count,
+                        hour=self._iso_of(start),
+                    )
                     out.append(self._record(stream, body, stream.route(device_type=device_type)))
                 else:
-                    body = TelemetryBody(device=ckey[2], device_type=device_type, point=f"{ckey[3]}#{ckey[4]}",
-                                         agg="count", value=count, window_start=self._iso_of(start),  # type: ignore[arg-type]
-                                         window_s=window_s, samples=count)
+                    body = TelemetryBody(
+                        device=ckey[2],
+                        device_type=device_type,
+                        point=f"{ckey[3]}#{ckey[4]}",
+                        agg="count",  # type: ignore[arg-type]
+                        value=count,
+                        window_start=self._iso_of(start),
+                        window_s=window_s,
+                        samples=count,
+                    )
                     out.append(self._record(stream, body, stream.route()))
         return out
 
@@ -424,13 +466,28 @@ class Pipeline:
                 value = _round(acc.last, digits)
             if is_analytics:
                 body: Any = AnalyticsBody(
-                    subject=self._subject(acc.source, acc.device, acc.start), device_type=acc.device_type,
-                    region=self.region, point=acc.point, agg=agg, value=value, hour=window_start)  # type: ignore[arg-type]
+                    subject=self._subject(acc.source, acc.device, acc.start),
+                    device_type=acc.device_type,
+                    region=self.region,
+                    point=acc.point,
+                    agg=agg,  # type: ignore[arg-type]
+                    value=value,
+                    hour=window_start,
+                )
                 route = stream.route(device_type=acc.device_type)
             else:
-                body = TelemetryBody(device=acc.device, device_type=acc.device_type, point=acc.point, unit=acc.unit,
-                                     agg=agg, value=value, window_start=window_start,  # type: ignore[arg-type]
-                                     window_s=acc.window_s, samples=n, quality=quality)  # type: ignore[arg-type]
+                body = TelemetryBody(
+                    device=acc.device,
+                    device_type=acc.device_type,
+                    point=acc.point,
+                    unit=acc.unit,
+                    agg=agg,  # type: ignore[arg-type]
+                    value=value,
+                    window_start=window_start,
+                    window_s=acc.window_s,
+                    samples=n,
+                    quality=quality,  # type: ignore[arg-type]
+                )
                 route = stream.route()
             records.append(self._record(stream, body, route))
         acc.reset()
@@ -457,23 +514,46 @@ class Pipeline:
     def _record(self, stream: _Stream, body: Any, route: str) -> NewRecord:
         if stream.dropped:
             body = _drop_fields(body, stream.dropped)
-        return NewRecord(id=new_id(), stream=stream.name, route=route, priority=stream.priority,
-                         created_s=self._clock(), payload=body_encoder.encode(body))
+        return NewRecord(
+            id=new_id(),
+            stream=stream.name,
+            route=route,
+            priority=stream.priority,
+            created_s=self._clock(),
+            payload=body_encoder.encode(body),
+        )
 
-    def audit(self, event: str, actor: str, outcome: str, *, reason: str | None = None,
-              details: dict[str, str | int | float | bool | None] | None = None) -> NewRecord:
+    def audit(
+        self,
+        event: str,
+        actor: str,
+        outcome: str,
+        *,
+        reason: str | None = None,
+        details: dict[str, str | int | float | bool | None] | None = None,
+    ) -> NewRecord:
         """A security-stream record. Put no personal data in ``details``."""
         stream = self._streams["security"]
-        body = AuditBody(event=event, actor=actor, outcome=outcome, reason=reason,  # type: ignore[arg-type]
-                         details=dict(details or {}), at=self._at(stream, self._clock()))
+        body = AuditBody(
+            event=event,
+            actor=actor,
+            outcome=outcome,  # type: ignore[arg-type]
+            reason=reason,
+            details=dict(details or {}),
+            at=self._at(stream, self._clock()),
+        )
         return self._record(stream, body, stream.route())
 
     def connectivity(self, event: str, target: str, reason: str | None = None) -> NewRecord:
         """A connectivity-stream record (``connected``, ``disconnected``, ``connect_failed``,
         ``source_up``, ``source_down``)."""
         stream = self._streams["connectivity"]
-        body = ConnectivityBody(event=event, target=target, reason=reason,  # type: ignore[arg-type]
-                                at=self._at(stream, self._clock()))
+        body = ConnectivityBody(
+            event=event,  # type: ignore[arg-type]
+            target=target,
+            reason=reason,
+            at=self._at(stream, self._clock()),
+        )
         return self._record(stream, body, stream.route())
 
     def describe(self) -> dict[str, Any]:

@@ -22,8 +22,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from agent.typedload import ConfigError, Issue, convert, load_toml
-from drivers.reading import PointKind
+from heatgate.drivers.reading import PointKind
+from heatgate.typedload import ConfigError, Issue, convert, load_toml
 
 __all__ = [
     "AGGREGATIONS",
@@ -255,8 +255,11 @@ def _semantic_issues(policy: Policy) -> list[Issue]:
             for index, agg in enumerate(stream.aggregation.for_kind(kind_name)):
                 if agg not in allowed:
                     choices = ", ".join(sorted(allowed)) or "none"
-                    issues.append(Issue(f"{where}.aggregation.{kind_name}[{index}]",
-                                        f"{agg!r} not allowed here; allowed: {choices}"))
+                    issues.append(
+                        Issue(
+                            f"{where}.aggregation.{kind_name}[{index}]", f"{agg!r} not allowed here; allowed: {choices}"
+                        )
+                    )
         known_fields = BODY_FIELDS[name]
         for index, field in enumerate(stream.fields):
             if field not in known_fields:
@@ -267,8 +270,13 @@ def _semantic_issues(policy: Policy) -> list[Issue]:
         if name == "analytics" and stream.carries_gateway_id:
             issues.append(Issue(f"{where}.carries_gateway_id", "analytics is published without the gateway id"))
         if name in ("security", "connectivity") and stream.objectable:
-            issues.append(Issue(f"{where}.objectable", f"the {name} stream cannot be objected to (it is the "
-                                "record of what the agent did and of its connections)"))
+            issues.append(
+                Issue(
+                    f"{where}.objectable",
+                    f"the {name} stream cannot be objected to (it is the "
+                    "record of what the agent did and of its connections)",
+                )
+            )
         if stream.legal_basis == "consent" and not stream.needs_consent:
             issues.append(Issue(f"{where}.needs_consent", "legal basis consent: name the consent"))
         if stream.needs_consent and stream.needs_consent not in policy.consents:

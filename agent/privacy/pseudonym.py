@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from agent.privacy.policy import STREAMS
+from heatgate.agent.privacy.policy import STREAMS
 
 __all__ = ["STATE_KEY", "KeyStore", "PseudonymError", "PseudonymKeys"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from agent.privacy.policy import RegionPolicy
+from heatgate.agent.privacy.policy import RegionPolicy
 
 __all__ = ["UNKNOWN_REGION", "generalise_region"]
 

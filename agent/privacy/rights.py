@@ -25,12 +25,12 @@ from typing import Any, Protocol
 
 import msgspec
 
-from agent.payloads import body_decoder
-from agent.privacy.pipeline import Pipeline, iso_utc
-from agent.privacy.policy import STREAMS, Policy, to_builtins
-from agent.privacy.pseudonym import PseudonymKeys
-from agent.privacy.state import Change, PrivacyState
-from buffer.api import NewRecord, StoredRecord
+from heatgate.agent.payloads import body_decoder
+from heatgate.agent.privacy.pipeline import Pipeline, iso_utc
+from heatgate.agent.privacy.policy import STREAMS, Policy, to_builtins
+from heatgate.agent.privacy.pseudonym import PseudonymKeys
+from heatgate.agent.privacy.state import Change, PrivacyState
+from heatgate.buffer.api import NewRecord, StoredRecord
 
 __all__ = [
     "RightsBuffer",
@@ -70,8 +70,9 @@ class RightsRefused(Exception):
         self.record = record
 
 
-async def _refuse(buffer: RightsBuffer, pipeline: Pipeline, event: str, actor: str, reason: str,
-                  subject: str) -> RightsRefused:
+async def _refuse(
+    buffer: RightsBuffer, pipeline: Pipeline, event: str, actor: str, reason: str, subject: str
+) -> RightsRefused:
     record = pipeline.audit(event, actor, "refused", reason=reason, details={"subject": subject})
     await buffer.put([record])
     return RightsRefused(reason, record)
@@ -82,38 +83,48 @@ async def _check_stream(buffer: RightsBuffer, pipeline: Pipeline, event: str, ac
         raise await _refuse(buffer, pipeline, event, actor, f"unknown stream; known: {', '.join(STREAMS)}", "?")
 
 
-async def _done(buffer: RightsBuffer, pipeline: Pipeline, change: Change,
-                **details: str | int | bool) -> list[NewRecord]:
-    record = pipeline.audit(change.event, change.actor, "done",
-                            details={"subject": change.subject, "changed": change.changed, **details})
+async def _done(
+    buffer: RightsBuffer, pipeline: Pipeline, change: Change, **details: str | int | bool
+) -> list[NewRecord]:
+    record = pipeline.audit(
+        change.event, change.actor, "done", details={"subject": change.subject, "changed": change.changed, **details}
+    )
     await buffer.put([record])
     return [record]
 
 
-async def apply_objection(buffer: RightsBuffer, state: PrivacyState, pipeline: Pipeline, stream: str,
-                          actor: str) -> list[NewRecord]:
+async def apply_objection(
+    buffer: RightsBuffer, state: PrivacyState, pipeline: Pipeline, stream: str, actor: str
+) -> list[NewRecord]:
     """Object to ``stream``: stop its intake, destroy what is queued for it, audit."""
     event = "privacy.object"
     await _check_stream(buffer, pipeline, event, actor, stream)
     if not pipeline.policy.streams[stream].objectable:
-        raise await _refuse(buffer, pipeline, event, actor,
-                            f"the {stream} stream is not objectable (legal basis "
-                            f"{pipeline.policy.streams[stream].legal_basis})", stream)
+        raise await _refuse(
+            buffer,
+            pipeline,
+            event,
+            actor,
+            f"the {stream} stream is not objectable (legal basis {pipeline.policy.streams[stream].legal_basis})",
+            stream,
+        )
     change = await state.object(stream, actor)
     dropped = pipeline.drop_stream(stream)
     purged = await buffer.purge_stream(stream)
     return await _done(buffer, pipeline, change, purged=purged, open_windows_dropped=dropped)
 
 
-async def apply_withdraw_objection(buffer: RightsBuffer, state: PrivacyState, pipeline: Pipeline, stream: str,
-                                   actor: str) -> list[NewRecord]:
+async def apply_withdraw_objection(
+    buffer: RightsBuffer, state: PrivacyState, pipeline: Pipeline, stream: str, actor: str
+) -> list[NewRecord]:
     """Withdraw an objection: intake of ``stream`` resumes."""
     await _check_stream(buffer, pipeline, "privacy.object.withdraw", actor, stream)
     return await _done(buffer, pipeline, await state.withdraw_objection(stream, actor))
 
 
-async def apply_restriction(buffer: RightsBuffer, state: PrivacyState, pipeline: Pipeline, stream: str,
-                            actor: str) -> list[NewRecord]:
+async def apply_restriction(
+    buffer: RightsBuffer, state: PrivacyState, pipeline: Pipeline, stream: str, actor: str
+) -> list[NewRecord]:
     """Restrict ``stream``: keep storing it, publish nothing of it until lifted."""
     event = "privacy.restrict"
     await _check_stream(buffer, pipeline, event, actor, stream)
@@ -122,15 +133,17 @@ async def apply_restriction(buffer: RightsBuffer, state: PrivacyState, pipeline:
     return await _done(buffer, pipeline, await state.restrict(stream, actor))
 
 
-async def apply_lift(buffer: RightsBuffer, state: PrivacyState, pipeline: Pipeline, stream: str,
-                     actor: str) -> list[NewRecord]:
+async def apply_lift(
+    buffer: RightsBuffer, state: PrivacyState, pipeline: Pipeline, stream: str, actor: str
+) -> list[NewRecord]:
     """Lift a restriction: the stream's stored records are published again."""
     await _check_stream(buffer, pipeline, "privacy.restrict.lift", actor, stream)
     return await _done(buffer, pipeline, await state.lift(stream, actor))
 
 
-async def apply_consent(buffer: RightsBuffer, state: PrivacyState, pipeline: Pipeline, name: str,
-                        actor: str) -> list[NewRecord]:
+async def apply_consent(
+    buffer: RightsBuffer, state: PrivacyState, pipeline: Pipeline, name: str, actor: str
+) -> list[NewRecord]:
     """Record a consent named in the register (e.g. ``p1-15min``)."""
     if name not in pipeline.policy.consents:
         known = ", ".join(sorted(pipeline.policy.consents)) or "none"
@@ -138,18 +151,21 @@ async def apply_consent(buffer: RightsBuffer, state: PrivacyState, pipeline: Pip
     return await _done(buffer, pipeline, await state.consent(name, actor))
 
 
-async def apply_withdraw_consent(buffer: RightsBuffer, state: PrivacyState, pipeline: Pipeline, name: str,
-                                 actor: str) -> list[NewRecord]:
+async def apply_withdraw_consent(
+    buffer: RightsBuffer, state: PrivacyState, pipeline: Pipeline, name: str, actor: str
+) -> list[NewRecord]:
     """Withdraw a consent: what was gathered under it and not yet sent is dropped."""
     if name not in pipeline.policy.consents:
         known = ", ".join(sorted(pipeline.policy.consents)) or "none"
-        raise await _refuse(buffer, pipeline, "privacy.consent.withdraw", actor,
-                            f"unknown consent; known: {known}", "?")
+        raise await _refuse(
+            buffer, pipeline, "privacy.consent.withdraw", actor, f"unknown consent; known: {known}", "?"
+        )
     return await _done(buffer, pipeline, await state.withdraw_consent(name, actor))
 
 
-async def apply_erase(buffer: RightsBuffer, state: PrivacyState, pipeline: Pipeline, stream: str | None,
-                      actor: str) -> list[NewRecord]:
+async def apply_erase(
+    buffer: RightsBuffer, state: PrivacyState, pipeline: Pipeline, stream: str | None, actor: str
+) -> list[NewRecord]:
     """Erase one stream or (``None``) everything: rows deleted, data keys destroyed, open windows
     dropped; erasing everything also replaces the pseudonym keys. The customer's choices
     (objections, restrictions, consents) are kept, so that an objection survives an erasure.
@@ -170,8 +186,9 @@ async def apply_erase(buffer: RightsBuffer, state: PrivacyState, pipeline: Pipel
     return [record]
 
 
-def register_view(policy: Policy, *, region: str, state: PrivacyState | None,
-                  epoch_days: int | None = None) -> dict[str, Any]:
+def register_view(
+    policy: Policy, *, region: str, state: PrivacyState | None, epoch_days: int | None = None
+) -> dict[str, Any]:
     """The register as this device enforces it: per stream its policy and, when ``state`` is
     known, the current choices (objected, restricted, intake on, effective windows)."""
     objected = state.objected_streams() if state else frozenset()
@@ -179,15 +196,20 @@ def register_view(policy: Policy, *, region: str, state: PrivacyState | None,
     consents = state.consents_given() if state else frozenset()
     streams: dict[str, Any] = {}
     for name, stream in policy.streams.items():
-        windows = {pattern: stream.window_s(pattern, consents)
-                   for rule in stream.windows for pattern in rule.device_types}
-        entry: dict[str, Any] = dict(msgspec.to_builtins(stream))
-        entry["state"] = None if state is None else {
-            "objected": name in objected,
-            "restricted": name in restricted,
-            "intake": name not in objected and (not stream.needs_consent or stream.needs_consent in consents),
-            "effective_windows_s": windows,
+        windows = {
+            pattern: stream.window_s(pattern, consents) for rule in stream.windows for pattern in rule.device_types
         }
+        entry: dict[str, Any] = dict(msgspec.to_builtins(stream))
+        entry["state"] = (
+            None
+            if state is None
+            else {
+                "objected": name in objected,
+                "restricted": name in restricted,
+                "intake": name not in objected and (not stream.needs_consent or stream.needs_consent in consents),
+                "effective_windows_s": windows,
+            }
+        )
         streams[name] = entry
     document = to_builtins(policy)
     document["streams"] = streams
@@ -207,14 +229,23 @@ async def export_household(buffer: Any, state: PrivacyState, pipeline: Pipeline)
             body: Any = msgspec.to_builtins(body_decoder.decode(record.payload))
         except msgspec.DecodeError:
             body = {"undecodable_payload": record.payload.decode("utf-8", "replace")}
-        exported.append({"id": record.id, "stream": record.stream, "route": record.route,
-                         "priority": record.priority, "created": iso_utc(record.created_s),
-                         "created_s": record.created_s, "body": body})
+        exported.append(
+            {
+                "id": record.id,
+                "stream": record.stream,
+                "route": record.route,
+                "priority": record.priority,
+                "created": iso_utc(record.created_s),
+                "created_s": record.created_s,
+                "body": body,
+            }
+        )
     return {
         "format": "heatgate.privacy-export/1",
         "exported_at": iso_utc(time.time()),
-        "register": register_view(pipeline.policy, region=pipeline.region, state=state,
-                                  epoch_days=pipeline.keys.epoch_days),
+        "register": register_view(
+            pipeline.policy, region=pipeline.region, state=state, epoch_days=pipeline.keys.epoch_days
+        ),
         "choices": state.describe(),
         "records": exported,
         "pseudonym_key_epochs": pipeline.keys.describe(),

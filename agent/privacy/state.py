@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.privacy.pseudonym import KeyStore
+from heatgate.agent.privacy.pseudonym import KeyStore
 
 __all__ = ["STATE_KEY", "Change", "PrivacyState", "PrivacyStateError"]
 
@@ -61,8 +61,9 @@ class _Document:
 class PrivacyState:
     """Objections, restrictions and consents of this household, backed by ``store``."""
 
-    def __init__(self, store: KeyStore, document: _Document | None = None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: KeyStore, document: _Document | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._store = store
         self._doc = document or _Document()
         self._clock = clock
@@ -106,6 +107,7 @@ class PrivacyState:
     def describe(self) -> dict[str, Any]:
         """JSON-able summary (``heatgate status``, the report): sorted names and, per name, when
         and by whom."""
+
         def detail(entries: dict[str, _Entry]) -> dict[str, dict[str, Any]]:
             return {name: {"at_s": e.at_s, "actor": e.actor} for name, e in sorted(entries.items())}
 

@@ -43,8 +43,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from agent.config import MqttConfig
-from agent.publish.errors import ConnectError, ConnectionLost, NotConnected, PublishRefused
+from heatgate.agent.config import MqttConfig
+from heatgate.agent.publish.errors import ConnectError, ConnectionLost, NotConnected, PublishRefused
 
 __all__ = ["Incoming", "MqttClient", "TlsFiles", "Will", "build_tls_context"]
 
@@ -104,9 +104,13 @@ def _props_dict(properties: Properties | None) -> dict[str, Any]:
         if hasattr(properties, name):
             found[name] = getattr(properties, name)
     return {
-        {"CorrelationData": "correlation_data", "ResponseTopic": "response_topic",
-         "UserProperty": "user_properties", "ContentType": "content_type",
-         "MessageExpiryInterval": "message_expiry_s"}[k]: v
+        {
+            "CorrelationData": "correlation_data",
+            "ResponseTopic": "response_topic",
+            "UserProperty": "user_properties",
+            "ContentType": "content_type",
+            "MessageExpiryInterval": "message_expiry_s",
+        }[k]: v
         for k, v in found.items()
     }
 
@@ -203,8 +207,10 @@ class MqttClient:
         except ssl.SSLCertVerificationError as exc:
             self._teardown()
             raise ConnectError(
-                self.url, f"TLS: the broker's certificate failed verification ({exc.verify_message}); "
-                "check mqtt.ca_file and the broker's host name", tls=True
+                self.url,
+                f"TLS: the broker's certificate failed verification ({exc.verify_message}); "
+                "check mqtt.ca_file and the broker's host name",
+                tls=True,
             ) from None
         except ssl.SSLError as exc:
             self._teardown()
@@ -221,9 +227,7 @@ class MqttClient:
             raise
         if not self._connack.done():
             self._teardown()  # cancels _connack: a late report from paho finds it done
-            raise ConnectError(
-                self.url, f"no CONNACK within {self._connect_timeout_s} s", tls=self.config.tls
-            )
+            raise ConnectError(self.url, f"no CONNACK within {self._connect_timeout_s} s", tls=self.config.tls)
         try:
             self.session_present = self._connack.result()
         except ConnectError:
@@ -238,8 +242,9 @@ class MqttClient:
             return
         if reason.is_failure:
             self._connack.set_exception(
-                ConnectError(self.url, f"broker refused the connection: {reason}", reason_code=reason.value,
-                             tls=self.config.tls)
+                ConnectError(
+                    self.url, f"broker refused the connection: {reason}", reason_code=reason.value, tls=self.config.tls
+                )
             )
             self._connack.exception()  # as in _on_disconnect
             return

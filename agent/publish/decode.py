@@ -2,7 +2,7 @@
 
 Importable by backend code without the rest of the agent::
 
-    from agent.publish.decode import Deduplicator, decode_message
+    from heatgate.agent.publish.decode import Deduplicator, decode_message
 
     dedup = Deduplicator()
     decoded = decode_message(topic, payload, prefix="heatgate/v1")
@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from agent.payloads import STREAM_MESSAGES, StatePayload, schema_name
+from heatgate.agent.payloads import STREAM_MESSAGES, StatePayload, schema_name
 
 __all__ = ["Decoded", "Deduplicator", "decode_message"]
 
@@ -82,7 +82,7 @@ def _split(topic: str, prefix: str) -> tuple[str | None, str | None]:
     """(gateway, route) of a topic under ``prefix``; analytics has no gateway."""
     if not topic.startswith(prefix + "/"):
         return None, None
-    rest = topic[len(prefix) + 1:]
+    rest = topic[len(prefix) + 1 :]
     if rest.startswith("analytics/"):
         return None, rest
     gateway, _, route = rest.partition("/")
@@ -102,8 +102,15 @@ def decode_message(topic: str, payload: bytes, *, prefix: str = "heatgate/v1") -
         except _NOT_JSON as exc:
             return Decoded(topic, "state", False, gateway, route, error=_not_json(exc))
         if state.gateway != gateway:
-            return Decoded(topic, "state", False, gateway, route, schema=state.schema,
-                           error=f"gateway {state.gateway!r} does not match the topic")
+            return Decoded(
+                topic,
+                "state",
+                False,
+                gateway,
+                route,
+                schema=state.schema,
+                error=f"gateway {state.gateway!r} does not match the topic",
+            )
         return Decoded(topic, "state", True, gateway, route, schema=state.schema, message=state)
     if route.startswith("cmd/"):
         kind: Kind = "response" if route == "cmd/response" else "command"
@@ -121,8 +128,16 @@ def decode_message(topic: str, payload: bytes, *, prefix: str = "heatgate/v1") -
         return Decoded(topic, "message", False, gateway, route, stream, error=_not_json(exc))
     claimed = getattr(message, "gateway", None)
     if claimed is not None and claimed != gateway:
-        return Decoded(topic, "message", False, gateway, route, stream, header.schema,
-                       error=f"gateway {claimed!r} does not match the topic")
+        return Decoded(
+            topic,
+            "message",
+            False,
+            gateway,
+            route,
+            stream,
+            header.schema,
+            error=f"gateway {claimed!r} does not match the topic",
+        )
     records = [DecodedRecord(r.id, msgspec.to_builtins(r.body)) for r in message.records]  # type: ignore[attr-defined]
     return Decoded(topic, "message", True, gateway, route, stream, header.schema, message=message, records=records)
 

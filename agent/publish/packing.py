@@ -13,8 +13,8 @@ from itertools import accumulate
 
 import msgspec
 
-from agent.payloads import STREAMS, RawMessage, RawRecord, schema_name
-from buffer.api import StoredRecord
+from heatgate.agent.payloads import STREAMS, RawMessage, RawRecord, schema_name
+from heatgate.buffer.api import StoredRecord
 
 __all__ = ["ANALYTICS_PREFIX", "Packed", "pack", "topic_for", "utc_now"]
 
@@ -73,8 +73,11 @@ def pack(
         analytics = route.startswith(ANALYTICS_PREFIX)
         gateway = None if analytics else gateway_id
         topic = topic_for(prefix, gateway_id, route)
-        header_bytes = len(_encoder.encode(RawMessage(schema=schema_name(stream), stream=stream, gateway=gateway,
-                                                      sent_at=sent_at, records=[])))
+        header_bytes = len(
+            _encoder.encode(
+                RawMessage(schema=schema_name(stream), stream=stream, gateway=gateway, sent_at=sent_at, records=[])
+            )
+        )
         # Running totals of the records' encoded sizes; a message ends where its sum would pass
         # the bound (found by bisection, not by a Python step per record).
         ends = list(accumulate([_RECORD_OVERHEAD_BYTES + len(r.id) + len(r.payload) for r in group]))

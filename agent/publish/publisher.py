@@ -38,19 +38,19 @@ from typing import Any
 
 import msgspec
 
-from agent.backoff import Backoff
-from agent.commands.catalog import COMMANDS
-from agent.config import MqttConfig
-from agent.logs import get_logger
-from agent.payloads import STREAMS, StatePayload
-from agent.publish.client import Incoming, MqttClient, Will
-from agent.publish.errors import ConnectError, ConnectionLost, NotConnected, PublishError, PublishRefused
-from agent.publish.packing import Packed, pack, utc_now
-from buffer.api import Buffer, StoredRecord
+from heatgate.agent.commands.catalog import COMMANDS
+from heatgate.agent.config import MqttConfig
+from heatgate.agent.payloads import STREAMS, StatePayload
+from heatgate.agent.publish.client import Incoming, MqttClient, Will
+from heatgate.agent.publish.errors import ConnectError, ConnectionLost, NotConnected, PublishError, PublishRefused
+from heatgate.agent.publish.packing import Packed, pack, utc_now
+from heatgate.backoff import Backoff
+from heatgate.buffer.api import Buffer, StoredRecord
+from heatgate.logs import get_logger
 
 __all__ = ["Publisher"]
 
-log = get_logger("agent.publish")
+log = get_logger("heatgate.publish")
 
 REFUSED_HOLD_S = 60.0
 """How long a stream whose publish the broker refused is held back before trying again."""
@@ -120,9 +120,16 @@ class Publisher:
         self._backoff = Backoff(min_s=mqtt.reconnect_min_s, max_s=mqtt.reconnect_max_s)
         self._inflight_records = 0
         self._stats: dict[str, Any] = {
-            "connected": False, "connected_since": None, "last_error": None,
-            "published": 0, "published_messages": 0, "refused": 0, "reconnects": 0,
-            "stray_messages": 0, "commands_shed": 0, "puback_timeouts_in_row": 0,
+            "connected": False,
+            "connected_since": None,
+            "last_error": None,
+            "published": 0,
+            "published_messages": 0,
+            "refused": 0,
+            "reconnects": 0,
+            "stray_messages": 0,
+            "commands_shed": 0,
+            "puback_timeouts_in_row": 0,
         }
         self._last_ack_monotonic = time.monotonic()
         self._alarms: deque[str] = deque(maxlen=ALARMS_MAX)
@@ -147,10 +154,14 @@ class Publisher:
         (None when nothing is in flight); at ``mqtt.puback_timeout_s`` the connection is dropped."""
         client = self._client
         oldest_s = client.oldest_unacked_age_s() if client is not None else None
-        return {**self._stats, "inflight": self._inflight_records,
-                "since_last_ack_s": round(time.monotonic() - self._last_ack_monotonic, 3), "alarms": list(self._alarms),
-                "held_streams": sorted(self._held),
-                "oldest_unacked_age_s": round(oldest_s, 3) if oldest_s is not None else None}
+        return {
+            **self._stats,
+            "inflight": self._inflight_records,
+            "since_last_ack_s": round(time.monotonic() - self._last_ack_monotonic, 3),
+            "alarms": list(self._alarms),
+            "held_streams": sorted(self._held),
+            "oldest_unacked_age_s": round(oldest_s, 3) if oldest_s is not None else None,
+        }
 
     async def publish_raw(
         self,
@@ -167,8 +178,9 @@ class Publisher:
         client = self._client
         if client is None or not client.connected:
             raise NotConnected()
-        await client.publish(topic, payload, qos=qos, retain=retain, correlation_data=correlation_data,
-                             response_topic=response_topic)
+        await client.publish(
+            topic, payload, qos=qos, retain=retain, correlation_data=correlation_data, response_topic=response_topic
+        )
 
     async def run(self) -> None:
         """Connect, publish, reconnect, for ever; returns after :meth:`stop`."""
@@ -231,8 +243,10 @@ class Publisher:
         return _state_encoder.encode(payload)
 
     async def _connect_and_drain(self) -> None:
-        will = Will(self.state_topic, _state_encoder.encode(StatePayload(state="offline", gateway=self.gateway_id,
-                                                                         version=self.version)))
+        will = Will(
+            self.state_topic,
+            _state_encoder.encode(StatePayload(state="offline", gateway=self.gateway_id, version=self.version)),
+        )
         client = MqttClient(
             self.config,
             client_id=self.config.client_id or f"heatgate-{self.gateway_id}",
@@ -308,8 +322,15 @@ class Publisher:
                 records = await self.buffer.take(TAKE_RECORDS_MAX, exclude_streams=self._excluded())
                 records = await self._drop_unpublishable(records)
                 if records:
-                    queue = deque(pack(records, prefix=self.prefix, gateway_id=self.gateway_id,
-                                       max_payload_bytes=self.config.max_payload_bytes, sent_at=utc_now()))
+                    queue = deque(
+                        pack(
+                            records,
+                            prefix=self.prefix,
+                            gateway_id=self.gateway_id,
+                            max_payload_bytes=self.config.max_payload_bytes,
+                            sent_at=utc_now(),
+                        )
+                    )
                     try:
                         while queue and not self._stopping:
                             while len(window) >= window_max and not self._stopping:
@@ -336,8 +357,9 @@ class Publisher:
         finally:
             # Acknowledged but not yet settled: ack (a clean stop gets PUBACKs up to ``offline``).
             acked = [i for f, p in window if f.done() and not f.cancelled() and f.exception() is None for i in p.ids]
-            ids = [i for f, p in window if not (f.done() and not f.cancelled() and f.exception() is None)
-                   for i in p.ids]
+            ids = [
+                i for f, p in window if not (f.done() and not f.cancelled() and f.exception() is None) for i in p.ids
+            ]
             for future, _packed in window:
                 future.cancel()
             window.clear()
@@ -358,9 +380,7 @@ class Publisher:
         ``puback_timeout_s`` fails with :class:`ConnectionLost` when the client drops the connection."""
         if wait and window and not window[0][0].done():
             oldest: asyncio.Future[Any] = window[0][0]
-            waker: asyncio.Future[Any] = asyncio.ensure_future(
-                self._wake.wait() if or_wake else self._stopped.wait()
-            )
+            waker: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait() if or_wake else self._stopped.wait())
             try:
                 # ``asyncio.wait`` neither cancels nor wraps the message's future; its outcome is
                 # read below. Cancelling this task leaves it to _drain, which releases its records.
@@ -399,8 +419,10 @@ class Publisher:
     def _refused(self, packed: Packed, exc: PublishRefused) -> None:
         self._stats["refused"] += len(packed.ids)
         self._held[packed.stream] = time.monotonic() + REFUSED_HOLD_S
-        alarm = (f"broker refused {packed.topic}: 0x{exc.reason_code:02x} {exc.reason}; "
-                 f"{len(packed.ids)} record(s) kept, stream {packed.stream} held for {REFUSED_HOLD_S:.0f} s")
+        alarm = (
+            f"broker refused {packed.topic}: 0x{exc.reason_code:02x} {exc.reason}; "
+            f"{len(packed.ids)} record(s) kept, stream {packed.stream} held for {REFUSED_HOLD_S:.0f} s"
+        )
         self._alarm(alarm)
 
     def _alarm(self, alarm: str) -> None:

@@ -1,6 +1,6 @@
 """JSON Schemas of every published message type, generated from :mod:`agent.payloads`.
 
-The ``*.json`` files beside this module ship with the package; ``python -m agent.schemas --write``
+The ``*.json`` files beside this module ship with the package; ``python -m heatgate.agent.schemas --write``
 regenerates them (``make schemas``) and ``--check`` fails if they differ from the types.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from agent.payloads import SCHEMA_VERSION, STREAM_MESSAGES, StatePayload
+from heatgate.agent.payloads import SCHEMA_VERSION, STREAM_MESSAGES, StatePayload
 
 __all__ = ["SCHEMA_DIR", "differing", "generate", "load_schema", "meaning", "schema_file_name", "shipped", "write"]
 
@@ -36,15 +36,16 @@ def _render(kind: str, schema: dict[str, Any]) -> str:
 
 def generate() -> dict[str, str]:
     """File name -> JSON text, for every message type."""
-    files = {schema_file_name(stream): _render(stream, msgspec.json.schema(kind))
-             for stream, kind in STREAM_MESSAGES.items()}
+    files = {
+        schema_file_name(stream): _render(stream, msgspec.json.schema(kind)) for stream, kind in STREAM_MESSAGES.items()
+    }
     files[schema_file_name("state")] = _render("state", msgspec.json.schema(StatePayload))
     return files
 
 
 def shipped() -> dict[str, str]:
     """The schema files installed with the package."""
-    root = resources.files("agent.schemas")
+    root = resources.files("heatgate.agent.schemas")
     return {entry.name: entry.read_text(encoding="utf-8") for entry in root.iterdir() if entry.name.endswith(".json")}
 
 
@@ -57,8 +58,10 @@ def meaning(text: str) -> Any:
 
     def normalise(node: Any) -> Any:
         if isinstance(node, dict):
-            return {key: (" ".join(value.split()) if key == "description" and isinstance(value, str)
-                          else normalise(value)) for key, value in node.items()}
+            return {
+                key: (" ".join(value.split()) if key == "description" and isinstance(value, str) else normalise(value))
+                for key, value in node.items()
+            }
         if isinstance(node, list):
             return [normalise(item) for item in node]
         return node
@@ -69,13 +72,16 @@ def meaning(text: str) -> Any:
 def differing(expected: dict[str, str], found: dict[str, str]) -> list[str]:
     """File names present in only one of the two sets, or whose schemas differ in meaning."""
     names = set(expected) | set(found)
-    return sorted(name for name in names
-                  if name not in expected or name not in found or meaning(expected[name]) != meaning(found[name]))
+    return sorted(
+        name
+        for name in names
+        if name not in expected or name not in found or meaning(expected[name]) != meaning(found[name])
+    )
 
 
 def load_schema(kind: str) -> dict[str, Any]:
     """The shipped schema of a stream (or ``state``) as a dict."""
-    text = resources.files("agent.schemas").joinpath(schema_file_name(kind)).read_text(encoding="utf-8")
+    text = resources.files("heatgate.agent.schemas").joinpath(schema_file_name(kind)).read_text(encoding="utf-8")
     result: dict[str, Any] = json.loads(text)
     return result
 

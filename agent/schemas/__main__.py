@@ -1,15 +1,15 @@
-"""``python -m agent.schemas [--write | --check]``: regenerate or verify the shipped JSON Schemas."""
+"""``python -m heatgate.agent.schemas [--write | --check]``: regenerate or verify the shipped JSON Schemas."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from agent.schemas import differing, generate, shipped, write
+from heatgate.agent.schemas import differing, generate, shipped, write
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agent.schemas", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m heatgate.agent.schemas", description=__doc__)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", action="store_true", help="write agent/schemas/*.json from the types")
     group.add_argument("--check", action="store_true", help="exit 1 if shipped schemas differ in meaning")

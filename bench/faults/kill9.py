@@ -33,31 +33,48 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-s", type=float, default=4.0, help="longest run before a kill (default 4 s)")
     args = parser.parse_args()
-    print(f"machine: {platform.node()} {platform.machine()} Python {platform.python_version()}; "
-          f"{args.rounds} rounds at {args.load:g} x home load, seed {args.seed}")
+    print(
+        f"machine: {platform.node()} {platform.machine()} Python {platform.python_version()}; "
+        f"{args.rounds} rounds at {args.load:g} x home load, seed {args.seed}"
+    )
 
     def show(number: int, r: KillRound) -> None:
-        print(f"  round {number + 1:3d}: {'outage' if r.outage else 'broker'} killed after {r.after_s:4.2f} s: "
-              f"integrity {r.integrity}, {r.in_db} in db, {r.undelivered} not yet delivered", flush=True)
+        print(
+            f"  round {number + 1:3d}: {'outage' if r.outage else 'broker'} killed after {r.after_s:4.2f} s: "
+            f"integrity {r.integrity}, {r.in_db} in db, {r.undelivered} not yet delivered",
+            flush=True,
+        )
 
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="heatgate-kill9-") as tmp, \
-            LoadRig(Path(tmp) / "rig", load=args.load) as rig:
+    with (
+        tempfile.TemporaryDirectory(prefix="heatgate-kill9-") as tmp,
+        LoadRig(Path(tmp) / "rig", load=args.load) as rig,
+    ):
         rig.start()
         result = kill_rounds(rig, args.rounds, seed=args.seed, max_s=args.max_s, on_round=show)
     bad_integrity = [i + 1 for i, r in enumerate(result.rounds) if r.integrity != "ok"]
     killed_with_backlog = sum(1 for r in result.rounds if r.undelivered)
     undelivered = sum(r.undelivered for r in result.rounds)
     duplicates = result.received - result.received_distinct
-    print(f"rounds: {len(result.rounds)}; integrity_check ok in {len(result.rounds) - len(bad_integrity)}"
-          f" (+ final: {result.final_integrity}); killed with undelivered records: {killed_with_backlog} rounds,"
-          f" {undelivered} record-kills")
-    print(f"committed ids seen after kills: {result.committed}; missing at the subscriber: {len(result.missing)}; "
-          f"received {result.received} ({result.received_distinct} distinct, {duplicates} duplicates "
-          f"= {duplicates / max(1, result.received_distinct):.1%}); last drain {result.drain_s:.1f} s; "
-          f"clean stop exit {result.final_exit_code}; total {time.monotonic() - started:.0f} s")
-    ok = not bad_integrity and result.final_integrity == "ok" and not result.missing \
-        and result.committed > 0 and undelivered > 0 and result.final_exit_code == 0
+    print(
+        f"rounds: {len(result.rounds)}; integrity_check ok in {len(result.rounds) - len(bad_integrity)}"
+        f" (+ final: {result.final_integrity}); killed with undelivered records: {killed_with_backlog} rounds,"
+        f" {undelivered} record-kills"
+    )
+    print(
+        f"committed ids seen after kills: {result.committed}; missing at the subscriber: {len(result.missing)}; "
+        f"received {result.received} ({result.received_distinct} distinct, {duplicates} duplicates "
+        f"= {duplicates / max(1, result.received_distinct):.1%}); last drain {result.drain_s:.1f} s; "
+        f"clean stop exit {result.final_exit_code}; total {time.monotonic() - started:.0f} s"
+    )
+    ok = (
+        not bad_integrity
+        and result.final_integrity == "ok"
+        and not result.missing
+        and result.committed > 0
+        and undelivered > 0
+        and result.final_exit_code == 0
+    )
     if result.missing:
         print(f"missing ids (first 10): {result.missing[:10]}")
     print(f"VERDICT kill9: {'PASS' if ok else 'FAIL'}")

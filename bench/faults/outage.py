@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import msgspec
 
-from agent.localbroker import Broker
-from agent.payloads import TelemetryBody
-from buffer.api import NewRecord
-from buffer.ids import IdGenerator
+from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.payloads import TelemetryBody
+from heatgate.buffer.api import NewRecord
+from heatgate.buffer.ids import IdGenerator
 from tests.support.agent_harness import Gateway, published_ids, rss_kb, wait_until
 from tests.support.subscriber import Subscriber
 
@@ -50,30 +50,49 @@ def _backlog(count: int, now_s: float) -> list[NewRecord]:
     for n in range(count):
         created_s = now_s - WEEK_S + n * step_s
         window = int(created_s // 300 * 300)
-        body = TelemetryBody(device="hp1" if n % 2 else "meter1", device_type="heat-pump" if n % 2 else "energy-meter",
-                             point=f"point_{n % 35}", unit="degC", agg=("mean", "min", "max")[n % 3],
-                             value=round(20 + (n % 97) / 10, 3), samples=30, window_s=300,
-                             window_start=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(window)))
-        records.append(NewRecord(id=ids.new(), stream="telemetry", route="telemetry", priority=2,
-                                 created_s=created_s, payload=encoder.encode(body)))
+        body = TelemetryBody(
+            device="hp1" if n % 2 else "meter1",
+            device_type="heat-pump" if n % 2 else "energy-meter",
+            point=f"point_{n % 35}",
+            unit="degC",
+            agg=("mean", "min", "max")[n % 3],
+            value=round(20 + (n % 97) / 10, 3),
+            samples=30,
+            window_s=300,
+            window_start=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(window)),
+        )
+        records.append(
+            NewRecord(
+                id=ids.new(),
+                stream="telemetry",
+                route="telemetry",
+                priority=2,
+                created_s=created_s,
+                payload=encoder.encode(body),
+            )
+        )
     return records
 
 
 def _fill(gateway: Gateway, records: list[NewRecord]) -> None:
-    from agent.config import load_config
-    from agent.privacy.policy import load_policy
-    from buffer.adapter import open_buffer
-    from buffer.keys import load_master_key
+    from heatgate.agent.config import load_config
+    from heatgate.agent.privacy.policy import load_policy
+    from heatgate.buffer.adapter import open_buffer
+    from heatgate.buffer.keys import load_master_key
 
     config = load_config(gateway.config_path).config
 
     async def put() -> None:
-        buffer = await open_buffer(config.buffer_path, load_master_key(config.master_key_path, None),
-                                   cap_bytes=config.buffer.cap_bytes, commit_interval_s=0,
-                                   retention_s=load_policy(config.policy_path).retention_s())
+        buffer = await open_buffer(
+            config.buffer_path,
+            load_master_key(config.master_key_path, None),
+            cap_bytes=config.buffer.cap_bytes,
+            commit_interval_s=0,
+            retention_s=load_policy(config.policy_path).retention_s(),
+        )
         try:
             for start in range(0, len(records), 5000):
-                await buffer.put(records[start:start + 5000])
+                await buffer.put(records[start : start + 5000])
         finally:
             await buffer.close()
 
@@ -94,8 +113,10 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=WEEK_RECORDS, help=f"backlog size (default {WEEK_RECORDS})")
     parser.add_argument("--timeout-s", type=float, default=600.0)
     args = parser.parse_args()
-    print(f"machine: {platform.node()} {platform.machine()} Python {platform.python_version()}; "
-          f"backlog {args.records} records ({args.records / WEEK_RECORDS:.2f} week(s) of home load)")
+    print(
+        f"machine: {platform.node()} {platform.machine()} Python {platform.python_version()}; "
+        f"backlog {args.records} records ({args.records / WEEK_RECORDS:.2f} week(s) of home load)"
+    )
     with tempfile.TemporaryDirectory(prefix="heatgate-outage-") as tmp:
         root = Path(tmp)
         broker = Broker(root / "broker")
@@ -124,7 +145,7 @@ def main() -> int:
 
             def drained() -> bool:
                 with subscriber._cond:
-                    payloads = [m.payload for m in subscriber.messages[drained.seen:]]  # type: ignore[attr-defined]
+                    payloads = [m.payload for m in subscriber.messages[drained.seen :]]  # type: ignore[attr-defined]
                     drained.seen += len(payloads)  # type: ignore[attr-defined]
                 drained.got.update(published_ids(payloads))  # type: ignore[attr-defined]
                 samples.append((time.monotonic() - started, rss_kb(gateway.pid), len(drained.got & wanted)))  # type: ignore[attr-defined]
@@ -159,13 +180,18 @@ def main() -> int:
     for t, rss, n in samples[:: max(1, len(samples) // 12)]:
         print(f"{t:5.1f} {rss / 1024:7.1f} {n:9d}")
     growth_kb = at(0.9) - at(0.1)
-    print(f"delivered {got}/{len(wanted)} in {drain_s:.1f} s ({got / max(drain_s, 1e-9):,.0f} records/s); "
-          f"queued after: {queued}; clean stop exit {exit_code}")
-    print(f"RSS: baseline (empty buffer) {baseline_kb / 1024:.1f} MiB; drain peak {peak_kb / 1024:.1f} MiB "
-          f"(peak/baseline {peak_kb / baseline_kb:.2f}); at 10 % {at(0.1) / 1024:.1f} MiB, at 90 % "
-          f"{at(0.9) / 1024:.1f} MiB (growth {growth_kb / 1024:+.1f} MiB); after {after_kb / 1024:.1f} MiB")
-    ok = got == len(wanted) and queued == 0 and peak_kb <= 1.5 * baseline_kb and growth_kb < 10 * 1024 \
-        and exit_code == 0
+    print(
+        f"delivered {got}/{len(wanted)} in {drain_s:.1f} s ({got / max(drain_s, 1e-9):,.0f} records/s); "
+        f"queued after: {queued}; clean stop exit {exit_code}"
+    )
+    print(
+        f"RSS: baseline (empty buffer) {baseline_kb / 1024:.1f} MiB; drain peak {peak_kb / 1024:.1f} MiB "
+        f"(peak/baseline {peak_kb / baseline_kb:.2f}); at 10 % {at(0.1) / 1024:.1f} MiB, at 90 % "
+        f"{at(0.9) / 1024:.1f} MiB (growth {growth_kb / 1024:+.1f} MiB); after {after_kb / 1024:.1f} MiB"
+    )
+    ok = (
+        got == len(wanted) and queued == 0 and peak_kb <= 1.5 * baseline_kb and growth_kb < 10 * 1024 and exit_code == 0
+    )
     print(f"VERDICT outage: {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
 

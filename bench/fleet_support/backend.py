@@ -46,10 +46,9 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
-from agent.publish.decode import Decoded, Deduplicator, decode_message
+from heatgate.agent.publish.decode import Decoded, Deduplicator, decode_message
 
-__all__ = ["BackendSource", "BackendStats", "JetStreamBackend", "mqtt_touch", "subject_to_topic",
-           "topic_to_subject"]
+__all__ = ["BackendSource", "BackendStats", "JetStreamBackend", "mqtt_touch", "subject_to_topic", "topic_to_subject"]
 
 STREAM = "HEATGATE"
 MQTT_MSGS_STREAM = "$MQTT_msgs"
@@ -93,7 +92,7 @@ def topic_to_subject(topic: str) -> str:
 def subject_to_topic(subject: str) -> str:
     """The MQTT topic of a core subject or of a ``$MQTT_msgs`` subject (``$MQTT.msgs.a.b`` -> ``a/b``)."""
     if subject.startswith(MQTT_MSGS_PREFIX):
-        subject = subject[len(MQTT_MSGS_PREFIX):]
+        subject = subject[len(MQTT_MSGS_PREFIX) :]
     return subject.replace(".", "/")
 
 
@@ -186,9 +185,14 @@ class JetStreamBackend:
 
     async def _connect(self) -> NatsClient:
         return await nats.connect(
-            servers=self.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-            connect_timeout=2, allow_reconnect=True,
-            error_cb=self._on_error, disconnected_cb=self._noop, reconnected_cb=self._noop,
+            servers=self.servers,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=2,
+            allow_reconnect=True,
+            error_cb=self._on_error,
+            disconnected_cb=self._noop,
+            reconnected_cb=self._noop,
         )
 
     async def _on_error(self, exc: Exception) -> None:
@@ -211,17 +215,35 @@ class JetStreamBackend:
                         await mqtt_touch(self.mqtt_urls[0])
                         info = await js.stream_info(self.stream)
                     else:
-                        info = await js.add_stream(StreamConfig(name=self.stream, subjects=[self.subject],
-                                                                num_replicas=self.replicas,
-                                                                storage=StorageType.FILE))
+                        info = await js.add_stream(
+                            StreamConfig(
+                                name=self.stream,
+                                subjects=[self.subject],
+                                num_replicas=self.replicas,
+                                storage=StorageType.FILE,
+                            )
+                        )
                     self.stream_replicas = info.config.num_replicas
-                    await js.add_consumer(self.stream, ConsumerConfig(
-                        durable_name=self.durable, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                        filter_subject=self.subject, ack_wait=self.ack_wait_s, max_ack_pending=50_000,
-                        max_waiting=512))
+                    await js.add_consumer(
+                        self.stream,
+                        ConsumerConfig(
+                            durable_name=self.durable,
+                            ack_policy=AckPolicy.EXPLICIT,
+                            deliver_policy=DeliverPolicy.ALL,
+                            filter_subject=self.subject,
+                            ack_wait=self.ack_wait_s,
+                            max_ack_pending=50_000,
+                            max_waiting=512,
+                        ),
+                    )
                     return
-                except (TimeoutError, nats.js.errors.ServiceUnavailableError,
-                        nats.js.errors.NoStreamResponseError, nats.js.errors.NotFoundError, OSError):
+                except (
+                    TimeoutError,
+                    nats.js.errors.ServiceUnavailableError,
+                    nats.js.errors.NoStreamResponseError,
+                    nats.js.errors.NotFoundError,
+                    OSError,
+                ):
                     if time.monotonic() > deadline:
                         raise
                     await asyncio.sleep(0.2)

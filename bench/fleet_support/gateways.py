@@ -23,20 +23,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.config import GatewayConfig, MqttConfig
-from agent.privacy.pipeline import Pipeline
-from agent.privacy.policy import Policy
-from agent.privacy.pseudonym import PseudonymKeys
-from agent.privacy.state import PrivacyState
-from agent.publish.publisher import Publisher
-from buffer.adapter import AsyncBuffer, open_buffer
-from buffer.api import NewRecord
-from drivers.reading import PointKind, Reading
+from heatgate.agent.config import GatewayConfig, MqttConfig
+from heatgate.agent.privacy.pipeline import Pipeline
+from heatgate.agent.privacy.policy import Policy
+from heatgate.agent.privacy.pseudonym import PseudonymKeys
+from heatgate.agent.privacy.state import PrivacyState
+from heatgate.agent.publish.publisher import Publisher
+from heatgate.buffer.adapter import AsyncBuffer, open_buffer
+from heatgate.buffer.api import NewRecord
+from heatgate.drivers.reading import PointKind, Reading
 
 __all__ = ["GatewayParams", "SimGateway"]
 
-POINTS = ("flow_temp_c", "return_temp_c", "outdoor_temp_c", "power_w", "cop", "dhw_temp_c", "pressure_bar",
-          "compressor_hz")
+POINTS = (
+    "flow_temp_c",
+    "return_temp_c",
+    "outdoor_temp_c",
+    "power_w",
+    "cop",
+    "dhw_temp_c",
+    "pressure_bar",
+    "compressor_hz",
+)
 
 
 @dataclass(frozen=True)
@@ -76,18 +84,33 @@ class SimGateway:
     async def open(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.buffer = await open_buffer(
-            self.state_dir / "buffer.db", os.urandom(32), cap_bytes=self.params.cap_bytes,
-            commit_interval_s=self.params.commit_interval_s, retention_s=self.policy.retention_s(),
+            self.state_dir / "buffer.db",
+            os.urandom(32),
+            cap_bytes=self.params.cap_bytes,
+            commit_interval_s=self.params.commit_interval_s,
+            retention_s=self.policy.retention_s(),
         )
         state = await PrivacyState.load(self.buffer)
         keys = await PseudonymKeys.load(self.buffer, epoch_days=30)
         gateway = GatewayConfig(id=self.gateway_id, region="NL-UT", state_dir=str(self.state_dir))
         self.pipeline = Pipeline(self.policy, gateway=gateway, keys=keys, state=state)
-        mqtt = MqttConfig(url=self.mqtt_url, protocol=self.params.protocol,  # type: ignore[arg-type]
-                          reconnect_min_s=self.params.reconnect_min_s, reconnect_max_s=self.params.reconnect_max_s,
-                          inflight_max=self.params.inflight_max, keepalive_s=30)
-        self.publisher = Publisher(mqtt, self.gateway_id, self.buffer, version="fleet", health=dict,
-                                   restricted=state.restricted_streams, on_connectivity=self._on_connectivity)
+        mqtt = MqttConfig(
+            url=self.mqtt_url,
+            protocol=self.params.protocol,  # type: ignore[arg-type]
+            reconnect_min_s=self.params.reconnect_min_s,
+            reconnect_max_s=self.params.reconnect_max_s,
+            inflight_max=self.params.inflight_max,
+            keepalive_s=30,
+        )
+        self.publisher = Publisher(
+            mqtt,
+            self.gateway_id,
+            self.buffer,
+            version="fleet",
+            health=dict,
+            restricted=state.restricted_streams,
+            on_connectivity=self._on_connectivity,
+        )
 
     def start(self) -> None:
         assert self.publisher is not None
@@ -107,14 +130,31 @@ class SimGateway:
 
     def _readings(self, now: float, rng: random.Random) -> list[Reading]:
         readings = [
-            Reading(source="sim", device="hp1", device_type="heat-pump", point=point,
-                    kind=PointKind.MEASUREMENT, value=round(rng.uniform(20.0, 60.0), 2), ts=now, unit="x")
+            Reading(
+                source="sim",
+                device="hp1",
+                device_type="heat-pump",
+                point=point,
+                kind=PointKind.MEASUREMENT,
+                value=round(rng.uniform(20.0, 60.0), 2),
+                ts=now,
+                unit="x",
+            )
             for point in POINTS[: self.params.points]
         ]
         if rng.random() < self.params.tick_s / self.params.fault_every_s:
             self._fault_code = 0 if self._fault_code else rng.randint(100, 199)
-        readings.append(Reading(source="sim", device="hp1", device_type="heat-pump", point="fault_code",
-                                kind=PointKind.FAULT, value=self._fault_code, ts=now))
+        readings.append(
+            Reading(
+                source="sim",
+                device="hp1",
+                device_type="heat-pump",
+                point="fault_code",
+                kind=PointKind.FAULT,
+                value=self._fault_code,
+                ts=now,
+            )
+        )
         return readings
 
     async def _put(self, records: Sequence[NewRecord]) -> None:

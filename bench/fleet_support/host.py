@@ -17,8 +17,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from agent.privacy.policy import parse_policy
 from bench.fleet_support.gateways import GatewayParams, SimGateway
+from heatgate.agent.privacy.policy import parse_policy
 
 __all__ = ["host_main"]
 
@@ -38,8 +38,13 @@ def cpu_s() -> float:
     return times.user + times.system
 
 
-def host_main(conn: Connection, gateways: list[tuple[str, str, str]], params: dict[str, Any], policy: dict[str, Any],
-              drain_timeout_s: float) -> None:
+def host_main(
+    conn: Connection,
+    gateways: list[tuple[str, str, str]],
+    params: dict[str, Any],
+    policy: dict[str, Any],
+    drain_timeout_s: float,
+) -> None:
     """Entry point of the process. ``gateways``: (gateway id, state dir, MQTT URL)."""
     import logging
 
@@ -50,8 +55,13 @@ def host_main(conn: Connection, gateways: list[tuple[str, str, str]], params: di
     asyncio.run(_host(conn, gateways, GatewayParams(**params), policy, drain_timeout_s))
 
 
-async def _host(conn: Connection, specs: list[tuple[str, str, str]], params: GatewayParams, policy_data: dict[str, Any],
-                drain_timeout_s: float) -> None:
+async def _host(
+    conn: Connection,
+    specs: list[tuple[str, str, str]],
+    params: GatewayParams,
+    policy_data: dict[str, Any],
+    drain_timeout_s: float,
+) -> None:
     rss_empty = rss_bytes()
     policy = parse_policy(policy_data)
     gateways = [SimGateway(gid, Path(state_dir), url, params, policy) for gid, state_dir, url in specs]
@@ -67,8 +77,18 @@ async def _host(conn: Connection, specs: list[tuple[str, str, str]], params: Gat
         gateway.start()
     cpu_start = cpu_s()
     wall_start = time.monotonic()
-    conn.send(("ready", {"open_s": time.monotonic() - started_s, "threads": threading.active_count(),
-                         "rss_empty": rss_empty, "rss_open": rss_bytes(), "pid": os.getpid()}))
+    conn.send(
+        (
+            "ready",
+            {
+                "open_s": time.monotonic() - started_s,
+                "threads": threading.active_count(),
+                "rss_empty": rss_empty,
+                "rss_open": rss_bytes(),
+                "pid": os.getpid(),
+            },
+        )
+    )
     samples: list[int] = []
     while not await asyncio.to_thread(conn.poll, 1.0):
         samples.append(rss_bytes())
@@ -86,26 +106,38 @@ async def _host(conn: Connection, specs: list[tuple[str, str, str]], params: Gat
     drained_s = time.monotonic() - wall_start - wall_run
     statuses = [g.status() for g in gateways]
     per_gateway = await asyncio.gather(*(g.queued() for g in gateways))
-    stuck = [{"gateway": g.gateway_id, "queued": n, "connects": len(g.connects), "disconnects": len(g.disconnects),
-              "last_connect_s": g.connects[-1] if g.connects else None,
-              **{k: v for k, v in st.items()
-                 if k in ("connected", "inflight", "last_error", "published", "reconnects")}}
-             for g, n, st in zip(gateways, per_gateway, statuses, strict=True) if n]
+    stuck = [
+        {
+            "gateway": g.gateway_id,
+            "queued": n,
+            "connects": len(g.connects),
+            "disconnects": len(g.disconnects),
+            "last_connect_s": g.connects[-1] if g.connects else None,
+            **{k: v for k, v in st.items() if k in ("connected", "inflight", "last_error", "published", "reconnects")},
+        }
+        for g, n, st in zip(gateways, per_gateway, statuses, strict=True)
+        if n
+    ]
     await asyncio.gather(*(g.close() for g in gateways))
-    conn.send(("done", {
-        "produced": [i for g in gateways for i in g.produced],
-        "connects": [t for g in gateways for t in g.connects],
-        "disconnects": [t for g in gateways for t in g.disconnects],
-        "undelivered": queued,
-        "stuck": stuck,
-        "published": sum(s["published"] for s in statuses),
-        "refused": sum(s["refused"] for s in statuses),
-        "cpu_run_s": cpu_run,
-        "wall_run_s": wall_run,
-        "drain_s": drained_s,
-        "threads_run": threads_run,
-        "rss_empty": rss_empty,
-        "rss_peak_run": max(samples, default=rss_bytes()),
-        "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "params": asdict(params),
-    }))
+    conn.send(
+        (
+            "done",
+            {
+                "produced": [i for g in gateways for i in g.produced],
+                "connects": [t for g in gateways for t in g.connects],
+                "disconnects": [t for g in gateways for t in g.disconnects],
+                "undelivered": queued,
+                "stuck": stuck,
+                "published": sum(s["published"] for s in statuses),
+                "refused": sum(s["refused"] for s in statuses),
+                "cpu_run_s": cpu_run,
+                "wall_run_s": wall_run,
+                "drain_s": drained_s,
+                "threads_run": threads_run,
+                "rss_empty": rss_empty,
+                "rss_peak_run": max(samples, default=rss_bytes()),
+                "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "params": asdict(params),
+            },
+        )
+    )

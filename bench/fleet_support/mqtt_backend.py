@@ -12,8 +12,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.publish.decode import Deduplicator, decode_message
 from bench.fleet_support.backend import BackendStats
+from heatgate.agent.publish.decode import Deduplicator, decode_message
 
 __all__ = ["SharedSubscriptionBackend"]
 
@@ -30,8 +30,9 @@ class SharedSubscriptionBackend:
 
     def start(self, timeout_s: float = 10.0) -> None:
         for index in range(self._workers):
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"backend-{index}-{uuid.uuid4().hex[:6]}",
-                                 protocol=mqtt.MQTTv5)
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=f"backend-{index}-{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv5
+            )
             client.user_data_set(index)
             client.on_connect = self._on_connect
             client.on_subscribe = lambda *_a: self._subscribed.release()

@@ -14,8 +14,8 @@ import random
 from pathlib import Path
 from typing import Any, cast
 
-from drivers.modbus.profile import load_profile
-from drivers.modbus.simmodel import FaultPlan, SimDevice
+from heatgate.drivers.modbus.profile import load_profile
+from heatgate.drivers.sim.modbus_model import FaultPlan, SimDevice
 
 __all__ = ["POINTS", "HeatPump50Model", "heatpump50_device", "tb_connector_config", "write_profile"]
 
@@ -26,12 +26,24 @@ SCALE = 0.1
 
 def write_profile(path: Path) -> Path:
     lines = [
-        'name = "bench-heatpump50"', 'device_type = "heat-pump"', 'vendor = "heatgate"', 'model = "HG-BENCH-50"',
-        'description = "Peer benchmark heat pump: 50 holding registers"', "",
+        'name = "bench-heatpump50"',
+        'device_type = "heat-pump"',
+        'vendor = "heatgate"',
+        'model = "HG-BENCH-50"',
+        'description = "Peer benchmark heat pump: 50 holding registers"',
+        "",
     ]
     for address, name in enumerate(POINTS):
-        lines += ["[[points]]", f'name = "{name}"', 'table = "holding"', f"address = {address}", 'type = "s16"',
-                  f"scale = {SCALE}", 'unit = "°C"', ""]
+        lines += [
+            "[[points]]",
+            f'name = "{name}"',
+            'table = "holding"',
+            f"address = {address}",
+            'type = "s16"',
+            f"scale = {SCALE}",
+            'unit = "°C"',
+            "",
+        ]
     path.write_text("\n".join(lines))
     return path
 
@@ -46,8 +58,10 @@ class HeatPump50Model:
         return False
 
     def values(self, now_s: float, fault_code: int) -> dict[str, float]:
-        return {name: round(20.0 + 10.0 * math.sin(now_s / 600.0 + i) + self.rng.uniform(-0.2, 0.2), 1)
-                for i, name in enumerate(POINTS)}
+        return {
+            name: round(20.0 + 10.0 * math.sin(now_s / 600.0 + i) + self.rng.uniform(-0.2, 0.2), 1)
+            for i, name in enumerate(POINTS)
+        }
 
 
 def heatpump50_device(profile_path: Path) -> SimDevice:
@@ -58,20 +72,41 @@ def tb_connector_config(host: str, port: int, *, poll_period_ms: int = 1000) -> 
     """The ThingsBoard gateway's Modbus connector config (3.x format) for the same registers."""
     return {
         "master": {
-            "slaves": [{
-                "host": host, "port": port, "type": "tcp", "method": "socket", "unitId": 1,
-                "deviceName": "heatpump-50", "deviceType": "heat-pump", "timeout": 35,
-                "byteOrder": "BIG", "wordOrder": "BIG", "retries": 3, "retryOnEmpty": True,
-                "retryOnInvalid": True, "pollPeriod": poll_period_ms, "connectAttemptTimeMs": 5000,
-                "connectAttemptCount": 5, "waitAfterFailedAttemptsMs": 300000,
-                "attributes": [],
-                "timeseries": [
-                    {"tag": name, "type": "16int", "functionCode": 3, "objectsCount": 1, "address": address,
-                     "divider": int(1 / SCALE)}
-                    for address, name in enumerate(POINTS)
-                ],
-                "attributeUpdates": [], "rpc": [],
-            }],
+            "slaves": [
+                {
+                    "host": host,
+                    "port": port,
+                    "type": "tcp",
+                    "method": "socket",
+                    "unitId": 1,
+                    "deviceName": "heatpump-50",
+                    "deviceType": "heat-pump",
+                    "timeout": 35,
+                    "byteOrder": "BIG",
+                    "wordOrder": "BIG",
+                    "retries": 3,
+                    "retryOnEmpty": True,
+                    "retryOnInvalid": True,
+                    "pollPeriod": poll_period_ms,
+                    "connectAttemptTimeMs": 5000,
+                    "connectAttemptCount": 5,
+                    "waitAfterFailedAttemptsMs": 300000,
+                    "attributes": [],
+                    "timeseries": [
+                        {
+                            "tag": name,
+                            "type": "16int",
+                            "functionCode": 3,
+                            "objectsCount": 1,
+                            "address": address,
+                            "divider": int(1 / SCALE),
+                        }
+                        for address, name in enumerate(POINTS)
+                    ],
+                    "attributeUpdates": [],
+                    "rpc": [],
+                }
+            ],
         },
     }
 

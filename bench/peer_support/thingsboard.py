@@ -57,8 +57,10 @@ def ensure_venv(cache_dir: Path, *, timeout_s: float = 900.0) -> Path:
     probe = [str(python), "-c", "import thingsboard_gateway, pymodbus, serial_asyncio; print(pymodbus.__version__)"]
     if python.exists() and subprocess.run(probe, capture_output=True, text=True).stdout.strip() == "3.9.2":
         return python
-    for command in ([sys.executable, "-m", "venv", str(venv)],
-                    [str(python), "-m", "pip", "install", "--quiet", *PACKAGES]):
+    for command in (
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(python), "-m", "pip", "install", "--quiet", *PACKAGES],
+    ):
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
         if done.returncode != 0:
             raise PeerInstallError(command, done.stdout + done.stderr)
@@ -66,8 +68,12 @@ def ensure_venv(cache_dir: Path, *, timeout_s: float = 900.0) -> Path:
 
 
 def package_dir(python: Path) -> Path:
-    out = subprocess.run([str(python), "-c", "import thingsboard_gateway, os; print(os.path.dirname("
-                          "thingsboard_gateway.__file__))"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(python), "-c", "import thingsboard_gateway, os; print(os.path.dirname(thingsboard_gateway.__file__))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return Path(out.stdout.strip())
 
 
@@ -97,9 +103,15 @@ def write_config(python: Path, root: Path, *, broker_port: int, connector: dict[
 def start_gateway(python: Path, root: Path, config_dir: Path) -> subprocess.Popen[bytes]:
     log = open(root / "thingsboard.log", "wb")  # noqa: SIM115 - handed to the process
     env = {**os.environ, "TB_GW_CONFIG_DIR": str(config_dir) + os.sep}
-    process = subprocess.Popen([str(python), "-m", "thingsboard_gateway.tb_gateway"], cwd=root, env=env,
-                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [str(python), "-m", "thingsboard_gateway.tb_gateway"],
+        cwd=root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     log.close()
     return process
 
@@ -122,7 +134,7 @@ class SessionLimitsResponder:
             raise RuntimeError("the getSessionLimits responder could not subscribe")
 
     def _on_message(self, client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
-        request_id = message.topic[len(REQUEST_TOPIC):]
+        request_id = message.topic[len(REQUEST_TOPIC) :]
         try:
             method = json.loads(message.payload).get("method")
         except (ValueError, AttributeError):

@@ -13,7 +13,7 @@ import struct
 from collections.abc import Sequence
 from typing import Literal
 
-from drivers.modbus.errors import DecodeError
+from heatgate.drivers.modbus.errors import DecodeError
 
 __all__ = [
     "REGISTER_COUNT",
@@ -30,10 +30,26 @@ RegisterType = Literal["u16", "s16", "u32", "s32", "u64", "s64", "f32", "f64", "
 Order = Literal["big", "little"]
 
 REGISTER_COUNT: dict[str, int] = {
-    "u16": 1, "s16": 1, "bits": 1, "u32": 2, "s32": 2, "f32": 2, "u64": 4, "s64": 4, "f64": 4,
+    "u16": 1,
+    "s16": 1,
+    "bits": 1,
+    "u32": 2,
+    "s32": 2,
+    "f32": 2,
+    "u64": 4,
+    "s64": 4,
+    "f64": 4,
 }
 _STRUCT: dict[str, str] = {
-    "u16": "H", "s16": "h", "bits": "H", "u32": "I", "s32": "i", "f32": "f", "u64": "Q", "s64": "q", "f64": "d",
+    "u16": "H",
+    "s16": "h",
+    "bits": "H",
+    "u32": "I",
+    "s32": "i",
+    "f32": "f",
+    "u64": "Q",
+    "s64": "q",
+    "f64": "d",
 }
 
 

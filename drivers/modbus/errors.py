@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drivers.reading import DriverError
+from heatgate.drivers.reading import DriverError
 
 __all__ = [
     "DecodeError",

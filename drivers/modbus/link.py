@@ -18,7 +18,7 @@ from typing import Any
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from drivers.modbus.errors import ModbusCommError, ModbusExceptionResponse, ModbusTimeout
+from heatgate.drivers.modbus.errors import ModbusCommError, ModbusExceptionResponse, ModbusTimeout
 
 __all__ = ["ModbusLink", "rtu_silence_s"]
 
@@ -35,8 +35,9 @@ def rtu_silence_s(baudrate: int) -> float:
 class ModbusLink:
     """One pymodbus client (TCP or RTU), serialised."""
 
-    def __init__(self, client: AsyncModbusTcpClient | AsyncModbusSerialClient, *, label: str,
-                 silence_s: float = 0.0) -> None:
+    def __init__(
+        self, client: AsyncModbusTcpClient | AsyncModbusSerialClient, *, label: str, silence_s: float = 0.0
+    ) -> None:
         self._client = client
         self.label = label
         self.silence_s = silence_s
@@ -49,10 +50,17 @@ class ModbusLink:
         return cls(client, label=f"{host}:{port}")
 
     @classmethod
-    def rtu(cls, port: str, *, baudrate: int, parity: str = "N", stopbits: int = 1,
-            timeout_s: float) -> ModbusLink:
-        client = AsyncModbusSerialClient(port, baudrate=baudrate, parity=parity, stopbits=stopbits, bytesize=8,
-                                         timeout=timeout_s, retries=0, reconnect_delay=0)
+    def rtu(cls, port: str, *, baudrate: int, parity: str = "N", stopbits: int = 1, timeout_s: float) -> ModbusLink:
+        client = AsyncModbusSerialClient(
+            port,
+            baudrate=baudrate,
+            parity=parity,
+            stopbits=stopbits,
+            bytesize=8,
+            timeout=timeout_s,
+            retries=0,
+            reconnect_delay=0,
+        )
         return cls(client, label=port, silence_s=rtu_silence_s(baudrate))
 
     @property
@@ -78,8 +86,16 @@ class ModbusLink:
         # TCP gateway that would punish every unit for one dead one. Our scheduler decides.
         self._client.ctx.count_until_disconnect = self._client.ctx.max_until_disconnect
 
-    async def request(self, op: str, address: int, *, unit_id: int, timeout_s: float,
-                      count: int = 1, values: Sequence[int] | None = None) -> list[int] | list[bool]:
+    async def request(
+        self,
+        op: str,
+        address: int,
+        *,
+        unit_id: int,
+        timeout_s: float,
+        count: int = 1,
+        values: Sequence[int] | None = None,
+    ) -> list[int] | list[bool]:
         """Run one request: ``op`` is ``holding``/``input``/``coil``/``discrete`` (reads) or
         ``write_registers``/``write_coil``. Returns the registers or bits read (empty for writes)."""
         async with self.lock:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from drivers.modbus.profile import BIT_TABLES, Point, Profile, Unreadable
+from heatgate.drivers.modbus.profile import BIT_TABLES, Point, Profile, Unreadable
 
 __all__ = [
     "DEFAULT_REQUEST_OVERHEAD_BYTES",
@@ -115,6 +115,12 @@ def plan_profile(profile: Profile, *, overhead_bytes: int = DEFAULT_REQUEST_OVER
         groups.setdefault((point.table, point.max_age_s or 0.0), []).append(point)
     blocks: list[Block] = []
     for key in sorted(groups):
-        blocks.extend(plan_points(groups[key], unreadable=profile.unreadable,
-                                  max_gap_registers=profile.max_gap_registers, overhead_bytes=overhead_bytes))
+        blocks.extend(
+            plan_points(
+                groups[key],
+                unreadable=profile.unreadable,
+                max_gap_registers=profile.max_gap_registers,
+                overhead_bytes=overhead_bytes,
+            )
+        )
     return blocks

@@ -19,9 +19,9 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
-from agent.typedload import ConfigError, Issue, convert, load_toml
-from drivers.modbus.decode import Order, RegisterType, register_count
-from drivers.reading import PointKind
+from heatgate.drivers.modbus.decode import Order, RegisterType, register_count
+from heatgate.drivers.reading import PointKind
+from heatgate.typedload import ConfigError, Issue, convert, load_toml
 
 __all__ = ["Point", "Profile", "Signature", "Table", "Unreadable", "load_profile", "profile_path", "shipped_profiles"]
 
@@ -63,7 +63,7 @@ class Point(_Strict, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if self.table in BIT_TABLES and self.type != "bits":
-            raise ValueError(f"type: points in the {self.table} table are single bits; use type = \"bits\"")
+            raise ValueError(f'type: points in the {self.table} table are single bits; use type = "bits"')
         if self.type == "string" and self.length is None:
             raise ValueError("length: a string point needs its length in registers")
         if self.type != "string" and self.length is not None:
@@ -178,7 +178,7 @@ def profile_path(name_or_path: str) -> Path:
         return Path(name_or_path)
     if "/" in name_or_path or name_or_path.endswith(".toml") or not name_or_path:
         raise ConfigError(name_or_path, [Issue("", "give a shipped profile name or an absolute path")])
-    from config import profiles_dir
+    from heatgate.config import profiles_dir
 
     path = profiles_dir() / f"{name_or_path}.toml"
     if not path.is_file():
@@ -189,7 +189,7 @@ def profile_path(name_or_path: str) -> Path:
 
 def shipped_profiles() -> list[str]:
     """Names of the profiles shipped in ``config/profiles``."""
-    from config import profiles_dir
+    from heatgate.config import profiles_dir
 
     return sorted(p.stem for p in profiles_dir().glob("*.toml"))
 
@@ -220,8 +220,12 @@ def _semantic_issues(profile: Profile) -> list[Issue]:
             issues.append(Issue(f"points[{index}].address", f"{point.count} registers from {point.address} pass 65535"))
         for gap in profile.unreadable:
             if gap.table == point.table and point.address <= gap.end and gap.start < point.end:
-                issues.append(Issue(f"points[{index}].address",
-                                    f"overlaps the unreadable range {gap.start}-{gap.end} of {gap.table}"))
+                issues.append(
+                    Issue(
+                        f"points[{index}].address",
+                        f"overlaps the unreadable range {gap.start}-{gap.end} of {gap.table}",
+                    )
+                )
     by_table: dict[str, list[tuple[int, Point]]] = {}
     for index, point in enumerate(profile.points):
         by_table.setdefault(point.table, []).append((index, point))

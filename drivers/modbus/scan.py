@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from drivers.modbus.errors import ModbusExceptionResponse, ModbusTimeout
-from drivers.modbus.link import ModbusLink
-from drivers.modbus.profile import Profile, load_profile, shipped_profiles
-from drivers.modbus.values import point_value
+from heatgate.drivers.modbus.errors import ModbusExceptionResponse, ModbusTimeout
+from heatgate.drivers.modbus.link import ModbusLink
+from heatgate.drivers.modbus.profile import Profile, load_profile, shipped_profiles
+from heatgate.drivers.modbus.values import point_value
 
 __all__ = ["identify", "probe_unit"]
 
@@ -32,8 +32,9 @@ async def identify(link: ModbusLink, unit_id: int, *, timeout_s: float) -> str:
             continue
         point = profile.point(profile.signature.point)
         try:
-            data = await link.request(point.table, point.address, count=point.count, unit_id=unit_id,
-                                      timeout_s=timeout_s)
+            data = await link.request(
+                point.table, point.address, count=point.count, unit_id=unit_id, timeout_s=timeout_s
+            )
         except (ModbusExceptionResponse, ModbusTimeout):
             continue
         decoded = point_value(point, data)

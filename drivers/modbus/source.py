@@ -27,19 +27,25 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.backoff import Backoff
-from agent.config import ModbusDevice, ModbusRtuSource, ModbusTcpSource
-from agent.logs import get_logger
-from drivers.modbus.errors import ModbusCommError, ModbusError, ModbusExceptionResponse, ModbusTimeout, WriteRefused
-from drivers.modbus.link import ModbusLink
-from drivers.modbus.planner import Block, plan_profile
-from drivers.modbus.profile import BIT_TABLES, Profile, load_profile
-from drivers.modbus.values import PointValue, point_value, raw_for_write, split_block
-from drivers.reading import Quality, Reading, ReadingSink
+from heatgate.agent.config import ModbusDevice, ModbusRtuSource, ModbusTcpSource
+from heatgate.backoff import Backoff
+from heatgate.drivers.modbus.errors import (
+    ModbusCommError,
+    ModbusError,
+    ModbusExceptionResponse,
+    ModbusTimeout,
+    WriteRefused,
+)
+from heatgate.drivers.modbus.link import ModbusLink
+from heatgate.drivers.modbus.planner import Block, plan_profile
+from heatgate.drivers.modbus.profile import BIT_TABLES, Profile, load_profile
+from heatgate.drivers.modbus.values import PointValue, point_value, raw_for_write, split_block
+from heatgate.drivers.reading import Quality, Reading, ReadingSink
+from heatgate.logs import get_logger
 
 __all__ = ["DeviceState", "ModbusBusRunner", "ModbusRtuRunner", "ModbusTcpRunner", "make_modbus_source"]
 
-_log = get_logger("drivers.modbus")
+_log = get_logger("heatgate.drivers.modbus")
 ILLEGAL_ADDRESS = 2
 
 
@@ -96,8 +102,13 @@ class ModbusBusRunner:
             if isinstance(config, ModbusTcpSource):
                 link = ModbusLink.tcp(config.host, config.port, timeout_s=config.timeout_s)
             else:
-                link = ModbusLink.rtu(config.port, baudrate=config.baudrate, parity=config.parity,
-                                      stopbits=config.stopbits, timeout_s=config.timeout_s)
+                link = ModbusLink.rtu(
+                    config.port,
+                    baudrate=config.baudrate,
+                    parity=config.parity,
+                    stopbits=config.stopbits,
+                    timeout_s=config.timeout_s,
+                )
         self.link = link
         self.retries = retries
         self.fail_after = fail_after
@@ -105,7 +116,9 @@ class ModbusBusRunner:
         for device in config.devices:
             profile = load_profile(device.profile)
             self.devices[device.name] = DeviceState(
-                config=device, profile=profile, blocks=plan_profile(profile),
+                config=device,
+                profile=profile,
+                blocks=plan_profile(profile),
                 backoff=Backoff(min_s=probe_min_s, max_s=probe_max_s),
             )
         self._link_up: bool | None = None
@@ -167,8 +180,11 @@ class ModbusBusRunner:
     async def poll_device(self, state: DeviceState) -> list[Reading]:
         """One poll of one device: every due block, in plan order. Returns its readings."""
         now_mono = time.monotonic()
-        due = [(i, b) for i, b in enumerate(state.blocks)
-               if b.max_age_s is None or now_mono - state.block_read_at.get(i, -1e18) >= b.max_age_s]
+        due = [
+            (i, b)
+            for i, b in enumerate(state.blocks)
+            if b.max_age_s is None or now_mono - state.block_read_at.get(i, -1e18) >= b.max_age_s
+        ]
         if state.backing_off:
             due = due[:1]  # a probe: one request, no retries
         readings: list[Reading] = []
@@ -203,8 +219,9 @@ class ModbusBusRunner:
             state.requests += 1
             started = time.monotonic()
             try:
-                data = await self.link.request(block.table, block.start, count=block.count,
-                                               unit_id=state.config.unit_id, timeout_s=timeout_s)
+                data = await self.link.request(
+                    block.table, block.start, count=block.count, unit_id=state.config.unit_id, timeout_s=timeout_s
+                )
             except ModbusTimeout:
                 state.errors["timeout"] += 1
                 state.last_error = f"no answer within {timeout_s:.1f} s"
@@ -245,8 +262,13 @@ class ModbusBusRunner:
             state.failing_since_ts = time.time()
         if not state.backing_off and state.failures_in_row >= self.fail_after:
             state.backing_off = True
-            _log.warning("modbus device not answering; backing off", source=self.name, device=state.config.name,
-                         unit_id=state.config.unit_id, failures=state.failures_in_row)
+            _log.warning(
+                "modbus device not answering; backing off",
+                source=self.name,
+                device=state.config.name,
+                unit_id=state.config.unit_id,
+                failures=state.failures_in_row,
+            )
 
     def _link_state(self, up: bool, reason: str) -> None:
         if self._link_up is up:
@@ -260,9 +282,18 @@ class ModbusBusRunner:
     def _reading(self, state: DeviceState, pv: PointValue, ts: float) -> Reading:
         if pv.quality is Quality.OK:
             state.last_reading_ts = ts
-        return Reading(source=self.name, device=state.config.name, device_type=state.profile.device_type,
-                       point=pv.point.name, kind=pv.point.point_kind, value=pv.value, ts=ts,
-                       quality=pv.quality, unit=pv.point.unit, text=pv.text)
+        return Reading(
+            source=self.name,
+            device=state.config.name,
+            device_type=state.profile.device_type,
+            point=pv.point.name,
+            kind=pv.point.point_kind,
+            value=pv.value,
+            ts=ts,
+            quality=pv.quality,
+            unit=pv.point.unit,
+            text=pv.text,
+        )
 
     def _failed(self, state: DeviceState, block: Block, quality: Quality) -> list[Reading]:
         ts = time.time()
@@ -277,13 +308,15 @@ class ModbusBusRunner:
         what the device does. The agent calls this only for a verified, approved command."""
         state = self.devices.get(device)
         if state is None:
-            raise WriteRefused(f"no device {device!r} on source {self.name!r}", point=point, source=self.name,
-                               device=device)
+            raise WriteRefused(
+                f"no device {device!r} on source {self.name!r}", point=point, source=self.name, device=device
+            )
         try:
             target = state.profile.point(point)
         except KeyError:
-            raise WriteRefused(f"profile {state.profile.name!r} has no point {point!r}", point=point,
-                               source=self.name, device=device) from None
+            raise WriteRefused(
+                f"profile {state.profile.name!r} has no point {point!r}", point=point, source=self.name, device=device
+            ) from None
         try:
             words = raw_for_write(target, value)
         except ValueError as exc:
@@ -293,8 +326,9 @@ class ModbusBusRunner:
         unit = state.config.unit_id
         try:
             await self.link.request(op, target.address, unit_id=unit, timeout_s=timeout_s, values=words)
-            data = await self.link.request(target.table, target.address, count=target.count, unit_id=unit,
-                                           timeout_s=timeout_s)
+            data = await self.link.request(
+                target.table, target.address, count=target.count, unit_id=unit, timeout_s=timeout_s
+            )
         except ModbusError as exc:
             exc.source, exc.device = self.name, device
             raise

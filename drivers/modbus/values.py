@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from drivers.modbus.decode import decode_words, encode_value, raw_is_nan
-from drivers.modbus.errors import DecodeError
-from drivers.modbus.planner import Block
-from drivers.modbus.profile import BIT_TABLES, Point
-from drivers.reading import Quality
+from heatgate.drivers.modbus.decode import decode_words, encode_value, raw_is_nan
+from heatgate.drivers.modbus.errors import DecodeError
+from heatgate.drivers.modbus.planner import Block
+from heatgate.drivers.modbus.profile import BIT_TABLES, Point
+from heatgate.drivers.reading import Quality
 
 __all__ = ["PointValue", "point_value", "raw_for_write", "split_block"]
 
@@ -33,8 +33,9 @@ def point_value(point: Point, words: Sequence[int] | Sequence[bool]) -> PointVal
         if point.table in BIT_TABLES:
             raw: int | float | str = int(bool(words[0]))
         else:
-            raw = decode_words([int(w) for w in words], point.type,
-                               word_order=point.word_order, byte_order=point.byte_order)
+            raw = decode_words(
+                [int(w) for w in words], point.type, word_order=point.word_order, byte_order=point.byte_order
+            )
     except (DecodeError, IndexError):
         return PointValue(point, None, Quality.INVALID)
     if point.type == "f32" and isinstance(raw, float):

@@ -5,16 +5,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agent.backoff import Backoff
-from agent.config import P1Source
-from agent.logs import get_logger
-from drivers.p1 import framer
-from drivers.p1.errors import P1ChecksumError, P1ParseError
-from drivers.p1.telegram import P1Decoder
-from drivers.reading import ReadingSink
-from drivers.serialport import LineSettings, PortKeeper, SerialLink, line_settings
+from heatgate.agent.config import P1Source
+from heatgate.backoff import Backoff
+from heatgate.drivers.p1 import framer
+from heatgate.drivers.p1.errors import P1ChecksumError, P1ParseError
+from heatgate.drivers.p1.telegram import P1Decoder
+from heatgate.drivers.reading import ReadingSink
+from heatgate.drivers.serialport import LineSettings, PortKeeper, SerialLink, line_settings
+from heatgate.logs import get_logger
 
 __all__ = ["P1Runner", "serial_settings_for"]
+
 
 def serial_settings_for(config: P1Source) -> LineSettings:
     """DSMR 2.2/3: 9600 baud 7E1; DSMR 4/5: 115200 baud 8N1; ``serial_settings`` overrides the framing."""
@@ -39,8 +40,14 @@ class P1Runner:
         self._settings = serial_settings_for(config)
         self._decoder = P1Decoder(config.dsmr_version, source=config.name)
         self._log = get_logger("heatgate.drivers.p1")
-        self._port = PortKeeper(config.port, self._settings, source=config.name, event_prefix="p1",
-                                backoff=Backoff(min_s=reopen_min_s, max_s=reopen_max_s), log=self._log)
+        self._port = PortKeeper(
+            config.port,
+            self._settings,
+            source=config.name,
+            event_prefix="p1",
+            backoff=Backoff(min_s=reopen_min_s, max_s=reopen_max_s),
+            log=self._log,
+        )
         self.telegrams_ok = 0
         self.crc_errors = 0
         self.parse_errors = 0
@@ -98,8 +105,12 @@ class P1Runner:
             return
         except P1ParseError as exc:
             self.parse_errors += 1
-            self._log.warning("p1.telegram_rejected", source=self.name, error_type=type(exc.__cause__).__name__,
-                         parse_errors_count=self.parse_errors)
+            self._log.warning(
+                "p1.telegram_rejected",
+                source=self.name,
+                error_type=type(exc.__cause__).__name__,
+                parse_errors_count=self.parse_errors,
+            )
             return
         self.telegrams_ok += 1
         self._port.backoff.reset()

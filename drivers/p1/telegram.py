@@ -18,8 +18,8 @@ from dsmr_parser import telegram_specifications as specs
 from dsmr_parser.exceptions import InvalidChecksumError, ParseError
 from dsmr_parser.parsers import TelegramParser
 
-from drivers.p1.errors import P1ChecksumError, P1ParseError
-from drivers.reading import PointKind, Reading
+from heatgate.drivers.p1.errors import P1ChecksumError, P1ParseError
+from heatgate.drivers.reading import PointKind, Reading
 
 __all__ = ["DEVICE", "DEVICE_TYPE", "GAS_DEVICE", "GAS_DEVICE_TYPE", "P1Decoder", "spec_for"]
 
@@ -67,14 +67,16 @@ _POINTS: dict[str, _Point] = {
     "ELECTRICITY_ACTIVE_TARIFF": _Point("tariff", _S, None),
 }
 for _phase in (1, 2, 3):
-    _POINTS.update({
-        f"INSTANTANEOUS_VOLTAGE_L{_phase}": _Point(f"voltage_l{_phase}_v", _M, "V"),
-        f"INSTANTANEOUS_CURRENT_L{_phase}": _Point(f"current_l{_phase}_a", _M, "A"),
-        f"INSTANTANEOUS_ACTIVE_POWER_L{_phase}_POSITIVE": _Point(f"power_delivered_l{_phase}_kw", _M, "kW"),
-        f"INSTANTANEOUS_ACTIVE_POWER_L{_phase}_NEGATIVE": _Point(f"power_returned_l{_phase}_kw", _M, "kW"),
-        f"VOLTAGE_SAG_L{_phase}_COUNT": _Point(f"voltage_sags_l{_phase}", _K, None),
-        f"VOLTAGE_SWELL_L{_phase}_COUNT": _Point(f"voltage_swells_l{_phase}", _K, None),
-    })
+    _POINTS.update(
+        {
+            f"INSTANTANEOUS_VOLTAGE_L{_phase}": _Point(f"voltage_l{_phase}_v", _M, "V"),
+            f"INSTANTANEOUS_CURRENT_L{_phase}": _Point(f"current_l{_phase}_a", _M, "A"),
+            f"INSTANTANEOUS_ACTIVE_POWER_L{_phase}_POSITIVE": _Point(f"power_delivered_l{_phase}_kw", _M, "kW"),
+            f"INSTANTANEOUS_ACTIVE_POWER_L{_phase}_NEGATIVE": _Point(f"power_returned_l{_phase}_kw", _M, "kW"),
+            f"VOLTAGE_SAG_L{_phase}_COUNT": _Point(f"voltage_sags_l{_phase}", _K, None),
+            f"VOLTAGE_SWELL_L{_phase}_COUNT": _Point(f"voltage_swells_l{_phase}", _K, None),
+        }
+    )
 
 _TARIFF_TEXT = {1: "low", 2: "normal"}
 
@@ -141,19 +143,39 @@ class P1Decoder:
                 gas_ts = _epoch(reading.datetime) or received_ts
                 value = _number(reading.value)
                 if value is not None:
-                    yield self._reading(GAS_DEVICE, GAS_DEVICE_TYPE, "gas_delivered_m3", PointKind.COUNTER,
-                                        value, gas_ts, unit="m3")
+                    yield self._reading(
+                        GAS_DEVICE, GAS_DEVICE_TYPE, "gas_delivered_m3", PointKind.COUNTER, value, gas_ts, unit="m3"
+                    )
             ident = next((fields[n].value for n in _MBUS_ID_NAMES if n in fields), None)
             if ident:
-                yield self._reading(GAS_DEVICE, GAS_DEVICE_TYPE, "gas_equipment_id", PointKind.IDENTIFIER,
-                                    str(ident), gas_ts)
+                yield self._reading(
+                    GAS_DEVICE, GAS_DEVICE_TYPE, "gas_equipment_id", PointKind.IDENTIFIER, str(ident), gas_ts
+                )
             break  # one gas meter per P1 port; further M-Bus channels are ignored
 
-    def _reading(self, device: str, device_type: str, point: str, kind: PointKind,
-                 value: float | int | str, ts: float, *, unit: str | None = None,
-                 text: str | None = None) -> Reading:
-        return Reading(source=self.source, device=device, device_type=device_type, point=point, kind=kind,
-                       value=value, ts=ts, unit=unit, text=text)
+    def _reading(
+        self,
+        device: str,
+        device_type: str,
+        point: str,
+        kind: PointKind,
+        value: float | int | str,
+        ts: float,
+        *,
+        unit: str | None = None,
+        text: str | None = None,
+    ) -> Reading:
+        return Reading(
+            source=self.source,
+            device=device,
+            device_type=device_type,
+            point=point,
+            kind=kind,
+            value=value,
+            ts=ts,
+            unit=unit,
+            text=text,
+        )
 
 
 def _number(value: object) -> float | int | None:
@@ -179,7 +201,7 @@ def _epoch(value: object) -> float | None:
 
 def _crc_fields(text: str) -> tuple[int, int]:
     """(expected from the telegram, computed) for the error's fields."""
-    from drivers.p1.crc import crc16_arc
+    from heatgate.drivers.p1.crc import crc16_arc
 
     bang = text.rfind("!")
     try:

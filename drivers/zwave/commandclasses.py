@@ -11,12 +11,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.reading import PointKind
-from drivers.zwave.frames import ZwaveError
+from heatgate.drivers.reading import PointKind
+from heatgate.drivers.zwave.frames import ZwaveError
 
 __all__ = [
-    "BATTERY", "METER", "NOTIFICATION", "SECURITY_S0", "SECURITY_S2", "SENSOR_MULTILEVEL",
-    "CommandError", "PointValue", "SecureEncapsulated", "Unsupported", "decode_command",
+    "BATTERY",
+    "METER",
+    "NOTIFICATION",
+    "SECURITY_S0",
+    "SECURITY_S2",
+    "SENSOR_MULTILEVEL",
+    "CommandError",
+    "PointValue",
+    "SecureEncapsulated",
+    "Unsupported",
+    "decode_command",
 ]
 
 SENSOR_MULTILEVEL = 0x31
@@ -72,26 +81,56 @@ _SENSORS: dict[int, dict[int, tuple[str, str]]] = {
 # Meter type -> {scale (0..7, 8.. = v4 scale2 + 8): (point, unit, kind)}.
 _C, _M = PointKind.COUNTER, PointKind.MEASUREMENT
 _METERS: dict[int, tuple[str, dict[int, tuple[str, str | None, PointKind]]]] = {
-    0x01: ("electric", {
-        0: ("energy_kwh", "kWh", _C), 1: ("energy_kvah", "kVAh", _C), 2: ("power_w", "W", _M),
-        3: ("pulses", None, _C), 4: ("voltage_v", "V", _M), 5: ("current_a", "A", _M),
-        6: ("power_factor", None, _M), 8: ("reactive_power_kvar", "kVar", _M),
-        9: ("reactive_energy_kvarh", "kVarh", _C),
-    }),
+    0x01: (
+        "electric",
+        {
+            0: ("energy_kwh", "kWh", _C),
+            1: ("energy_kvah", "kVAh", _C),
+            2: ("power_w", "W", _M),
+            3: ("pulses", None, _C),
+            4: ("voltage_v", "V", _M),
+            5: ("current_a", "A", _M),
+            6: ("power_factor", None, _M),
+            8: ("reactive_power_kvar", "kVar", _M),
+            9: ("reactive_energy_kvarh", "kVarh", _C),
+        },
+    ),
     0x02: ("gas", {0: ("gas_m3", "m3", _C), 1: ("gas_ft3", "ft3", _C), 3: ("gas_pulses", None, _C)}),
-    0x03: ("water", {0: ("water_m3", "m3", _C), 1: ("water_ft3", "ft3", _C),
-                     2: ("water_us_gal", "gal", _C), 3: ("water_pulses", None, _C)}),
+    0x03: (
+        "water",
+        {
+            0: ("water_m3", "m3", _C),
+            1: ("water_ft3", "ft3", _C),
+            2: ("water_us_gal", "gal", _C),
+            3: ("water_pulses", None, _C),
+        },
+    ),
 }
 
 _NOTIFICATION_TYPES = {
-    0x01: "smoke", 0x02: "co", 0x03: "co2", 0x04: "heat", 0x05: "water", 0x06: "access_control",
-    0x07: "home_security", 0x08: "power_management", 0x09: "system", 0x0A: "emergency",
+    0x01: "smoke",
+    0x02: "co",
+    0x03: "co2",
+    0x04: "heat",
+    0x05: "water",
+    0x06: "access_control",
+    0x07: "home_security",
+    0x08: "power_management",
+    0x09: "system",
+    0x0A: "emergency",
 }
 _EVENTS = {
-    (0x07, 0x00): "idle", (0x07, 0x03): "tampering", (0x07, 0x07): "motion detected",
-    (0x07, 0x08): "motion detected", (0x05, 0x02): "water leak detected", (0x01, 0x02): "smoke detected",
-    (0x08, 0x02): "ac mains disconnected", (0x08, 0x03): "ac mains re-connected",
-    (0x09, 0x03): "system hardware failure", (0x05, 0x00): "idle", (0x01, 0x00): "idle",
+    (0x07, 0x00): "idle",
+    (0x07, 0x03): "tampering",
+    (0x07, 0x07): "motion detected",
+    (0x07, 0x08): "motion detected",
+    (0x05, 0x02): "water leak detected",
+    (0x01, 0x02): "smoke detected",
+    (0x08, 0x02): "ac mains disconnected",
+    (0x08, 0x03): "ac mains re-connected",
+    (0x09, 0x03): "system hardware failure",
+    (0x05, 0x00): "idle",
+    (0x01, 0x00): "idle",
 }
 
 
@@ -142,8 +181,10 @@ def _battery(params: bytes) -> list[PointValue]:
         return [PointValue("battery_low", PointKind.STATUS, 1, text="battery low warning")]
     if level > 100:
         raise CommandError(f"battery level {level}", command_class=BATTERY)
-    return [PointValue("battery_pct", PointKind.MEASUREMENT, level, "%"),
-            PointValue("battery_low", PointKind.STATUS, 0, text="ok")]
+    return [
+        PointValue("battery_pct", PointKind.MEASUREMENT, level, "%"),
+        PointValue("battery_low", PointKind.STATUS, 0, text="ok"),
+    ]
 
 
 def _sensor(params: bytes) -> list[PointValue]:

@@ -16,11 +16,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from drivers.reading import DriverError
+from heatgate.drivers.reading import DriverError
 
 __all__ = [
-    "ACK", "CAN", "NAK", "SOF", "Control", "DataFrame", "FrameType", "ZwaveChecksumError", "ZwaveError",
-    "ZwaveFrameError", "checksum", "decode", "encode",
+    "ACK",
+    "CAN",
+    "NAK",
+    "SOF",
+    "Control",
+    "DataFrame",
+    "FrameType",
+    "ZwaveChecksumError",
+    "ZwaveError",
+    "ZwaveFrameError",
+    "checksum",
+    "decode",
+    "encode",
 ]
 
 SOF = 0x01

@@ -9,12 +9,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.serialport import SerialLink
-from drivers.zwave import frames
-from drivers.zwave.frames import ACK, NAK, Control, DataFrame, FrameType, ZwaveError
+from heatgate.drivers.serialport import SerialLink
+from heatgate.drivers.zwave import frames
+from heatgate.drivers.zwave.frames import ACK, NAK, Control, DataFrame, FrameType, ZwaveError
 
-__all__ = ["FUNC_APPLICATION_COMMAND", "FUNC_BRIDGE_COMMAND", "FUNC_GET_CONTROLLER_ID", "FUNC_SERIAL_API_STARTED",
-           "FUNC_SOFT_RESET", "HostStats", "RequestFailed", "ZwaveHost"]
+__all__ = [
+    "FUNC_APPLICATION_COMMAND",
+    "FUNC_BRIDGE_COMMAND",
+    "FUNC_GET_CONTROLLER_ID",
+    "FUNC_SERIAL_API_STARTED",
+    "FUNC_SOFT_RESET",
+    "HostStats",
+    "RequestFailed",
+    "ZwaveHost",
+]
 
 FUNC_APPLICATION_COMMAND = 0x04
 FUNC_SOFT_RESET = 0x08
@@ -109,8 +117,11 @@ class ZwaveHost:
                         self.stats.cans += 1
                 else:
                     self.stats.requests_failed += 1
-                    raise RequestFailed(f"function 0x{function:02x} not acknowledged after {self.max_tries} tries",
-                                        function=function, tries=self.max_tries)
+                    raise RequestFailed(
+                        f"function 0x{function:02x} not acknowledged after {self.max_tries} tries",
+                        function=function,
+                        tries=self.max_tries,
+                    )
                 if not response:
                     return None
                 try:
@@ -118,8 +129,9 @@ class ZwaveHost:
                 except TimeoutError:
                     self.stats.response_timeouts += 1
                     self.stats.requests_failed += 1
-                    raise RequestFailed(f"no response to function 0x{function:02x}", function=function,
-                                        tries=self.max_tries) from None
+                    raise RequestFailed(
+                        f"no response to function 0x{function:02x}", function=function, tries=self.max_tries
+                    ) from None
             finally:
                 self._ack = None
                 self._response = None

@@ -8,14 +8,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agent.backoff import Backoff
-from agent.config import ZwaveSource
-from agent.logs import get_logger
-from drivers.reading import PointKind, Reading, ReadingSink
-from drivers.serialport import PortKeeper, SerialLink, line_settings
-from drivers.zwave import commandclasses as cc
-from drivers.zwave.frames import DataFrame, ZwaveError
-from drivers.zwave.host import FUNC_APPLICATION_COMMAND, FUNC_BRIDGE_COMMAND, HostStats, ZwaveHost
+from heatgate.agent.config import ZwaveSource
+from heatgate.backoff import Backoff
+from heatgate.drivers.reading import PointKind, Reading, ReadingSink
+from heatgate.drivers.serialport import PortKeeper, SerialLink, line_settings
+from heatgate.drivers.zwave import commandclasses as cc
+from heatgate.drivers.zwave.frames import DataFrame, ZwaveError
+from heatgate.drivers.zwave.host import FUNC_APPLICATION_COMMAND, FUNC_BRIDGE_COMMAND, HostStats, ZwaveHost
+from heatgate.logs import get_logger
 
 __all__ = ["ZwaveRunner", "parse_application_command"]
 
@@ -74,8 +74,14 @@ class ZwaveRunner:
         self._reset_wait_s = reset_wait_s
         self._host_options = host_options or {}
         self._log = get_logger("heatgate.drivers.zwave")
-        self._port = PortKeeper(config.port, line_settings("8N1", 115200), source=config.name, event_prefix="zwave",
-                                backoff=Backoff(min_s=reopen_min_s, max_s=reopen_max_s), log=self._log)
+        self._port = PortKeeper(
+            config.port,
+            line_settings("8N1", 115200),
+            source=config.name,
+            event_prefix="zwave",
+            backoff=Backoff(min_s=reopen_min_s, max_s=reopen_max_s),
+            log=self._log,
+        )
         self.stats = HostStats()
         self.unsupported_secure = 0
         self.unsupported_commands = 0
@@ -142,8 +148,19 @@ class ZwaveRunner:
             home_id = ident[:4].hex()
             self._log.info("zwave.controller_ready", source=self.name, controller_node=ident[4])
             self.readings += 1
-            await sink([Reading(source=self.name, device="controller", device_type="zwave-controller",
-                                point="home_id", kind=PointKind.IDENTIFIER, value=home_id, ts=time.time())])
+            await sink(
+                [
+                    Reading(
+                        source=self.name,
+                        device="controller",
+                        device_type="zwave-controller",
+                        point="home_id",
+                        kind=PointKind.IDENTIFIER,
+                        value=home_id,
+                        ts=time.time(),
+                    )
+                ]
+            )
 
     def _device(self, node_id: int) -> tuple[str, str]:
         node = self._nodes.get(node_id)
@@ -168,7 +185,9 @@ class ZwaveRunner:
             first = carried.node_id not in self._secure_logged
             self._secure_logged.add(carried.node_id)
             (self._log.warning if first else self._log.debug)(
-                "zwave.unsupported_secure", source=self.name, node=carried.node_id,
+                "zwave.unsupported_secure",
+                source=self.name,
+                node=carried.node_id,
                 scheme="S2" if decoded.command_class == cc.SECURITY_S2 else "S0",
                 unsupported_secure_count=self.unsupported_secure,
             )
@@ -178,7 +197,16 @@ class ZwaveRunner:
             return []
         device, device_type = self._device(carried.node_id)
         return [
-            Reading(source=self.name, device=device, device_type=device_type, point=v.point, kind=v.kind,
-                    value=v.value, ts=now, unit=v.unit, text=v.text)
+            Reading(
+                source=self.name,
+                device=device,
+                device_type=device_type,
+                point=v.point,
+                kind=v.kind,
+                value=v.value,
+                ts=now,
+                unit=v.unit,
+                text=v.text,
+            )
             for v in decoded
         ]

@@ -1,4 +1,4 @@
-"""The acceptance suite runs the product as it ships: ``python -m agent run`` with the shipped
+"""The acceptance suite runs the product as it ships: ``python -m heatgate run`` with the shipped
 example config's settings (only ports and paths changed) and the shipped privacy policy,
 against the simulators as their own processes and a real Mosquitto (tests/support/shipped.py).
 

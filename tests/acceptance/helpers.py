@@ -22,13 +22,13 @@ def wait_quiet(rig: ShippedRig, quiet_s: float, *, timeout_s: float) -> float:
         times = [m.at_monotonic for m in rig.messages() if m.topic.startswith(prefix)]
         return time.monotonic() - max(times, default=0.0)
 
-    wait_until(lambda: quiet_for() >= quiet_s, timeout_s=timeout_s, what=f"{quiet_s:g} s without a publish",
-               poll_s=0.5)
+    wait_until(lambda: quiet_for() >= quiet_s, timeout_s=timeout_s, what=f"{quiet_s:g} s without a publish", poll_s=0.5)
     return quiet_for()
 
 
 def settle(rig: ShippedRig, *, still_s: float, timeout_s: float) -> None:
     """Wait until no message at all arrived at the subscriber for ``still_s``."""
+
     def still() -> bool:
         messages = rig.messages()
         return not messages or time.monotonic() - messages[-1].at_monotonic >= still_s
@@ -42,11 +42,22 @@ def settle(rig: ShippedRig, *, still_s: float, timeout_s: float) -> None:
 def connection_report(rig: ShippedRig) -> str:
     assert rig.broker is not None
     lines = broker_connection_lines(rig.broker, rig.gw.client_id)
-    return f"{len(lines)} connection(s) of {rig.gw.client_id} at the broker:\n" + "\n".join(lines[:10]) + (
-        "\n…" if len(lines) > 10 else "") + "\nagent log tail:\n" + rig.gw.log_tail(2000)
+    return (
+        f"{len(lines)} connection(s) of {rig.gw.client_id} at the broker:\n"
+        + "\n".join(lines[:10])
+        + ("\n…" if len(lines) > 10 else "")
+        + "\nagent log tail:\n"
+        + rig.gw.log_tail(2000)
+    )
 
 
 def agent_cli(*args: str, timeout_s: float = 60.0, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m agent ARGS`` as a user runs it (``heatgate ARGS``)."""
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
-                          timeout=timeout_s, stdin=subprocess.DEVNULL, cwd=cwd)
+    """``python -m heatgate ARGS`` as a user runs it (``heatgate ARGS``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "heatgate", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+    )

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from agent.cli.cmd import SendError
-from agent.commands import limiter
-from agent.commands.envelope import DEFAULT_MAX_BYTES
+from heatgate.agent.cli.cmd import SendError
+from heatgate.agent.commands import limiter
+from heatgate.agent.commands.envelope import DEFAULT_MAX_BYTES
 from tests.acceptance.helpers import connection_report, settle
 from tests.support.agent_harness import HarnessError, wait_until
 from tests.support.shipped import ShippedRig
@@ -44,9 +44,18 @@ def allowed_records(per_min: int, elapsed_s: float) -> int:
 
 def unsigned_envelope(gateway_id: str) -> bytes:
     now = int(time.time())
-    return json.dumps({"v": 1, "target": gateway_id, "command": "ping", "args": {}, "issued_at": now,
-                       "expires_at": now + 300, "nonce": secrets.token_urlsafe(16),
-                       "key_id": "0000000000000000"}).encode()
+    return json.dumps(
+        {
+            "v": 1,
+            "target": gateway_id,
+            "command": "ping",
+            "args": {},
+            "issued_at": now,
+            "expires_at": now + 300,
+            "nonce": secrets.token_urlsafe(16),
+            "key_id": "0000000000000000",
+        }
+    ).encode()
 
 
 def test_a_signed_round_trip_is_followed_by_silence(shipped_rig: Callable[..., ShippedRig]) -> None:
@@ -54,9 +63,26 @@ def test_a_signed_round_trip_is_followed_by_silence(shipped_rig: Callable[..., S
     assert rig.broker is not None
     sent = time.monotonic()
     cli = subprocess.run(  # as README "For backend engineers" does it
-        [sys.executable, "-m", "agent", "cmd", "send", "--url", rig.broker.url, "--target", rig.gw.gateway_id,
-         "--sign-key", str(rig.gw.command_key_file()), "--command", "status"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "heatgate",
+            "cmd",
+            "send",
+            "--url",
+            rig.broker.url,
+            "--target",
+            rig.gw.gateway_id,
+            "--sign-key",
+            str(rig.gw.command_key_file()),
+            "--command",
+            "status",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert json.loads(cli.stdout)["outcome"] == "done"
     answers = rig.responses(since_monotonic=sent)
@@ -67,12 +93,12 @@ def test_a_signed_round_trip_is_followed_by_silence(shipped_rig: Callable[..., S
     assert rig.connections() == 1, connection_report(rig)
 
 
-def test_a_message_on_the_gateways_own_response_topic_is_never_answered(
-        shipped_rig: Callable[..., ShippedRig]) -> None:
+def test_a_message_on_the_gateways_own_response_topic_is_never_answered(shipped_rig: Callable[..., ShippedRig]) -> None:
     rig = shipped_rig()
     assert rig.backend is not None
-    stray = json.dumps({"schema": "heatgate.cmd-response/1", "outcome": "refused", "reason": "malformed",
-                        "at": "2024-05-01T12:00:00Z"}).encode()
+    stray = json.dumps(
+        {"schema": "heatgate.cmd-response/1", "outcome": "refused", "reason": "malformed", "at": "2024-05-01T12:00:00Z"}
+    ).encode()
     sent = time.monotonic()
     rig.backend.send(rig.gw.topic("cmd/response"), stray, correlation_data=b"stray").wait_for_publish(10)
     time.sleep(WATCH_S)
@@ -100,8 +126,10 @@ def _flood_then_command(rig: ShippedRig, payloads: list[bytes], per_min: int) ->
     for record in audit:
         key = f"{record.body.get('event')}/{record.body.get('outcome')}/{record.body.get('reason')}"
         outcomes[key] = outcomes.get(key, 0) + 1
-    assert len(audit) <= allowed, (f"{len(audit)} security records in {elapsed_s:.0f} s after {len(payloads)} "
-                                   f"envelopes; the bound allows {allowed}: {outcomes}")
+    assert len(audit) <= allowed, (
+        f"{len(audit)} security records in {elapsed_s:.0f} s after {len(payloads)} "
+        f"envelopes; the bound allows {allowed}: {outcomes}"
+    )
     assert not isinstance(response, SendError), f"the next valid command was not answered: {response}"
     assert response.outcome == "done"
     assert rig.gw.running and rig.connections() == 1, connection_report(rig)
@@ -125,20 +153,32 @@ def test_a_replay_flood_stays_within_the_audit_bound(shipped_rig: Callable[..., 
 
 @pytest.mark.slow
 def test_nested_and_oversize_envelopes_are_answered_or_audited_without_a_traceback(
-        shipped_rig: Callable[..., ShippedRig]) -> None:
+    shipped_rig: Callable[..., ShippedRig],
+) -> None:
     rig = shipped_rig()
     assert rig.backend is not None
     cases: dict[str, bytes] = {
         "nested-arrays": b"[" * 1000 + b"]" * 1000,
         "nested-objects": b'{"args":' * 1000 + b"1" + b"}" * 1000,
-        "nested-args": (b'{"v":1,"target":"' + rig.gw.gateway_id.encode() + b'","command":"ping","args":'
-                        + b'{"a":' * 1000 + b"1" + b"}" * 1000 + b"}"),
+        "nested-args": (
+            b'{"v":1,"target":"'
+            + rig.gw.gateway_id.encode()
+            + b'","command":"ping","args":'
+            + b'{"a":' * 1000
+            + b"1"
+            + b"}" * 1000
+            + b"}"
+        ),
         "oversize": b'{"v":1,"pad":"' + b"x" * (DEFAULT_MAX_BYTES + 1024) + b'"}',
     }
     started = time.monotonic()
     for name, payload in cases.items():
-        rig.backend.send(rig.gw.topic("cmd/ping"), payload, correlation_data=name.encode(),
-                         response_topic=rig.gw.topic("cmd/response")).wait_for_publish(10)
+        rig.backend.send(
+            rig.gw.topic("cmd/ping"),
+            payload,
+            correlation_data=name.encode(),
+            response_topic=rig.gw.topic("cmd/response"),
+        ).wait_for_publish(10)
 
     def outcome(name: str) -> str | None:
         answers = rig.responses(correlation_data=name.encode(), since_monotonic=started)
@@ -148,12 +188,16 @@ def test_nested_and_oversize_envelopes_are_answered_or_audited_without_a_traceba
         wait_until(lambda: all(outcome(name) for name in cases), timeout_s=15, what="an answer to each envelope")
     except HarnessError:
         pass  # judged below: an audit record (or a counted suppression) also does
-    refusals = [r.body.get("reason") for r in rig.records(route="security/audit", since_monotonic=started)
-                if r.body.get("outcome") == "refused"]
+    refusals = [
+        r.body.get("reason")
+        for r in rig.records(route="security/audit", since_monotonic=started)
+        if r.body.get("outcome") == "refused"
+    ]
     status: dict[str, Any] = rig.gw.wait_status(lambda _s: True)
     answers = {name: outcome(name) for name in cases}
     assert all(answers.values()) or len(refusals) >= len(cases), (
-        f"not every envelope was answered or audited: answers {answers}; refusal records {refusals}")
+        f"not every envelope was answered or audited: answers {answers}; refusal records {refusals}"
+    )
     log = rig.gw.log_tail(10**7)
     assert "Traceback" not in log and "RecursionError" not in log, log[-3000:]
     assert rig.gw.running and status["broker"]["connected"] is True

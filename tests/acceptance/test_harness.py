@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent.config import load_config
+from heatgate.agent.config import load_config
 from tests.acceptance.helpers import agent_cli
 from tests.support.broker import Broker
 from tests.support.shipped import ShippedRig, ShippedSims, broker_connections, derive_config, example_settings, to_toml
@@ -37,19 +37,31 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def test_the_config_is_the_examples_with_only_ports_and_paths_changed(tmp_path: Path) -> None:
     sims = ShippedSims(tmp_path / "sims", heatpump_port=15020)
     example = example_settings()
-    derived = derive_config(example, state_dir=tmp_path / "state", broker_url="mqtt://127.0.0.1:41883", sims=sims,
-                            command_public_key_file=tmp_path / "state" / "keys" / "command.pub",
-                            overrides={"mqtt": {"puback_timeout_s": 2.0}})
+    derived = derive_config(
+        example,
+        state_dir=tmp_path / "state",
+        broker_url="mqtt://127.0.0.1:41883",
+        sims=sims,
+        command_public_key_file=tmp_path / "state" / "keys" / "command.pub",
+        overrides={"mqtt": {"puback_timeout_s": 2.0}},
+    )
     before, after = _flatten(example), _flatten(derived)
     changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
     assert changed == {
-        "gateway.state_dir", "mqtt.url", "mqtt.puback_timeout_s", "keys.command_public_key_file",
-        "sources[0].port", "sources[1].port", "sources[2].port", "sources[3].port",
+        "gateway.state_dir",
+        "mqtt.url",
+        "mqtt.puback_timeout_s",
+        "keys.command_public_key_file",
+        "sources[0].port",
+        "sources[1].port",
+        "sources[2].port",
+        "sources[3].port",
     }
     assert after["sources[0].port"] == 15020 and after["sources[2].port"] == str(sims.p1_link)
     # every other setting, sources' devices and nodes included, survives the round trip through TOML
-    without_new_key = derive_config(example, state_dir=tmp_path / "state", broker_url="mqtt://127.0.0.1:41883",
-                                    sims=sims)
+    without_new_key = derive_config(
+        example, state_dir=tmp_path / "state", broker_url="mqtt://127.0.0.1:41883", sims=sims
+    )
     path = tmp_path / "heatgate.toml"
     path.write_text(to_toml(without_new_key))
     config = load_config(path).config

@@ -25,12 +25,17 @@ pytestmark = [pytest.mark.broker, pytest.mark.serial]
 
 def _all_committed_delivered(rig: ShippedRig, timeout_s: float = 20.0) -> None:
     try:
-        wait_until(lambda: set(rig.committed_ids()) <= set(rig.delivered_ids()), timeout_s=timeout_s,
-                   what="every committed record at the subscriber", poll_s=0.2)
+        wait_until(
+            lambda: set(rig.committed_ids()) <= set(rig.delivered_ids()),
+            timeout_s=timeout_s,
+            what="every committed record at the subscriber",
+            poll_s=0.2,
+        )
     except HarnessError:
         missing = set(rig.committed_ids()) - set(rig.delivered_ids())
-        raise AssertionError(f"{len(missing)} committed record(s) never delivered: {sorted(missing)[:5]}\n"
-                             + connection_report(rig)) from None
+        raise AssertionError(
+            f"{len(missing)} committed record(s) never delivered: {sorted(missing)[:5]}\n" + connection_report(rig)
+        ) from None
 
 
 @pytest.mark.slow
@@ -53,20 +58,25 @@ def test_sighup_reloads_without_a_stop_a_reconnect_or_a_lost_record(shipped_rig:
 
 
 @pytest.mark.slow
-def test_a_second_agent_on_the_same_state_dir_exits_1_naming_the_first(
-        shipped_rig: Callable[..., ShippedRig]) -> None:
+def test_a_second_agent_on_the_same_state_dir_exits_1_naming_the_first(shipped_rig: Callable[..., ShippedRig]) -> None:
     rig = shipped_rig()
     first_pid = rig.gw.pid
-    second = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(rig.gw.config_path)],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    second = subprocess.Popen(
+        [sys.executable, "-m", "heatgate", "run", "--config", str(rig.gw.config_path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         output, _ = second.communicate(timeout=20)
     except subprocess.TimeoutExpired:
         stop_process(second)
         output = second.stdout.read() if second.stdout else b""
-        pytest.fail(f"a second agent on the same state dir was still running after 20 s:\n{output.decode()[-2000:]}\n"
-                    + connection_report(rig))
+        pytest.fail(
+            f"a second agent on the same state dir was still running after 20 s:\n{output.decode()[-2000:]}\n"
+            + connection_report(rig)
+        )
     finally:
         if second.stdout:
             second.stdout.close()
@@ -111,12 +121,19 @@ def test_privacy_commands_succeed_while_the_agent_writes(shipped_rig: Callable[.
     with _writing(rig, per_s=100.0) as sent:
         time.sleep(1.0)
         for _round in range(2):
-            for args in (("report", "--json"), ("object", "analytics"), ("object", "analytics", "--withdraw"),
-                         ("export", "--output", str(rig.root / "export.json"))):
+            for args in (
+                ("report", "--json"),
+                ("object", "analytics"),
+                ("object", "analytics", "--withdraw"),
+                ("export", "--output", str(rig.root / "export.json")),
+            ):
                 runs.append((" ".join(args), agent_cli("privacy", *args, "--config", config)))
     assert sent[0] > 20
-    failed = [(what, run.returncode, run.stderr[-1500:]) for what, run in runs
-              if run.returncode != 0 or "Traceback" in run.stderr]
+    failed = [
+        (what, run.returncode, run.stderr[-1500:])
+        for what, run in runs
+        if run.returncode != 0 or "Traceback" in run.stderr
+    ]
     assert not failed, failed
     json.loads(runs[0][1].stdout)
     assert rig.gw.running

@@ -33,9 +33,18 @@ def _quiet_spell_then_publish(rig: ShippedRig, timeout_s: float) -> None:
 
     response = rig.command("ping")  # a response, and two audit records through the buffer
     assert response.outcome == "done"
-    wait_until(lambda: sum(1 for r in rig.records(route="security/audit", since_monotonic=started)
-                           if r.body.get("event") == "command.ping") >= 2,
-               timeout_s=15, what="the ping's audit records at the subscriber")
+    wait_until(
+        lambda: (
+            sum(
+                1
+                for r in rig.records(route="security/audit", since_monotonic=started)
+                if r.body.get("event") == "command.ping"
+            )
+            >= 2
+        ),
+        timeout_s=15,
+        what="the ping's audit records at the subscriber",
+    )
     time.sleep(3.0)  # a connection declared dead would have been dropped and re-made by now
 
     assert rig.connections() == 1, connection_report(rig)
@@ -48,8 +57,7 @@ def _quiet_spell_then_publish(rig: ShippedRig, timeout_s: float) -> None:
 
 
 @pytest.mark.slow
-def test_quiet_spell_past_a_short_puback_timeout_keeps_one_connection(
-        shipped_rig: Callable[..., ShippedRig]) -> None:
+def test_quiet_spell_past_a_short_puback_timeout_keeps_one_connection(shipped_rig: Callable[..., ShippedRig]) -> None:
     rig = shipped_rig(overrides={"mqtt": {"puback_timeout_s": 2.0}})
     _quiet_spell_then_publish(rig, 2.0)
 
@@ -57,6 +65,7 @@ def test_quiet_spell_past_a_short_puback_timeout_keeps_one_connection(
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_quiet_spell_past_the_default_puback_timeout_keeps_one_connection(
-        shipped_rig: Callable[..., ShippedRig]) -> None:
+    shipped_rig: Callable[..., ShippedRig],
+) -> None:
     rig = shipped_rig()  # the example config as shipped: the default PUBACK timeout
     _quiet_spell_then_publish(rig, DEFAULT_PUBACK_TIMEOUT_S)

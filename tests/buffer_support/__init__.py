@@ -5,14 +5,22 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from buffer.api import NewRecord
-from buffer.ids import IdGenerator
+from heatgate.buffer.api import NewRecord
+from heatgate.buffer.ids import IdGenerator
 
 PRIORITY = {"service": 0, "telemetry": 5, "analytics": 9, "connectivity": 7}
-ROUTE = {"service": "service/fault", "telemetry": "telemetry", "analytics": "analytics/heat-pump",
-         "connectivity": "telemetry/connectivity"}
-RETENTION_S = {"service": 180 * 86400.0, "telemetry": 14 * 86400.0, "analytics": 730 * 86400.0,
-               "connectivity": 14 * 86400.0}
+ROUTE = {
+    "service": "service/fault",
+    "telemetry": "telemetry",
+    "analytics": "analytics/heat-pump",
+    "connectivity": "telemetry/connectivity",
+}
+RETENTION_S = {
+    "service": 180 * 86400.0,
+    "telemetry": 14 * 86400.0,
+    "analytics": 730 * 86400.0,
+    "connectivity": 14 * 86400.0,
+}
 T0 = 1_750_000_000.0
 
 
@@ -26,15 +34,24 @@ class Clock:
         return self.now_s
 
 
-def records(stream: str, count: int, *, created_s: float = T0, size: int = 40, ids: IdGenerator | None = None,
-            tag: str = "") -> list[NewRecord]:
+def records(
+    stream: str, count: int, *, created_s: float = T0, size: int = 40, ids: IdGenerator | None = None, tag: str = ""
+) -> list[NewRecord]:
     gen = ids or IdGenerator(lambda: created_s)
     out = []
     for i in range(count):
         rid = gen.new()
         body = f'{{"n":{i},"tag":"{tag}","id":"{rid}"}}'.encode()
-        out.append(NewRecord(id=rid, stream=stream, route=ROUTE[stream], priority=PRIORITY[stream],
-                             created_s=created_s + i * 1e-3, payload=body.ljust(size, b" ")))
+        out.append(
+            NewRecord(
+                id=rid,
+                stream=stream,
+                route=ROUTE[stream],
+                priority=PRIORITY[stream],
+                created_s=created_s + i * 1e-3,
+                payload=body.ljust(size, b" "),
+            )
+        )
     return out
 
 

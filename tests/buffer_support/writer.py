@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from buffer.adapter import open_buffer
-from buffer.api import NewRecord
-from buffer.ids import new_id
+from heatgate.buffer.adapter import open_buffer
+from heatgate.buffer.api import NewRecord
+from heatgate.buffer.ids import new_id
 from tests.buffer_support import PRIORITY, RETENTION_S, ROUTE
 
 
@@ -23,16 +23,23 @@ def payload_for(record_id: str) -> bytes:
 
 
 async def main(db: Path, key: bytes, commit_interval_s: float) -> None:
-    buffer = await open_buffer(db, key, cap_bytes=64 << 20, commit_interval_s=commit_interval_s,
-                               retention_s=RETENTION_S)
+    buffer = await open_buffer(
+        db, key, cap_bytes=64 << 20, commit_interval_s=commit_interval_s, retention_s=RETENTION_S
+    )
     out = sys.stdout
     rng = random.Random()
 
     async def producer(stream: str) -> None:
         while True:
             batch = [
-                NewRecord(id=(rid := new_id()), stream=stream, route=ROUTE[stream], priority=PRIORITY[stream],
-                          created_s=time.time(), payload=payload_for(rid))
+                NewRecord(
+                    id=(rid := new_id()),
+                    stream=stream,
+                    route=ROUTE[stream],
+                    priority=PRIORITY[stream],
+                    created_s=time.time(),
+                    payload=payload_for(rid),
+                )
                 for _ in range(rng.randint(1, 50 if stream != "service" else 2))
             ]
             await buffer.put(batch)

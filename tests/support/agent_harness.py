@@ -2,7 +2,7 @@
 
     gateway = Gateway(tmp_path / "gw", broker_url=broker.url, sources_toml=load_sources(...))
     gateway.provision()
-    gateway.start()                      # `python -m agent run --config …` in its own session
+    gateway.start()                      # `python -m heatgate run --config …` in its own session
     gateway.wait_status(lambda s: …)     # the agent's own `heatgate status` document
     gateway.kill9()                      # or gateway.stop() (SIGTERM, exit code)
     gateway.committed_ids()              # ids in buffer.db, decrypted (agent stopped)
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.demo import listening, stop_process
-from agent.provision import Answers, provision
-from agent.status import StatusError, query_status
+from heatgate.agent.devtools.demo import listening, stop_process
+from heatgate.agent.provision import Answers, provision
+from heatgate.agent.status import StatusError, query_status
 
 __all__ = [
     "Gateway",
@@ -71,7 +71,7 @@ def wait_until(predicate: Callable[[], Any], *, timeout_s: float, what: str, pol
 def fast_policy(window_s: int = 1) -> str:
     """The shipped policy with every aggregation window (telemetry, analytics, the smart meter's
     daily values) shortened to ``window_s``, so that records are committed continuously."""
-    from config import data_path
+    from heatgate.config import data_path
 
     text = data_path("privacy.toml").read_text()
     for stream in ("telemetry", "analytics"):
@@ -79,15 +79,20 @@ def fast_policy(window_s: int = 1) -> str:
         match = re.compile(r"time_granularity_s = \d+").search(text, section)
         if section < 0 or match is None:
             raise HarnessError(f"the shipped policy has no time_granularity_s for {stream}")
-        text = text[: match.start()] + f"time_granularity_s = {window_s}" + text[match.end():]
+        text = text[: match.start()] + f"time_granularity_s = {window_s}" + text[match.end() :]
     text = re.sub(r"(\n\s*window_s = )86400", rf"\g<1>{window_s}", text)
     text = re.sub(r"(\n\s*consent_window_s = )900", rf"\g<1>{window_s}", text)
     return text
 
 
-def load_sources(*, heatpump_port: int | None = None, meter_port: int | None = None,
-                 p1_link: Path | None = None, zwave_link: Path | None = None,
-                 modbus_interval_s: float = 10.0) -> str:
+def load_sources(
+    *,
+    heatpump_port: int | None = None,
+    meter_port: int | None = None,
+    p1_link: Path | None = None,
+    zwave_link: Path | None = None,
+    modbus_interval_s: float = 10.0,
+) -> str:
     """``[[sources]]`` tables for the simulators that are given."""
     parts = []
     for name, port, profile in (("heatpump", heatpump_port, "sim-heatpump"), ("meter", meter_port, "sdm630")):
@@ -122,10 +127,15 @@ port = "{zwave_link}"
 
 
 def spawn_sim(log_path: Path, *args: str) -> subprocess.Popen[bytes]:
-    """``python -m agent sim …`` in its own session, output to ``log_path``."""
+    """``python -m heatgate sim …`` in its own session, output to ``log_path``."""
     with log_path.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "agent", "sim", *args], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "heatgate", "sim", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def rss_kb(pid: int) -> int:
@@ -189,14 +199,23 @@ class Gateway:
 
     def provision(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        provision(Answers(gateway_id=GATEWAY_ID, region="3511 AB", state_dir=self.state,
-                          config_path=self.config_path, broker_url=self.broker_url,
-                          sources_toml=self.sources_toml))
+        provision(
+            Answers(
+                gateway_id=GATEWAY_ID,
+                region="3511 AB",
+                state_dir=self.state,
+                config_path=self.config_path,
+                broker_url=self.broker_url,
+                sources_toml=self.sources_toml,
+            )
+        )
         self.policy_path.write_text(self.policy_text if self.policy_text is not None else fast_policy())
         with self.config_path.open("a") as handle:
-            handle.write(f'\n[privacy]\npolicy_file = "{self.policy_path}"\n'
-                         f'\n[buffer]\ncommit_interval_s = {self.commit_interval_s}\n'
-                         f'\n[status]\nsocket_path = "{self.socket_path}"\n' + self.extra_toml)
+            handle.write(
+                f'\n[privacy]\npolicy_file = "{self.policy_path}"\n'
+                f"\n[buffer]\ncommit_interval_s = {self.commit_interval_s}\n"
+                f'\n[status]\nsocket_path = "{self.socket_path}"\n' + self.extra_toml
+            )
 
     # ---- the agent process -----------------------------------------------------------------
 
@@ -208,8 +227,11 @@ class Gateway:
         self._logs.append(log)
         with log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "agent", "run", "--config", str(self.config_path)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                [sys.executable, "-m", "heatgate", "run", "--config", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return self.process
 
@@ -244,15 +266,17 @@ class Gateway:
         except StatusError:
             return None
 
-    def wait_status(self, predicate: Callable[[dict[str, Any]], bool], *, timeout_s: float = 20.0,
-                    what: str = "a status") -> dict[str, Any]:
+    def wait_status(
+        self, predicate: Callable[[dict[str, Any]], bool], *, timeout_s: float = 20.0, what: str = "a status"
+    ) -> dict[str, Any]:
         """Poll the status socket until ``predicate(document)`` holds; fail if the agent exits."""
         last: list[dict[str, Any]] = []
 
         def check() -> dict[str, Any] | None:
             if self.process is not None and self.process.poll() is not None:
-                raise HarnessError(f"the agent exited with {self.process.returncode} while waiting for {what}:\n"
-                                   + self.log_tail())
+                raise HarnessError(
+                    f"the agent exited with {self.process.returncode} while waiting for {what}:\n" + self.log_tail()
+                )
             document = self.status()
             if document is not None:
                 last[:] = [document]
@@ -285,18 +309,22 @@ class Gateway:
         return {record.id for record in self.export()}
 
     def export(self) -> list[Any]:
-        from agent.config import load_config
-        from agent.privacy.policy import load_policy
-        from buffer.adapter import open_buffer
-        from buffer.keys import load_master_key
+        from heatgate.agent.config import load_config
+        from heatgate.agent.privacy.policy import load_policy
+        from heatgate.buffer.adapter import open_buffer
+        from heatgate.buffer.keys import load_master_key
 
         config = load_config(self.config_path).config
 
         async def read() -> list[Any]:
             key = load_master_key(config.master_key_path, None)
-            buffer = await open_buffer(config.buffer_path, key, cap_bytes=config.buffer.cap_bytes,
-                                       cipher=config.buffer.cipher,
-                                       retention_s=load_policy(config.policy_path).retention_s())
+            buffer = await open_buffer(
+                config.buffer_path,
+                key,
+                cap_bytes=config.buffer.cap_bytes,
+                cipher=config.buffer.cipher,
+                retention_s=load_policy(config.policy_path).retention_s(),
+            )
             try:
                 return await buffer.export_all()
             finally:
@@ -341,7 +369,7 @@ class LoadRig:
     sims: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self) -> Gateway:
-        from agent.localbroker import Broker, free_port
+        from heatgate.agent.devtools.localbroker import Broker, free_port
         from tests.support.subscriber import Subscriber
 
         self.root.mkdir(parents=True, exist_ok=True)
@@ -352,12 +380,23 @@ class LoadRig:
         self.sims.append(spawn_sim(self.root / "sim-heatpump.log", "heatpump", "--port", str(heatpump)))
         self.sims.append(spawn_sim(self.root / "sim-meter.log", "meter", "--port", str(meter)))
         if p1 is not None:
-            self.sims.append(spawn_sim(self.root / "sim-p1.log", "p1", "--link", str(p1),
-                                       "--interval-s", f"{max(0.01, 1.0 / self.load):g}"))
-        wait_until(lambda: listening(heatpump) and listening(meter) and (p1 is None or p1.exists()),
-                   timeout_s=20, what="the simulators")
-        self.gateway = Gateway(self.root / "gw", broker_url=self.broker.url, sources_toml=load_sources(
-            heatpump_port=heatpump, meter_port=meter, p1_link=p1, modbus_interval_s=10.0 / self.load))
+            self.sims.append(
+                spawn_sim(
+                    self.root / "sim-p1.log", "p1", "--link", str(p1), "--interval-s", f"{max(0.01, 1.0 / self.load):g}"
+                )
+            )
+        wait_until(
+            lambda: listening(heatpump) and listening(meter) and (p1 is None or p1.exists()),
+            timeout_s=20,
+            what="the simulators",
+        )
+        self.gateway = Gateway(
+            self.root / "gw",
+            broker_url=self.broker.url,
+            sources_toml=load_sources(
+                heatpump_port=heatpump, meter_port=meter, p1_link=p1, modbus_interval_s=10.0 / self.load
+            ),
+        )
         self.gateway.provision()
         self.subscriber = Subscriber("127.0.0.1", self.broker.port, ["heatgate/#"]).start()
         return self.gateway
@@ -410,9 +449,18 @@ class KillResult:
     drain_s: float
 
 
-def kill_rounds(rig: LoadRig, rounds: int, *, seed: int = 1, min_s: float = 0.3, max_s: float = 3.0,
-                outage_share: float = 0.4, drain_timeout_s: float = 60.0, after_ready: bool = False,
-                on_round: Callable[[int, KillRound], None] | None = None) -> KillResult:
+def kill_rounds(
+    rig: LoadRig,
+    rounds: int,
+    *,
+    seed: int = 1,
+    min_s: float = 0.3,
+    max_s: float = 3.0,
+    outage_share: float = 0.4,
+    drain_timeout_s: float = 60.0,
+    after_ready: bool = False,
+    on_round: Callable[[int, KillRound], None] | None = None,
+) -> KillResult:
     """``rounds`` x (start the agent, let it run a random time, ``kill -9``, check the file, read
     the committed ids). In a share of the rounds the agent is pointed at a port where no broker
     listens, so that a backlog is committed and killed with it. Then one clean run against the
@@ -421,7 +469,7 @@ def kill_rounds(rig: LoadRig, rounds: int, *, seed: int = 1, min_s: float = 0.3,
     seconds), else from the start of the process (kills during start-up included)."""
     import random
 
-    from agent.localbroker import free_port
+    from heatgate.agent.devtools.localbroker import free_port
 
     gateway = rig.gateway
     assert gateway is not None
@@ -444,8 +492,9 @@ def kill_rounds(rig: LoadRig, rounds: int, *, seed: int = 1, min_s: float = 0.3,
         integrity = gateway.integrity()
         ids = gateway.committed_ids()
         committed |= ids
-        result = KillRound(outage=outage, after_s=after_s, integrity=integrity, in_db=len(ids),
-                           undelivered=len(ids - delivered))
+        result = KillRound(
+            outage=outage, after_s=after_s, integrity=integrity, in_db=len(ids), undelivered=len(ids - delivered)
+        )
         results.append(result)
         if on_round is not None:
             on_round(number, result)
@@ -453,8 +502,12 @@ def kill_rounds(rig: LoadRig, rounds: int, *, seed: int = 1, min_s: float = 0.3,
     started = time.monotonic()
     gateway.start()
     try:
-        wait_until(lambda: committed <= set(rig.received_ids()), timeout_s=drain_timeout_s,
-                   what="every committed record at the subscriber", poll_s=0.2)
+        wait_until(
+            lambda: committed <= set(rig.received_ids()),
+            timeout_s=drain_timeout_s,
+            what="every committed record at the subscriber",
+            poll_s=0.2,
+        )
     except HarnessError:
         pass  # reported as missing below
     drain_s = time.monotonic() - started
@@ -462,7 +515,14 @@ def kill_rounds(rig: LoadRig, rounds: int, *, seed: int = 1, min_s: float = 0.3,
     queued = sum(s.get("queued", 0) for s in document["buffer"]["streams"].values())
     exit_code = gateway.stop()
     received = rig.received_ids()
-    return KillResult(rounds=results, committed=len(committed), missing=sorted(committed - set(received)),
-                      received=len(received), received_distinct=len(set(received)),
-                      final_integrity=gateway.integrity(), final_exit_code=exit_code, final_queued=queued,
-                      drain_s=drain_s)
+    return KillResult(
+        rounds=results,
+        committed=len(committed),
+        missing=sorted(committed - set(received)),
+        received=len(received),
+        received_distinct=len(set(received)),
+        final_integrity=gateway.integrity(),
+        final_exit_code=exit_code,
+        final_queued=queued,
+        drain_s=drain_s,
+    )

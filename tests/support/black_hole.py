@@ -51,7 +51,7 @@ class BlackHoleBroker:
                     if qos and acked < self.ack_first:
                         acked += 1
                         topic_length = int.from_bytes(body[:2], "big")
-                        packet_id = body[2 + topic_length: 4 + topic_length]
+                        packet_id = body[2 + topic_length : 4 + topic_length]
                         writer.write(b"\x40\x02" + packet_id)
                         await writer.drain()
                 elif header[0] >> 4 == 12 and self.answer_pings:

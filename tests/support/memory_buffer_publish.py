@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from buffer.api import BufferStats, NewRecord, StoredRecord, StreamStats
+from heatgate.buffer.api import BufferStats, NewRecord, StoredRecord, StreamStats
 
 
 class MemoryBuffer:
@@ -18,8 +18,9 @@ class MemoryBuffer:
 
     async def put(self, records: Sequence[NewRecord]) -> None:
         for r in records:
-            self.records[r.id] = StoredRecord(id=r.id, stream=r.stream, route=r.route, priority=r.priority,
-                                              created_s=r.created_s, payload=r.payload)
+            self.records[r.id] = StoredRecord(
+                id=r.id, stream=r.stream, route=r.route, priority=r.priority, created_s=r.created_s, payload=r.payload
+            )
 
     async def take(self, limit: int, *, exclude_streams: frozenset[str] = frozenset()) -> list[StoredRecord]:
         candidates = sorted(
@@ -73,40 +74,71 @@ def fault_record(n: int, *, created_s: float | None = None) -> NewRecord:
     """A service-lane fault record with a fresh id."""
     import time
 
-    from agent.payloads import FaultBody, body_encoder
-    from buffer.ids import new_id
+    from heatgate.agent.payloads import FaultBody, body_encoder
+    from heatgate.buffer.ids import new_id
 
-    body = FaultBody(device="hp1", device_type="heat-pump", point="fault_code", code=100 + n,
-                     at="2025-01-01T00:00:00Z")
-    return NewRecord(id=new_id(), stream="service", route="service/fault", priority=0,
-                     created_s=created_s if created_s is not None else time.time(),
-                     payload=body_encoder.encode(body))
+    body = FaultBody(device="hp1", device_type="heat-pump", point="fault_code", code=100 + n, at="2025-01-01T00:00:00Z")
+    return NewRecord(
+        id=new_id(),
+        stream="service",
+        route="service/fault",
+        priority=0,
+        created_s=created_s if created_s is not None else time.time(),
+        payload=body_encoder.encode(body),
+    )
 
 
 def telemetry_record(n: int, *, created_s: float | None = None) -> NewRecord:
     """A telemetry-lane record with a fresh id; ``n`` goes into the value."""
     import time
 
-    from agent.payloads import TelemetryBody, body_encoder
-    from buffer.ids import new_id
+    from heatgate.agent.payloads import TelemetryBody, body_encoder
+    from heatgate.buffer.ids import new_id
 
-    body = TelemetryBody(device="hp1", device_type="heat-pump", point="flow_temp", unit="°C", agg="mean",
-                         value=float(n), window_start="2025-01-01T00:00:00Z", window_s=60, samples=6)
-    return NewRecord(id=new_id(), stream="telemetry", route="telemetry", priority=2,
-                     created_s=created_s if created_s is not None else time.time(),
-                     payload=body_encoder.encode(body))
+    body = TelemetryBody(
+        device="hp1",
+        device_type="heat-pump",
+        point="flow_temp",
+        unit="°C",
+        agg="mean",
+        value=float(n),
+        window_start="2025-01-01T00:00:00Z",
+        window_s=60,
+        samples=6,
+    )
+    return NewRecord(
+        id=new_id(),
+        stream="telemetry",
+        route="telemetry",
+        priority=2,
+        created_s=created_s if created_s is not None else time.time(),
+        payload=body_encoder.encode(body),
+    )
 
 
 def analytics_record(n: int) -> NewRecord:
     import time
 
-    from agent.payloads import AnalyticsBody, body_encoder
-    from buffer.ids import new_id
+    from heatgate.agent.payloads import AnalyticsBody, body_encoder
+    from heatgate.buffer.ids import new_id
 
-    body = AnalyticsBody(subject="ps_abc", device_type="heat-pump", region="NL-UT", point="cop", agg="mean",
-                         value=float(n), hour="2025-01-01T00:00:00Z")
-    return NewRecord(id=new_id(), stream="analytics", route="analytics/heat-pump", priority=3,
-                     created_s=time.time(), payload=body_encoder.encode(body))
+    body = AnalyticsBody(
+        subject="ps_abc",
+        device_type="heat-pump",
+        region="NL-UT",
+        point="cop",
+        agg="mean",
+        value=float(n),
+        hour="2025-01-01T00:00:00Z",
+    )
+    return NewRecord(
+        id=new_id(),
+        stream="analytics",
+        route="analytics/heat-pump",
+        priority=3,
+        created_s=time.time(),
+        payload=body_encoder.encode(body),
+    )
 
 
 async def open_real_buffer(directory: object, *, commit_interval_s: float = 0.05) -> object:
@@ -114,8 +146,13 @@ async def open_real_buffer(directory: object, *, commit_interval_s: float = 0.05
     import os
     from pathlib import Path
 
-    from buffer.adapter import open_buffer
+    from heatgate.buffer.adapter import open_buffer
 
     streams = ("service", "telemetry", "analytics", "security", "connectivity")
-    return await open_buffer(Path(str(directory)) / "buffer.db", os.urandom(32), cap_bytes=256 * 1024 * 1024,
-                             commit_interval_s=commit_interval_s, retention_s={s: 86400.0 * 30 for s in streams})
+    return await open_buffer(
+        Path(str(directory)) / "buffer.db",
+        os.urandom(32),
+        cap_bytes=256 * 1024 * 1024,
+        commit_interval_s=commit_interval_s,
+        retention_s={s: 86400.0 * 30 for s in streams},
+    )

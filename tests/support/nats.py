@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.localbroker import free_port
+from heatgate.agent.devtools.localbroker import free_port
 
 __all__ = ["NatsCluster", "NatsError", "NatsNode", "nats_binary", "nats_cluster", "nats_server"]
 
@@ -40,9 +40,7 @@ class NatsError(Exception):
 
 
 def nats_binary() -> str:
-    path = shutil.which("nats-server") or (
-        "/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None
-    )
+    path = shutil.which("nats-server") or ("/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None)
     if path is None:
         raise NatsError("nats-server is not installed: apt-get install nats-server (make test does it as root)")
     return path
@@ -119,7 +117,9 @@ class NatsNode:
         self.config_path.write_text(self.config())
         self.process = subprocess.Popen(
             [nats_binary(), "-c", str(self.config_path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
@@ -142,8 +142,10 @@ class NatsNode:
                 except OSError:
                     if time.monotonic() > deadline:
                         self.stop()
-                        raise NatsError(f"nats-server {self.name} did not listen on {port} within {timeout_s} s",
-                                        log_tail=self.log_tail()) from None
+                        raise NatsError(
+                            f"nats-server {self.name} did not listen on {port} within {timeout_s} s",
+                            log_tail=self.log_tail(),
+                        ) from None
                     try:
                         self.process.wait(timeout=0.02)  # returns early if it dies
                     except subprocess.TimeoutExpired:
@@ -206,9 +208,13 @@ class NatsCluster:
         if not self.nodes:
             cluster_ports = [free_port() for _ in range(self.size)]
             self.nodes = [
-                NatsNode(self.directory / f"n{i + 1}", name=f"n{i + 1}", cluster_port=cluster_ports[i],
-                         routes=[p for j, p in enumerate(cluster_ports) if j != i],
-                         mqtt_stream_replicas=min(3, self.size))
+                NatsNode(
+                    self.directory / f"n{i + 1}",
+                    name=f"n{i + 1}",
+                    cluster_port=cluster_ports[i],
+                    routes=[p for j, p in enumerate(cluster_ports) if j != i],
+                    mqtt_stream_replicas=min(3, self.size),
+                )
                 for i in range(self.size)
             ]
 

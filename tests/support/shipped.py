@@ -4,12 +4,12 @@ The gateway's config is the shipped ``config/heatgate.example.toml`` loaded as d
 its ports and paths changed (state dir, broker URL, simulator hosts/ports/links, the pinned
 command key) plus the keys a test names in ``overrides``; its policy is the shipped
 ``config/privacy.toml`` (the example config names none). The simulators are the ones the
-example config is written for, each as its own process (``python -m agent sim …``)::
+example config is written for, each as its own process (``python -m heatgate sim …``)::
 
     sims = ShippedSims(tmp / "sims").start()
     gateway = ShippedGateway(tmp / "gw", broker_url=broker.url, sims=sims)
     gateway.provision()                 # keys, a pinned command key, the derived config
-    gateway.start()                     # `python -m agent run --config …` (agent_harness.Gateway)
+    gateway.start()                     # `python -m heatgate run --config …` (agent_harness.Gateway)
     gateway.signed("ping")              # an envelope signed by the pinned command key
     broker_connections(broker, gateway.client_id)   # counted at the broker, from its log
 
@@ -37,11 +37,11 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.commands.envelope import encode_envelope
-from agent.commands.sign import sign_envelope
-from agent.demo import listening, stop_process
-from agent.localbroker import Broker, free_port
-from agent.provision import Answers, provision
+from heatgate.agent.commands.envelope import encode_envelope
+from heatgate.agent.commands.sign import sign_envelope
+from heatgate.agent.devtools.demo import listening, stop_process
+from heatgate.agent.devtools.localbroker import Broker, free_port
+from heatgate.agent.provision import Answers, provision
 from tests.support.agent_harness import Gateway, HarnessError, spawn_sim, wait_until
 
 __all__ = [
@@ -62,7 +62,7 @@ __all__ = [
 
 def example_settings() -> dict[str, Any]:
     """The shipped example config, as data."""
-    from config import data_path
+    from heatgate.config import data_path
 
     with data_path("heatgate.example.toml").open("rb") as handle:
         return tomllib.load(handle)
@@ -99,16 +99,18 @@ class ShippedSims:
         self.root.mkdir(parents=True, exist_ok=True)
         self.heatpump_port = self.heatpump_port or free_port()
         self._spawn_heatpump(self.heatpump_args)
-        self.processes["meter"] = spawn_sim(self.root / "sim-meter.log", "meter", "--rtu", "--link",
-                                            str(self.meter_link))
+        self.processes["meter"] = spawn_sim(
+            self.root / "sim-meter.log", "meter", "--rtu", "--link", str(self.meter_link)
+        )
         self.processes["p1"] = spawn_sim(self.root / "sim-p1.log", "p1", "--link", str(self.p1_link))
         self.processes["zwave"] = spawn_sim(self.root / "sim-zwave.log", "zwave", "--link", str(self.zwave_link))
         self.wait_ready()
         return self
 
     def _spawn_heatpump(self, args: tuple[str, ...]) -> None:
-        self.processes["heatpump"] = spawn_sim(self.root / "sim-heatpump.log", "heatpump", "--port",
-                                               str(self.heatpump_port), *args)
+        self.processes["heatpump"] = spawn_sim(
+            self.root / "sim-heatpump.log", "heatpump", "--port", str(self.heatpump_port), *args
+        )
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         def ready() -> bool:
@@ -117,7 +119,8 @@ class ShippedSims:
                     log = (self.root / f"sim-{name}.log").read_text(errors="replace")[-2000:]
                     raise HarnessError(f"the {name} simulator exited with {process.returncode}:\n{log}")
             return listening(self.heatpump_port) and all(
-                link.exists() for link in (self.meter_link, self.p1_link, self.zwave_link))
+                link.exists() for link in (self.meter_link, self.p1_link, self.zwave_link)
+            )
 
         wait_until(ready, timeout_s=timeout_s, what="the simulators")
 
@@ -143,9 +146,15 @@ class ShippedSims:
 # ---- the config: the example's, ports and paths changed -------------------------------------
 
 
-def derive_config(example: dict[str, Any], *, state_dir: Path, broker_url: str, sims: ShippedSims,
-                  command_public_key_file: Path | None = None,
-                  overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def derive_config(
+    example: dict[str, Any],
+    *,
+    state_dir: Path,
+    broker_url: str,
+    sims: ShippedSims,
+    command_public_key_file: Path | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The example config with its state dir, broker URL, sources' hosts, ports and serial
     links (and the pinned command key, a path) replaced; ``overrides`` = ``{"mqtt":
     {"puback_timeout_s": 2.0}}`` sets the keys a test is about. Raises HarnessError if the
@@ -254,30 +263,49 @@ class ShippedGateway(Gateway):
             raise HarnessError("ShippedGateway needs the simulators")
         self.root.mkdir(parents=True, exist_ok=True)
         public = self.root / "command.pub"
-        public.write_bytes(self.command_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        public.write_bytes(
+            self.command_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
         example = example_settings()
         # `heatgate provision` makes the state dir, the keys and pins the command key; the config
         # it writes is set aside (provisioned.toml) for the example's own settings.
-        provision(Answers(gateway_id=example["gateway"]["id"], region=example["gateway"]["region"],
-                          state_dir=self.state, config_path=self.root / "provisioned.toml",
-                          broker_url=self.broker_url, command_public_key=public))
-        self.settings = derive_config(example, state_dir=self.state, broker_url=self.broker_url, sims=self.sims,
-                                      command_public_key_file=self.state / "keys" / "command.pub",
-                                      overrides=self.overrides)
+        provision(
+            Answers(
+                gateway_id=example["gateway"]["id"],
+                region=example["gateway"]["region"],
+                state_dir=self.state,
+                config_path=self.root / "provisioned.toml",
+                broker_url=self.broker_url,
+                command_public_key=public,
+            )
+        )
+        self.settings = derive_config(
+            example,
+            state_dir=self.state,
+            broker_url=self.broker_url,
+            sims=self.sims,
+            command_public_key_file=self.state / "keys" / "command.pub",
+            overrides=self.overrides,
+        )
         self.config_path.write_text(to_toml(self.settings))
 
     def signed(self, command: str, *, ttl_s: int = 300, **args: Any) -> bytes:
         """An envelope for this gateway signed by its pinned command key."""
-        return encode_envelope(sign_envelope(self.command_key, target=self.gateway_id, command=command,
-                                             args=args, ttl_s=ttl_s))
+        return encode_envelope(
+            sign_envelope(self.command_key, target=self.gateway_id, command=command, args=args, ttl_s=ttl_s)
+        )
 
     def command_key_file(self) -> Path:
         """The command key as a PEM file (for ``heatgate cmd send --sign-key``)."""
         path = self.root / "command.key"
         if not path.exists():
-            path.write_bytes(self.command_key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+            path.write_bytes(
+                self.command_key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
             path.chmod(0o600)
         return path
 
@@ -300,8 +328,11 @@ def broker_connection_lines(broker: Broker, client_id: str | None = None) -> lis
         text = broker.log_path.read_text(errors="replace")
     except FileNotFoundError:
         return []
-    return [line for line in text.splitlines()
-            if (match := _CONNECTED.search(line)) and (client_id is None or match.group(1) == client_id)]
+    return [
+        line
+        for line in text.splitlines()
+        if (match := _CONNECTED.search(line)) and (client_id is None or match.group(1) == client_id)
+    ]
 
 
 # ---- every id the agent committed ----------------------------------------------------------------
@@ -353,8 +384,9 @@ class Backend:
 
         self._mqtt = mqtt
         self._connected = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"backend-{secrets.token_hex(4)}",
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"backend-{secrets.token_hex(4)}", protocol=mqtt.MQTTv5
+        )
         self.client.on_connect = lambda *_a: self._connected.set()
         self.client.max_inflight_messages_set(100)
         self.client.max_queued_messages_set(0)
@@ -364,8 +396,9 @@ class Backend:
             self.close()
             raise HarnessError(f"the backend client could not connect to {host}:{port}")
 
-    def send(self, topic: str, payload: bytes, *, correlation_data: bytes | None = None,
-             response_topic: str | None = None) -> Any:
+    def send(
+        self, topic: str, payload: bytes, *, correlation_data: bytes | None = None, response_topic: str | None = None
+    ) -> Any:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
@@ -422,15 +455,19 @@ class ShippedRig:
         self.root.mkdir(parents=True, exist_ok=True)
         self.broker = Broker(self.root / "broker")
         self.broker.start()
-        self.gateway = ShippedGateway(self.root / "gw", broker_url=self.broker.url, sims=self.sims,
-                                      overrides=self.overrides)
+        self.gateway = ShippedGateway(
+            self.root / "gw", broker_url=self.broker.url, sims=self.sims, overrides=self.overrides
+        )
         self.gateway.provision()
         install_commit_log(self.gateway)
         self.subscriber = Subscriber("127.0.0.1", self.broker.port, ["#"]).start()
         self.backend = Backend("127.0.0.1", self.broker.port)
         self.gateway.start()
-        self.gateway.wait_status(lambda s: bool(s["broker"].get("connected")), timeout_s=connect_timeout_s,
-                                 what="the agent connected to the broker")
+        self.gateway.wait_status(
+            lambda s: bool(s["broker"].get("connected")),
+            timeout_s=connect_timeout_s,
+            what="the agent connected to the broker",
+        )
         return self
 
     @property
@@ -458,8 +495,11 @@ class ShippedRig:
             except ValueError:
                 continue
             if isinstance(document, dict):
-                found.extend(PublishedRecord(message.topic, r["id"], r.get("body", {}), message.at_monotonic)
-                             for r in document.get("records", []) if isinstance(r, dict) and "id" in r)
+                found.extend(
+                    PublishedRecord(message.topic, r["id"], r.get("body", {}), message.at_monotonic)
+                    for r in document.get("records", [])
+                    if isinstance(r, dict) and "id" in r
+                )
         return found
 
     def delivered_ids(self) -> list[str]:
@@ -470,9 +510,12 @@ class ShippedRig:
 
     def responses(self, *, correlation_data: bytes | None = None, since_monotonic: float = 0.0) -> list[Any]:
         """Messages on the gateway's ``cmd/response`` (with ``correlation_data``, if given)."""
-        return [m for m in self.messages(self.gw.topic("cmd/response"))
-                if m.at_monotonic >= since_monotonic and (
-                    correlation_data is None or getattr(m.properties, "CorrelationData", None) == correlation_data)]
+        return [
+            m
+            for m in self.messages(self.gw.topic("cmd/response"))
+            if m.at_monotonic >= since_monotonic
+            and (correlation_data is None or getattr(m.properties, "CorrelationData", None) == correlation_data)
+        ]
 
     def command(self, command: str, *, wait_s: float = 20.0, **args: Any) -> Any:
         """A signed command round trip, as ``heatgate cmd send`` does it (its ``exchange``);
@@ -480,13 +523,18 @@ class ShippedRig:
         return self.exchange(self.gw.signed(command, **args), wait_s=wait_s)
 
     def exchange(self, envelope: bytes, *, wait_s: float = 20.0) -> Any:
-        from agent.cli.cmd import Endpoint, exchange
-        from agent.commands.envelope import decode_envelope
+        from heatgate.agent.cli.cmd import Endpoint, exchange
+        from heatgate.agent.commands.envelope import decode_envelope
 
         assert self.broker is not None
         command = decode_envelope(envelope).command
-        return exchange(Endpoint(host="127.0.0.1", port=self.broker.port, tls=None), self.gw.topic(f"cmd/{command}"),
-                        self.gw.topic("cmd/response"), envelope, wait_s=wait_s)
+        return exchange(
+            Endpoint(host="127.0.0.1", port=self.broker.port, tls=None),
+            self.gw.topic(f"cmd/{command}"),
+            self.gw.topic("cmd/response"),
+            envelope,
+            wait_s=wait_s,
+        )
 
     def close(self) -> None:
         if self.gateway is not None:

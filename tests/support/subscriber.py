@@ -77,8 +77,14 @@ class Subscriber:
     def _on_message(self, _client: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
         with self._cond:
             self.messages.append(
-                Received(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos,
-                         getattr(msg, "properties", None), time.monotonic())
+                Received(
+                    msg.topic,
+                    bytes(msg.payload),
+                    bool(msg.retain),
+                    msg.qos,
+                    getattr(msg, "properties", None),
+                    time.monotonic(),
+                )
             )
             self._cond.notify_all()
 
@@ -90,8 +96,9 @@ class Subscriber:
 
                 properties = Properties(PacketTypes.CONNECT)
                 properties.SessionExpiryInterval = self._session_expiry_s
-            self.client.connect(self._host, self._port, keepalive=30, clean_start=self._clean_start,
-                                properties=properties)
+            self.client.connect(
+                self._host, self._port, keepalive=30, clean_start=self._clean_start, properties=properties
+            )
         else:
             self.client.connect(self._host, self._port, keepalive=30)
         self.client.loop_start()
@@ -111,8 +118,10 @@ class Subscriber:
             while not predicate(self.messages):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(f"condition not met; {len(self.messages)} message(s) received: "
-                                       f"{[m.topic for m in self.messages[-10:]]}")
+                    raise TimeoutError(
+                        f"condition not met; {len(self.messages)} message(s) received: "
+                        f"{[m.topic for m in self.messages[-10:]]}"
+                    )
                 self._cond.wait(remaining)
             return list(self.messages)
 

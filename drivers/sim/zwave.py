@@ -21,11 +21,11 @@ import os
 import random
 from dataclasses import dataclass
 
-from drivers.ptylink import PtyDevice
-from drivers.simargs import rate, run_from_cli, serve_until_cancelled
-from drivers.zwave import frames
-from drivers.zwave.frames import ACK, CAN, NAK, Control, DataFrame, FrameType
-from drivers.zwave.host import (
+from heatgate.drivers.sim.args import rate, run_from_cli, serve_until_cancelled
+from heatgate.drivers.sim.ptylink import PtyDevice
+from heatgate.drivers.zwave import frames
+from heatgate.drivers.zwave.frames import ACK, CAN, NAK, Control, DataFrame, FrameType
+from heatgate.drivers.zwave.host import (
     FUNC_APPLICATION_COMMAND,
     FUNC_BRIDGE_COMMAND,
     FUNC_GET_CONTROLLER_ID,
@@ -70,8 +70,9 @@ def node_reports(tick: int) -> list[DataFrame]:
         _app_command(2, bytes([0x31, 0x05, 0x05, 0x01, 40 + tick % 5])),
         _app_command(2, bytes([0x80, 0x03, 90])),
         _bridge_command(3, bytes([0x32, 0x02, 0x21, 0x44]) + energy_kwh100.to_bytes(4, "big") + b"\x00\x00"),
-        _bridge_command(3, bytes([0x32, 0x02, 0x21, 0x52, (1500 + tick) >> 8 & 0xFF, (1500 + tick) & 0xFF,
-                                  0x00, 0x00])),
+        _bridge_command(
+            3, bytes([0x32, 0x02, 0x21, 0x52, (1500 + tick) >> 8 & 0xFF, (1500 + tick) & 0xFF, 0x00, 0x00])
+        ),
         _app_command(4, bytes([0x9F, 0x03, tick & 0xFF, 0x00]) + os.urandom(12)),
     ]
 
@@ -180,8 +181,9 @@ class ZwaveSimulator:
         if frame.function == FUNC_SOFT_RESET:
             self.stats.resets += 1
             self._reporting.clear()
-            asyncio.get_running_loop().call_later(0.05, self._send_frame,
-                                                  DataFrame(FrameType.REQUEST, FUNC_SERIAL_API_STARTED, b"\x00\x00"))
+            asyncio.get_running_loop().call_later(
+                0.05, self._send_frame, DataFrame(FrameType.REQUEST, FUNC_SERIAL_API_STARTED, b"\x00\x00")
+            )
         elif frame.function == FUNC_GET_CONTROLLER_ID:
             self._send_frame(DataFrame(FrameType.RESPONSE, FUNC_GET_CONTROLLER_ID, self.home_id + b"\x01"))
             self._reporting.set()
@@ -209,12 +211,19 @@ class ZwaveSimulator:
             await asyncio.sleep(self.interval_s)
 
 
-async def run_zwave_sim(*, link: str | None = DEFAULT_LINK, interval_s: float = 1.0, nak_rate: float = 0.0,
-                        can_rate: float = 0.0, drop_ack_rate: float = 0.0,
-                        ready: asyncio.Future[str] | None = None) -> None:
+async def run_zwave_sim(
+    *,
+    link: str | None = DEFAULT_LINK,
+    interval_s: float = 1.0,
+    nak_rate: float = 0.0,
+    can_rate: float = 0.0,
+    drop_ack_rate: float = 0.0,
+    ready: asyncio.Future[str] | None = None,
+) -> None:
     """Run a simulated controller until cancelled; ``ready`` receives the pty path."""
-    sim = ZwaveSimulator(link=link, interval_s=interval_s, nak_rate=nak_rate, can_rate=can_rate,
-                         drop_ack_rate=drop_ack_rate)
+    sim = ZwaveSimulator(
+        link=link, interval_s=interval_s, nak_rate=nak_rate, can_rate=can_rate, drop_ack_rate=drop_ack_rate
+    )
     await serve_until_cancelled(sim.start, sim.stop, ready)
 
 
@@ -236,7 +245,12 @@ def register_sim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 def _main(args: argparse.Namespace) -> int:
     return run_from_cli(
         lambda ready: run_zwave_sim(
-            link=args.link, interval_s=args.interval_s, nak_rate=args.nak_rate, can_rate=args.can_rate,
-            drop_ack_rate=args.drop_ack_rate, ready=ready),
+            link=args.link,
+            interval_s=args.interval_s,
+            nak_rate=args.nak_rate,
+            can_rate=args.can_rate,
+            drop_ack_rate=args.drop_ack_rate,
+            ready=ready,
+        ),
         lambda path: f"zwave controller simulator on {path}, linked at {args.link}",
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from agent.pki import Pki, make_pki
+from heatgate.agent.devtools.pki import Pki, make_pki
 
 Mode = Literal["plain", "tls", "mtls", "auth"]
 
@@ -33,9 +33,7 @@ def free_port() -> int:
 
 
 def mosquitto_binary() -> str:
-    path = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
+    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if path is None:
         raise BrokerError("mosquitto is not installed: apt-get install mosquitto (make test does it as root)")
     return path
@@ -91,7 +89,8 @@ class Broker:
             for user, password in self.users.items():
                 subprocess.run(
                     [shutil.which("mosquitto_passwd") or "mosquitto_passwd", "-b", str(passwd), user, password],
-                    check=True, capture_output=True,
+                    check=True,
+                    capture_output=True,
                 )
             lines += ["allow_anonymous false", f"password_file {passwd}"]
             if self.acl is not None:
@@ -116,7 +115,9 @@ class Broker:
         assert self.process is None, "already running"
         self.process = subprocess.Popen(
             [mosquitto_binary(), "-c", str(self.config_path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + timeout_s
         while True:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from drivers.p1.crc import crc16_arc
+from heatgate.drivers.p1.crc import crc16_arc
 
 __all__ = ["MeterState", "build_telegram", "dsmr_timestamp"]
 

@@ -34,8 +34,8 @@ from pymodbus.datastore import ModbusServerContext
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
-from drivers.modbus.simmodel import FaultPlan, SimDevice, heatpump_device, meter_device
-from drivers.simargs import rate
+from heatgate.drivers.sim.args import rate
+from heatgate.drivers.sim.modbus_model import FaultPlan, SimDevice, heatpump_device, meter_device
 
 __all__ = [
     "FaultPlan",
@@ -50,8 +50,7 @@ __all__ = [
     "serve_tcp",
 ]
 
-_TABLE_BY_FC = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6: "holding", 16: "holding",
-                4: "input"}
+_TABLE_BY_FC = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6: "holding", 16: "holding", 4: "input"}
 
 
 class SimContext(ModbusServerContext):
@@ -81,8 +80,9 @@ class SimContext(ModbusServerContext):
             await asyncio.sleep(faults.delay_ms / 1000.0)
         return device
 
-    async def async_getValues(self, device_id: int, func_code: int, address: int,
-                              count: int = 1) -> list[int] | list[bool] | ExcCodes:
+    async def async_getValues(
+        self, device_id: int, func_code: int, address: int, count: int = 1
+    ) -> list[int] | list[bool] | ExcCodes:
         device = await self._gate(device_id)
         if device.faults.exception_rate and self.rng.random() < device.faults.exception_rate:
             return ExcCodes.DEVICE_FAILURE
@@ -96,8 +96,9 @@ class SimContext(ModbusServerContext):
             return [bool(image.get(a, 0)) for a in range(address, address + count)]
         return [image.get(a, 0) for a in range(address, address + count)]
 
-    async def async_setValues(self, device_id: int, func_code: int, address: int,
-                              values: Sequence[int] | Sequence[bool]) -> ExcCodes | None:
+    async def async_setValues(
+        self, device_id: int, func_code: int, address: int, values: Sequence[int] | Sequence[bool]
+    ) -> ExcCodes | None:
         device = await self._gate(device_id)
         table = _TABLE_BY_FC.get(func_code)
         if table not in ("holding", "coil"):
@@ -164,8 +165,9 @@ class _PtyRelay:
 class SimServer:
     """A running simulated bus or host. ``port`` (TCP) or ``path`` (RTU) says where."""
 
-    def __init__(self, server: Any, context: SimContext, *, host: str = "", port: int = 0,
-                 relay: _PtyRelay | None = None) -> None:
+    def __init__(
+        self, server: Any, context: SimContext, *, host: str = "", port: int = 0, relay: _PtyRelay | None = None
+    ) -> None:
         self._server = server
         self.context = context
         self.host = host
@@ -194,8 +196,9 @@ class SimServer:
             self._relay = None
 
 
-async def serve_tcp(devices: dict[int, SimDevice], host: str = "127.0.0.1", port: int = 5020, *,
-                    seed: int | None = None) -> SimServer:
+async def serve_tcp(
+    devices: dict[int, SimDevice], host: str = "127.0.0.1", port: int = 5020, *, seed: int | None = None
+) -> SimServer:
     """Serve ``devices`` (by unit id) over Modbus TCP; port 0 picks a free port."""
     context = SimContext(devices, seed=seed)
     server = ModbusTcpServer(context, address=(host, port), ignore_missing_devices=True)
@@ -209,15 +212,28 @@ async def serve_tcp(devices: dict[int, SimDevice], host: str = "127.0.0.1", port
     return SimServer(server, context, host=host, port=actual)
 
 
-async def serve_rtu(devices: dict[int, SimDevice], *, link: str | None = None, baudrate: int = 9600,
-                    parity: str = "N", stopbits: int = 1, seed: int | None = None) -> SimServer:
+async def serve_rtu(
+    devices: dict[int, SimDevice],
+    *,
+    link: str | None = None,
+    baudrate: int = 9600,
+    parity: str = "N",
+    stopbits: int = 1,
+    seed: int | None = None,
+) -> SimServer:
     """Serve ``devices`` over Modbus RTU on a pseudo-terminal; ``server.path`` is the driver's end."""
     relay = _PtyRelay(link)
     relay.open()
     context = SimContext(devices, seed=seed)
     try:
-        server = ModbusSerialServer(context, port=relay.server_path, baudrate=baudrate, parity=parity,
-                                    stopbits=stopbits, ignore_missing_devices=True)
+        server = ModbusSerialServer(
+            context,
+            port=relay.server_path,
+            baudrate=baudrate,
+            parity=parity,
+            stopbits=stopbits,
+            ignore_missing_devices=True,
+        )
         await server.serve_forever(background=True)
     except BaseException:
         relay.close()
@@ -225,27 +241,32 @@ async def serve_rtu(devices: dict[int, SimDevice], *, link: str | None = None, b
     return SimServer(server, context, relay=relay)
 
 
-async def serve_heatpump_tcp(host: str = "127.0.0.1", port: int = 5020, *, faults: FaultPlan | None = None,
-                             unit_id: int = 1) -> SimServer:
+async def serve_heatpump_tcp(
+    host: str = "127.0.0.1", port: int = 5020, *, faults: FaultPlan | None = None, unit_id: int = 1
+) -> SimServer:
     return await serve_tcp({unit_id: heatpump_device(faults)}, host, port)
 
 
-async def serve_heatpump_rtu(*, link: str | None = None, baudrate: int = 9600, faults: FaultPlan | None = None,
-                             unit_id: int = 1) -> SimServer:
+async def serve_heatpump_rtu(
+    *, link: str | None = None, baudrate: int = 9600, faults: FaultPlan | None = None, unit_id: int = 1
+) -> SimServer:
     return await serve_rtu({unit_id: heatpump_device(faults)}, link=link, baudrate=baudrate)
 
 
-async def serve_meter_tcp(host: str = "127.0.0.1", port: int = 5021, *, faults: FaultPlan | None = None,
-                          unit_id: int = 1) -> SimServer:
+async def serve_meter_tcp(
+    host: str = "127.0.0.1", port: int = 5021, *, faults: FaultPlan | None = None, unit_id: int = 1
+) -> SimServer:
     return await serve_tcp({unit_id: meter_device(faults)}, host, port)
 
 
-async def serve_meter_rtu(*, link: str | None = None, baudrate: int = 9600, faults: FaultPlan | None = None,
-                          unit_id: int = 1) -> SimServer:
+async def serve_meter_rtu(
+    *, link: str | None = None, baudrate: int = 9600, faults: FaultPlan | None = None, unit_id: int = 1
+) -> SimServer:
     return await serve_rtu({unit_id: meter_device(faults)}, link=link, baudrate=baudrate)
 
 
 # -- the command line -------------------------------------------------------------------------
+
 
 def _fault(text: str) -> tuple[int, float]:
     code, sep, at = text.partition("@")
@@ -258,40 +279,54 @@ def _fault(text: str) -> tuple[int, float]:
 def _add_common(parser: argparse.ArgumentParser, *, port: int, link: str, rtu_default: bool) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="TCP address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=port, help=f"TCP port (default {port})")
-    parser.add_argument("--rtu", action="store_true", default=rtu_default,
-                        help="serve Modbus RTU on a pseudo-terminal instead of TCP")
+    parser.add_argument(
+        "--rtu", action="store_true", default=rtu_default, help="serve Modbus RTU on a pseudo-terminal instead of TCP"
+    )
     parser.add_argument("--link", default=link, help=f"RTU: symlink to the pty (default {link})")
     parser.add_argument("--baud", type=int, default=9600, help="RTU: baud rate (default 9600)")
     parser.add_argument("--unit", type=int, default=1, help="unit id (default 1)")
-    parser.add_argument("--fault", type=_fault, metavar="CODE@SECONDS",
-                        help="set fault code CODE after SECONDS (e.g. 101@30)")
+    parser.add_argument(
+        "--fault", type=_fault, metavar="CODE@SECONDS", help="set fault code CODE after SECONDS (e.g. 101@30)"
+    )
     parser.add_argument("--clear-after", type=float, metavar="S", help="clear the fault S seconds after it is set")
     parser.add_argument("--drop-rate", type=rate, default=0.0, help="share of requests left unanswered")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="delay every answer by MS milliseconds")
-    parser.add_argument("--exception-rate", type=rate, default=0.0,
-                        help="share of requests answered with a 'device failure' exception")
+    parser.add_argument(
+        "--exception-rate", type=rate, default=0.0, help="share of requests answered with a 'device failure' exception"
+    )
     parser.add_argument("--offline-after", type=float, metavar="S", help="stop answering after S seconds")
 
 
 def register_sim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     hp = subparsers.add_parser(
-        "heatpump", help="a Modbus heat pump (TCP 127.0.0.1:5020, or RTU on a pty)",
+        "heatpump",
+        help="a Modbus heat pump (TCP 127.0.0.1:5020, or RTU on a pty)",
         description="A simulated air-to-water heat pump serving the sim-heatpump profile over Modbus TCP "
-        "(default 127.0.0.1:5020) or RTU on a pseudo-terminal (--rtu).")
+        "(default 127.0.0.1:5020) or RTU on a pseudo-terminal (--rtu).",
+    )
     _add_common(hp, port=5020, link="/tmp/heatgate-sim/heatpump", rtu_default=False)
     hp.set_defaults(handler=_main, sim_kind="heatpump")
     meter = subparsers.add_parser(
-        "meter", help="an SDM630-like energy meter (TCP 127.0.0.1:5021, or --rtu on /tmp/heatgate-sim/meter)",
+        "meter",
+        help="an SDM630-like energy meter (TCP 127.0.0.1:5021, or --rtu on /tmp/heatgate-sim/meter)",
         description="A simulated three-phase energy meter serving the sdm630 profile over Modbus TCP "
-        "(default 127.0.0.1:5021) or RTU on a pseudo-terminal (--rtu, linked at /tmp/heatgate-sim/meter).")
+        "(default 127.0.0.1:5021) or RTU on a pseudo-terminal (--rtu, linked at /tmp/heatgate-sim/meter).",
+    )
     _add_common(meter, port=5021, link="/tmp/heatgate-sim/meter", rtu_default=False)
     meter.set_defaults(handler=_main, sim_kind="meter")
 
 
 def _plan_from_args(args: argparse.Namespace) -> FaultPlan:
     code, at = args.fault if args.fault else (None, 0.0)
-    return FaultPlan(fault_code=code, fault_at_s=at, clear_after_s=args.clear_after, drop_rate=args.drop_rate,
-                     delay_ms=args.delay_ms, exception_rate=args.exception_rate, offline_after_s=args.offline_after)
+    return FaultPlan(
+        fault_code=code,
+        fault_at_s=at,
+        clear_after_s=args.clear_after,
+        drop_rate=args.drop_rate,
+        delay_ms=args.delay_ms,
+        exception_rate=args.exception_rate,
+        offline_after_s=args.offline_after,
+    )
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -313,8 +348,11 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"{args.sim_kind} simulator ({device.profile.model}, profile {device.profile.name}, unit {args.unit}) "
-          f"serving {server.where}", flush=True)
+    print(
+        f"{args.sim_kind} simulator ({device.profile.model}, profile {device.profile.name}, unit {args.unit}) "
+        f"serving {server.where}",
+        flush=True,
+    )
     try:
         await stop.wait()
     finally:

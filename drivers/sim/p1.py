@@ -18,9 +18,9 @@ import random
 import time
 from dataclasses import dataclass
 
-from drivers.p1.simtelegram import MeterState, build_telegram
-from drivers.ptylink import PtyDevice
-from drivers.simargs import rate, run_from_cli, serve_until_cancelled
+from heatgate.drivers.sim.args import rate, run_from_cli, serve_until_cancelled
+from heatgate.drivers.sim.p1_telegram import MeterState, build_telegram
+from heatgate.drivers.sim.ptylink import PtyDevice
 
 __all__ = ["P1SimStats", "P1Simulator", "register_sim", "run_p1_sim"]
 
@@ -129,8 +129,13 @@ async def run_p1_sim(
     ready: asyncio.Future[str] | None = None,
 ) -> None:
     """Run a simulator until cancelled; ``ready`` receives the pty path."""
-    sim = P1Simulator(dsmr_version=dsmr_version, interval_s=interval_s, link=link,
-                      bad_crc_rate=bad_crc_rate, garbage_rate=garbage_rate)
+    sim = P1Simulator(
+        dsmr_version=dsmr_version,
+        interval_s=interval_s,
+        link=link,
+        bad_crc_rate=bad_crc_rate,
+        garbage_rate=garbage_rate,
+    )
     await serve_until_cancelled(sim.start, sim.stop, ready)
 
 
@@ -159,7 +164,12 @@ def register_sim(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 def _main(args: argparse.Namespace) -> int:
     return run_from_cli(
         lambda ready: run_p1_sim(
-            dsmr_version=args.dsmr, interval_s=args.interval_s, link=args.link,
-            bad_crc_rate=args.bad_crc_rate, garbage_rate=args.garbage_rate, ready=ready),
+            dsmr_version=args.dsmr,
+            interval_s=args.interval_s,
+            link=args.link,
+            bad_crc_rate=args.bad_crc_rate,
+            garbage_rate=args.garbage_rate,
+            ready=ready,
+        ),
         lambda path: f"p1 simulator (DSMR {args.dsmr}) on {path}, linked at {args.link}",
     )

@@ -18,8 +18,9 @@ def rate(text: str) -> float:
     return value
 
 
-async def serve_until_cancelled(start: Callable[[], Awaitable[str]], stop: Callable[[], Awaitable[None]],
-                                ready: asyncio.Future[str] | None = None) -> None:
+async def serve_until_cancelled(
+    start: Callable[[], Awaitable[str]], stop: Callable[[], Awaitable[None]], ready: asyncio.Future[str] | None = None
+) -> None:
     """Start a simulator, hand where it listens to ``ready``, run until cancelled, stop it."""
     where = await start()
     if ready is not None:
@@ -30,8 +31,9 @@ async def serve_until_cancelled(start: Callable[[], Awaitable[str]], stop: Calla
         await stop()
 
 
-def run_from_cli(simulator: Callable[[asyncio.Future[str]], Coroutine[Any, Any, None]],
-                 announce: Callable[[str], str]) -> int:
+def run_from_cli(
+    simulator: Callable[[asyncio.Future[str]], Coroutine[Any, Any, None]], announce: Callable[[str], str]
+) -> int:
     """``heatgate sim …``: run ``simulator(ready)`` until SIGINT/SIGTERM, printing
     ``announce(where)`` once it listens. Exit status 0."""
 

@@ -76,9 +76,7 @@ def configure(*, level: str = "info", stream: TextIO | None = None, json: bool |
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
     renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     structlog.configure(
         processors=[

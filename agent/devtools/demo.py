@@ -24,9 +24,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent.localbroker import Broker, BrokerError, free_port
-from agent.pki import issue, sign_csr
-from agent.provision import Answers, provision
+from heatgate.agent.devtools.localbroker import Broker, BrokerError, free_port
+from heatgate.agent.devtools.pki import issue, sign_csr
+from heatgate.agent.provision import Answers, provision
 
 __all__ = ["Demo", "DemoError"]
 
@@ -57,8 +57,10 @@ class Demo:
     def _spawn(self, name: str, *args: str, log: bool = True) -> subprocess.Popen[bytes]:
         out = open(self.root / f"{name}.log", "wb") if log else subprocess.DEVNULL  # noqa: SIM115
         process = subprocess.Popen(
-            [sys.executable, "-m", "agent", *args],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "heatgate", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.processes[name] = process
@@ -87,8 +89,9 @@ class Demo:
     def start_simulators(self) -> None:
         self.sim_dir.mkdir(parents=True, exist_ok=True)
         self.heatpump_port = free_port()
-        self._spawn("sim-heatpump", "sim", "heatpump", "--port", str(self.heatpump_port),
-                    "--fault", f"3@{self.fault_at_s}")
+        self._spawn(
+            "sim-heatpump", "sim", "heatpump", "--port", str(self.heatpump_port), "--fault", f"3@{self.fault_at_s}"
+        )
         self._spawn("sim-meter", "sim", "meter", "--rtu", "--link", str(self.sim_dir / "meter"))
         self._spawn("sim-p1", "sim", "p1", "--link", str(self.sim_dir / "p1"))
         self._spawn("sim-zwave", "sim", "zwave", "--link", str(self.sim_dir / "zwave"))
@@ -103,16 +106,27 @@ class Demo:
         keys.mkdir(parents=True, exist_ok=True)
         for name in ("command", "approval"):
             private = ed25519.Ed25519PrivateKey.generate()
-            (keys / f"{name}.key").write_bytes(private.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+            (keys / f"{name}.key").write_bytes(
+                private.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
             (keys / f"{name}.key").chmod(0o600)
-            (keys / f"{name}.pub").write_bytes(private.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+            (keys / f"{name}.pub").write_bytes(
+                private.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
         state = self.root / "state"
         answers = Answers(
-            gateway_id=GATEWAY_ID, region="3511 AB", state_dir=state, config_path=self.config_path,
-            broker_url=self.broker.url, ca_file=pki.ca_cert,
-            command_public_key=keys / "command.pub", approval_public_key=keys / "approval.pub",
+            gateway_id=GATEWAY_ID,
+            region="3511 AB",
+            state_dir=state,
+            config_path=self.config_path,
+            broker_url=self.broker.url,
+            ca_file=pki.ca_cert,
+            command_public_key=keys / "command.pub",
+            approval_public_key=keys / "approval.pub",
             sources_toml=self._sources_toml(),
         )
         provision(answers)
@@ -139,7 +153,7 @@ port = {self.heatpump_port}
 [[sources]]
 type = "modbus-rtu"
 name = "meter-bus"
-port = "{self.sim_dir / 'meter'}"
+port = "{self.sim_dir / "meter"}"
 baudrate = 9600
   [[sources.devices]]
   name = "meter1"
@@ -150,13 +164,13 @@ baudrate = 9600
 [[sources]]
 type = "p1"
 name = "smartmeter"
-port = "{self.sim_dir / 'p1'}"
+port = "{self.sim_dir / "p1"}"
 dsmr_version = "5"
 
 [[sources]]
 type = "zwave"
 name = "zwave"
-port = "{self.sim_dir / 'zwave'}"
+port = "{self.sim_dir / "zwave"}"
   [[sources.nodes]]
   node_id = 2
   name = "living-room"
@@ -174,9 +188,19 @@ port = "{self.sim_dir / 'zwave'}"
         assert self.broker is not None and self.broker.pki is not None
         backend = self.root / "backend"
         command = [
-            sys.executable, "-m", "agent", "tail", "--config", str(self.config_path), "--fleet",
-            "--ca", str(self.broker.pki.ca_cert),
-            "--cert", str(backend / "backend-demo.crt"), "--key", str(backend / "backend-demo.key"),
+            sys.executable,
+            "-m",
+            "heatgate",
+            "tail",
+            "--config",
+            str(self.config_path),
+            "--fleet",
+            "--ca",
+            str(self.broker.pki.ca_cert),
+            "--cert",
+            str(backend / "backend-demo.crt"),
+            "--key",
+            str(backend / "backend-demo.key"),
         ]
         if json_lines:
             command.append("--json")
@@ -230,7 +254,7 @@ def demo_policy() -> str:
     aggregates reach the backend's view while one watches. Everything else is unchanged."""
     import re
 
-    from config import data_path
+    from heatgate.config import data_path
 
     text = data_path("privacy.toml").read_text()
     for stream, window_s in DEMO_WINDOWS_S.items():
@@ -238,7 +262,7 @@ def demo_policy() -> str:
         match = re.compile(r"time_granularity_s = \d+").search(text, section)
         if section < 0 or match is None:
             raise DemoError(f"the shipped policy has no time_granularity_s for {stream}")
-        text = text[: match.start()] + f"time_granularity_s = {window_s}" + text[match.end():]
+        text = text[: match.start()] + f"time_granularity_s = {window_s}" + text[match.end() :]
     text = re.sub(r"(\n\s*window_s = )86400", rf"\g<1>{DEMO_SMART_METER_WINDOW_S}", text)
     text = re.sub(r"(\n\s*consent_window_s = )900", r"\g<1>10", text)
     return "# heatgate demo: the shipped policy with windows shortened to seconds.\n" + text

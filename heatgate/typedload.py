@@ -25,9 +25,7 @@ T = TypeVar("T")
 __all__ = ["ABSOLUTE_PATH", "ConfigError", "Issue", "convert", "load_toml", "load_typed"]
 
 # Marker carried in ``msgspec.Meta(extra=...)`` for strings that must be absolute paths.
-ABSOLUTE_PATH = msgspec.Meta(
-    extra={"absolute_path": True}, description="an absolute filesystem path"
-)
+ABSOLUTE_PATH = msgspec.Meta(extra={"absolute_path": True}, description="an absolute filesystem path")
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,9 +224,7 @@ def _walk_union(value: Any, union: Any, path: str, issues: list[Issue]) -> None:
         chosen = tags.get(tag) if isinstance(tag, str | int) else None
         if chosen is None:
             allowed = ", ".join(repr(t) for t in sorted(str(t) for t in tags))
-            issues.append(
-                Issue(_join(path, str(tag_field)), f"expected one of {allowed}, got {value[tag_field]!r}")
-            )
+            issues.append(Issue(_join(path, str(tag_field)), f"expected one of {allowed}, got {value[tag_field]!r}"))
             return
         _walk_struct(value, chosen, path, issues)
         return

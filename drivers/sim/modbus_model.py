@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from drivers.modbus.decode import encode_value
-from drivers.modbus.profile import BIT_TABLES, Point, Profile, load_profile
+from heatgate.drivers.modbus.decode import encode_value
+from heatgate.drivers.modbus.profile import BIT_TABLES, Point, Profile, load_profile
 
 __all__ = ["FaultPlan", "HeatPumpModel", "MeterModel", "SimDevice", "heatpump_device", "meter_device"]
 
@@ -142,9 +142,15 @@ class MeterModel:
         if self._last_s is not None and now_s > self._last_s:
             self.import_kwh += total / 1000.0 * (now_s - self._last_s) / 3600.0
         self._last_s = now_s
-        out.update(total_power_w=total, power_factor=0.95, frequency_hz=50.0 + self.rng.uniform(-0.05, 0.05),
-                   import_energy_kwh=self.import_kwh, export_energy_kwh=self.export_kwh,
-                   total_energy_kwh=self.import_kwh + self.export_kwh, serial_number=self.serial)
+        out.update(
+            total_power_w=total,
+            power_factor=0.95,
+            frequency_hz=50.0 + self.rng.uniform(-0.05, 0.05),
+            import_energy_kwh=self.import_kwh,
+            export_energy_kwh=self.export_kwh,
+            total_energy_kwh=self.import_kwh + self.export_kwh,
+            serial_number=self.serial,
+        )
         return out
 
 
@@ -179,8 +185,9 @@ class SimDevice:
         return words
 
     def readable(self, table: str, address: int, count: int) -> bool:
-        return not any(u.table == table and address <= u.end and u.start < address + count
-                       for u in self.profile.unreadable)
+        return not any(
+            u.table == table and address <= u.end and u.start < address + count for u in self.profile.unreadable
+        )
 
     def write(self, table: str, address: int, words: list[int]) -> bool:
         """Apply a write; False (illegal address/value) if it is not one whole writable point
@@ -190,7 +197,7 @@ class SimDevice:
                 if point.table in BIT_TABLES:
                     value = float(bool(words[0]))
                 else:
-                    from drivers.modbus.values import point_value
+                    from heatgate.drivers.modbus.values import point_value
 
                     if len(words) != point.count:
                         return False
@@ -221,8 +228,9 @@ def _encode(point: Point, value: Value) -> list[int]:
     return encode_value(round(raw), point.type, word_order=point.word_order, byte_order=point.byte_order)
 
 
-def heatpump_device(faults: FaultPlan | None = None, *, serial: str = "HGSIM0000001234",
-                    seed: int | None = None) -> SimDevice:
+def heatpump_device(
+    faults: FaultPlan | None = None, *, serial: str = "HGSIM0000001234", seed: int | None = None
+) -> SimDevice:
     return SimDevice(load_profile("sim-heatpump"), HeatPumpModel(serial=serial, seed=seed), faults or FaultPlan())
 
 
