@@ -102,7 +102,7 @@ def check_file(root: Path, path: Path) -> list[Violation]:
                 violations.append(Violation(path.relative_to(root), line, importer, imported, rule))
 
         if head in LAYER_FOLDERS:
-            add(f"the top-level name '{head}' is not installed; import heatgate.{imported}")
+            add(f"the top-level name '{head}' is not installed; import it as heatgate.{head}")
             continue
         if head != "heatgate" or not in_product:
             continue

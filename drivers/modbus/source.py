@@ -27,7 +27,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from heatgate.agent.config import ModbusDevice, ModbusRtuSource, ModbusTcpSource
 from heatgate.backoff import Backoff
 from heatgate.drivers.modbus.errors import (
     ModbusCommError,
@@ -39,6 +38,7 @@ from heatgate.drivers.modbus.errors import (
 from heatgate.drivers.modbus.link import ModbusLink
 from heatgate.drivers.modbus.planner import Block, plan_profile
 from heatgate.drivers.modbus.profile import BIT_TABLES, Profile, load_profile
+from heatgate.drivers.modbus.settings import ModbusDevice, ModbusRtuSource, ModbusTcpSource
 from heatgate.drivers.modbus.values import PointValue, point_value, raw_for_write, split_block
 from heatgate.drivers.reading import Quality, Reading, ReadingSink
 from heatgate.logs import get_logger

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from heatgate.agent.config import P1Source
 from heatgate.backoff import Backoff
 from heatgate.drivers.p1 import framer
 from heatgate.drivers.p1.errors import P1ChecksumError, P1ParseError
+from heatgate.drivers.p1.settings import P1Source
 from heatgate.drivers.p1.telegram import P1Decoder
 from heatgate.drivers.reading import ReadingSink
 from heatgate.drivers.serialport import LineSettings, PortKeeper, SerialLink, line_settings

@@ -8,13 +8,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from heatgate.agent.config import ZwaveSource
 from heatgate.backoff import Backoff
 from heatgate.drivers.reading import PointKind, Reading, ReadingSink
 from heatgate.drivers.serialport import PortKeeper, SerialLink, line_settings
 from heatgate.drivers.zwave import commandclasses as cc
 from heatgate.drivers.zwave.frames import DataFrame, ZwaveError
 from heatgate.drivers.zwave.host import FUNC_APPLICATION_COMMAND, FUNC_BRIDGE_COMMAND, HostStats, ZwaveHost
+from heatgate.drivers.zwave.settings import ZwaveSource
 from heatgate.logs import get_logger
 
 __all__ = ["ZwaveRunner", "parse_application_command"]
