@@ -36,6 +36,7 @@ from heatgate.agent.status import StatusServer
 from heatgate.backoff import Backoff
 from heatgate.buffer.api import NewRecord
 from heatgate.drivers.reading import DriverError, Reading, Source
+from heatgate.errors import HeatgateError
 from heatgate.logs import get_logger
 
 __all__ = ["Agent", "StartupError", "build_source"]
@@ -53,7 +54,7 @@ UNSTORED_MAX = 10_000
 HEALTH_LIMITS = HealthLimits()
 
 
-class StartupError(Exception):
+class StartupError(HeatgateError):
     """The agent cannot start; ``exit_code`` is 2 for bad config/keys, 1 otherwise."""
 
     def __init__(self, message: str, *, exit_code: int = 1) -> None:

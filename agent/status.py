@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from heatgate.errors import HeatgateError
 from heatgate.logs import get_logger
 
 __all__ = ["StatusError", "StatusServer", "query_status"]
@@ -24,7 +25,7 @@ log = get_logger("heatgate.status")
 Snapshot = Callable[[], Awaitable[dict[str, Any]]]
 
 
-class StatusError(Exception):
+class StatusError(HeatgateError):
     """The agent could not be asked (not running, no permission, bad answer)."""
 
 
