@@ -54,7 +54,7 @@ class StatusServer:
             writer.write(json.dumps(document, default=str).encode())
             await writer.drain()
         except (ConnectionError, OSError) as exc:
-            log.debug("status client went away", error=str(exc))
+            log.debug("status.client_gone", error=str(exc))
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):

@@ -39,7 +39,7 @@ class P1Runner:
         self.config = config
         self._settings = serial_settings_for(config)
         self._decoder = P1Decoder(config.dsmr_version, source=config.name)
-        self._log = get_logger("heatgate.drivers.p1")
+        self._log = get_logger("heatgate.p1")
         self._port = PortKeeper(
             config.port,
             self._settings,

@@ -73,7 +73,7 @@ class ZwaveRunner:
         self._nodes = {node.node_id: node for node in config.nodes}
         self._reset_wait_s = reset_wait_s
         self._host_options = host_options or {}
-        self._log = get_logger("heatgate.drivers.zwave")
+        self._log = get_logger("heatgate.zwave")
         self._port = PortKeeper(
             config.port,
             line_settings("8N1", 115200),
