@@ -49,7 +49,9 @@ class RegisterImage:
     max_registers_per_request: int | None = None
     """Reads of more registers than this get exception 3 (bit tables are not limited)."""
     unmapped_is_error: bool = False
-    """Reads that touch an address absent from ``words`` get exception 2 (else they read 0)."""
+    """Reads that touch an address absent from ``words`` get exception 2 (else they read ``fill_word``)."""
+    fill_word: int = 0
+    """What a register absent from ``words`` reads as, when that is not an error."""
     requests: list[ImageRequest] = field(default_factory=list)
 
     def answer(self, table: str, start: int, count: int) -> list[int] | list[bool] | ExcCodes:
@@ -61,7 +63,7 @@ class RegisterImage:
         values = self.words.get(table, {})
         if table in _BIT_TABLES:
             return [bool(values.get(a, 0)) for a in range(start, start + count)]
-        return [values.get(a, 0) for a in range(start, start + count)]
+        return [values.get(a, self.fill_word) for a in range(start, start + count)]
 
     def _refusal(self, table: str, start: int, count: int) -> ExcCodes | None:
         limit = self.max_registers_per_request
