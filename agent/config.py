@@ -25,6 +25,7 @@ __all__ = [
     "GatewayConfig",
     "KeysConfig",
     "ModbusDevice",
+    "ModbusRtuOverTcpSource",
     "ModbusRtuSource",
     "ModbusTcpSource",
     "MqttConfig",
@@ -174,6 +175,15 @@ class ModbusRtuSource(_Source, tag="modbus-rtu", frozen=True, kw_only=True):
     devices: Annotated[list[ModbusDevice], Meta(min_length=1)]
 
 
+class ModbusRtuOverTcpSource(_Source, tag="modbus-rtu-over-tcp", frozen=True, kw_only=True):
+    """RTU frames (with CRC, no MBAP header) over a TCP socket: a serial-to-Ethernet converter."""
+
+    host: str
+    port: TcpPort = 502
+    timeout_s: PositiveSeconds = 1.0
+    devices: Annotated[list[ModbusDevice], Meta(min_length=1)]
+
+
 class P1Source(_Source, tag="p1", frozen=True, kw_only=True):
     port: AbsPath
     dsmr_version: Literal["2.2", "3", "4", "5", "5B", "5L", "5S"] = "5"
@@ -192,7 +202,7 @@ class ZwaveSource(_Source, tag="zwave", frozen=True, kw_only=True):
     nodes: list[ZwaveNode] = []
 
 
-SourceConfig = ModbusTcpSource | ModbusRtuSource | P1Source | ZwaveSource
+SourceConfig = ModbusTcpSource | ModbusRtuSource | ModbusRtuOverTcpSource | P1Source | ZwaveSource
 
 
 class Config(_Section, frozen=True, kw_only=True):
@@ -269,7 +279,7 @@ def _semantic_issues(config: Config) -> list[Issue]:
             )
         else:
             seen[source.name] = index
-        if isinstance(source, ModbusTcpSource | ModbusRtuSource):
+        if isinstance(source, ModbusTcpSource | ModbusRtuSource | ModbusRtuOverTcpSource):
             units: dict[int, int] = {}
             names: dict[str, int] = {}
             for dev_index, device in enumerate(source.devices):
