@@ -325,15 +325,7 @@ class ModbusBusRunner:
             readings.append(self._reading(state, point_value(point, data), time.time()))
         if not found and (len(block.points) > 1 or block.count > block.points[0].count):
             for start, end in _unused_ranges(block):
-                try:
-                    await self._read_range(state, block.table, start, end)
-                except ModbusExceptionResponse as exc:
-                    if exc.code in REFUSED_CODES:
-                        facts.add(block.table, start, end - 1, silent=False)
-                        found = True
-                except ModbusTimeout:
-                    facts.add(block.table, start, end - 1, silent=True)
-                    found = True
+                found = await self._probe_unused(state, block.table, start, end) or found
             if not found and len(block.points) > 1:
                 facts.limit(max(1, block.count // 2))  # every part reads: the block is too long
         state.heal_requests += state.requests - requests_before
@@ -355,6 +347,29 @@ class ModbusBusRunner:
             max_registers=facts.max_registers,
         )
         return readings
+
+    async def _probe_unused(self, state: DeviceState, table: str, start: int, end: int) -> bool:
+        """Find the registers in ``start..end-1`` the device refuses (or drops), halving the range
+        while it fails; learn them. True if any was found."""
+        try:
+            await self._read_range(state, table, start, end)
+        except ModbusExceptionResponse as exc:
+            if exc.code not in REFUSED_CODES:
+                return False
+            silent = False
+        except ModbusTimeout:
+            silent = True
+        else:
+            return False
+        if end - start == 1:
+            state.facts.add(table, start, start, silent=silent)
+            return True
+        middle = (start + end) // 2
+        low = await self._probe_unused(state, table, start, middle)
+        high = await self._probe_unused(state, table, middle, end)
+        if not (low or high):  # each half reads alone: the range only fails as a whole
+            state.facts.add(table, start, end - 1, silent=silent)
+        return True
 
     async def _read_range(
         self, state: DeviceState, table: str, start: int, end: int, *, once: bool = False

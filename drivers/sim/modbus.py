@@ -100,6 +100,8 @@ class SimContext(ModbusServerContext):
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
         if isinstance(device, RegisterImageDevice):
+            if device.drops(table, address, count):
+                raise NoSuchIdException(f"device {device_id} drops reads of {table} {address}+{count}")
             code = device.refusal(table, address, count)
             if code is not None:
                 return ExcCodes.ILLEGAL_VALUE if code == 3 else ExcCodes.ILLEGAL_ADDRESS

@@ -271,6 +271,9 @@ class RegisterImageDevice:
     max_registers_per_read: int | None = None
     even_register_count: bool = False
     write_words_reversed: bool = False
+    silent: list[tuple[str, int, int]] = field(default_factory=list)
+    """``(table, first, last)`` ranges a read touching which gets no answer at all (some
+    devices drop what they cannot serve instead of answering an exception)."""
     writable: set[tuple[str, int]] | None = None
     """``(table, address)`` of writes accepted; None: any address in the image."""
     faults: FaultPlan = field(default_factory=FaultPlan)
@@ -303,6 +306,10 @@ class RegisterImageDevice:
 
     def readable(self, table: str, address: int, count: int) -> bool:
         return self.refusal(table, address, count) is None
+
+    def drops(self, table: str, address: int, count: int) -> bool:
+        end = address + count - 1
+        return any(t == table and address <= last and first <= end for t, first, last in self.silent)
 
     def write(self, table: str, address: int, words: list[int]) -> bool:
         if self.writable is not None and (table, address) not in self.writable:
