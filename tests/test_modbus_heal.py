@@ -116,6 +116,9 @@ def test_learned_gap_persists_across_a_restart(tmp_path: Path) -> None:
     again = RegisterImageDevice(tables=_image(), unreadable=[("input", 12, 12)])
     (readings,), health, reads = run_async(_polls(again, profile, state))
     assert reads == [("input", 10, 1), ("input", 14, 7)]  # no refused block paid again
+    devices = health["devices"]
+    assert isinstance(devices, dict)
+    assert devices["hp"]["heal_requests"] == 0 and devices["hp"]["unreadable_registers"] == ["input 12"]
     assert {r.point: r.quality for r in readings} == dict.fromkeys(
         ["flow_temp_c", "fault_code", "operating_state", "return_temp_c"], Quality.OK
     )
