@@ -22,7 +22,7 @@ import msgspec
 from msgspec import Meta
 
 from heatgate.config import data_path
-from heatgate.drivers.modbus.settings import ModbusDevice, ModbusRtuSource, ModbusTcpSource
+from heatgate.drivers.modbus.settings import ModbusDevice, ModbusRtuOverTcpSource, ModbusRtuSource, ModbusTcpSource
 from heatgate.drivers.p1.settings import P1Source
 from heatgate.drivers.zwave.settings import ZwaveNode, ZwaveSource
 from heatgate.settings import AbsPath, Section
@@ -35,6 +35,7 @@ __all__ = [
     "GatewayConfig",
     "KeysConfig",
     "ModbusDevice",
+    "ModbusRtuOverTcpSource",
     "ModbusRtuSource",
     "ModbusTcpSource",
     "MqttConfig",
@@ -148,7 +149,7 @@ class StatusConfig(Section, frozen=True, kw_only=True):
     """Default: ``<state_dir>/status.sock`` (mode 0600)."""
 
 
-SourceConfig = ModbusTcpSource | ModbusRtuSource | P1Source | ZwaveSource
+SourceConfig = ModbusTcpSource | ModbusRtuSource | ModbusRtuOverTcpSource | P1Source | ZwaveSource
 
 
 class Config(Section, frozen=True, kw_only=True):

@@ -62,14 +62,14 @@ class StartupError(HeatgateError):
         self.exit_code = exit_code
 
 
-def build_source(config: SourceConfig) -> Source:
-    """The driver for one configured source."""
-    from heatgate.agent.config import ModbusRtuSource, ModbusTcpSource, P1Source, ZwaveSource
+def build_source(config: SourceConfig, *, state_dir: Path | None = None) -> Source:
+    """The driver for one configured source (``state_dir``: where a driver keeps what it learned)."""
+    from heatgate.agent.config import ModbusRtuOverTcpSource, ModbusRtuSource, ModbusTcpSource, P1Source, ZwaveSource
 
-    if isinstance(config, ModbusTcpSource | ModbusRtuSource):
+    if isinstance(config, ModbusTcpSource | ModbusRtuSource | ModbusRtuOverTcpSource):
         from heatgate.drivers.modbus.source import make_modbus_source
 
-        return make_modbus_source(config)
+        return make_modbus_source(config, state_dir=state_dir)
     if isinstance(config, P1Source):
         from heatgate.drivers.p1.source import P1Runner
 
@@ -176,7 +176,7 @@ class Agent:
         )
         for source_config in config.sources:
             self._slots[source_config.name] = _SourceSlot(
-                source=build_source(source_config),
+                source=build_source(source_config, state_dir=self.config.state_dir),
                 type=source_config.__struct_config__.tag,  # type: ignore[arg-type]
             )
         self.commands = await self._build_commands()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from heatgate.agent.config import Config, LoadedConfig, ModbusRtuSource, P1Source, SourceConfig, ZwaveSource
+from heatgate.agent.health import unreadable_problems
 
 __all__ = ["Check", "run_checks"]
 
@@ -258,6 +259,15 @@ async def _probe_source(source_config: SourceConfig, timeout_s: float) -> Check:
     results = await asyncio.gather(task, waiter, return_exceptions=True)
     if got_ok.is_set():
         counts = ", ".join(f"{v} {k}" for k, v in sorted(seen.items()))
+        unreadable = unreadable_problems(source_config.name, source.health())
+        if unreadable:
+            return Check(
+                name,
+                False,
+                f"answers ({counts}), but " + "; ".join(unreadable),
+                "declare the refused registers as `unreadable` in the profile or correct the point's address "
+                "(`heatgate read` shows them)",
+            )
         return Check(name, True, f"answers ({counts} within the probe)")
     error = results[0]
     detail = (

@@ -11,6 +11,9 @@ The rules:
   and is a problem naming the port and the error;
 - a Modbus device whose polls have failed in a row for ``device_failing_s`` or longer is a
   problem naming the device and its last error (a short hiccup is not);
+- a Modbus point the device refuses (learned by the driver) is a problem naming the point and
+  its registers; a fault or status point that cannot be read is an *alarm*: its faults would
+  go unreported;
 - messages arriving on topics the gateway does not serve at more than ``stray_per_min`` are a
   problem (another client publishing under its prefix, or a loop);
 - the broker not connected, or not acknowledging for ``ack_stall_s`` with messages in flight;
@@ -35,6 +38,7 @@ __all__ = [
     "problems",
     "source_error",
     "source_state",
+    "unreadable_problems",
 ]
 
 WAITING_FOR_PORT = "waiting-for-port"
@@ -120,6 +124,36 @@ def failing_devices(health: Mapping[str, Any], now_s: float, limits: HealthLimit
     return found
 
 
+def unreadable_problems(source: str, health: Mapping[str, Any]) -> list[str]:
+    """One sentence per device with points it cannot read; an alarm first for each fault or
+    status point among them."""
+    found: list[str] = []
+    devices = health.get("devices")
+    if not isinstance(devices, Mapping):
+        return found
+    for name, device in devices.items():
+        entries = device.get("unreadable") if isinstance(device, Mapping) else None
+        if not isinstance(entries, list) or not entries:
+            continue
+        plain: list[str] = []
+        for entry in entries:
+            if not isinstance(entry, Mapping):
+                continue
+            what = f"{entry.get('point')} ({entry.get('registers')})"
+            if entry.get("kind") in ("fault", "status"):
+                found.append(
+                    f"alarm: device {source}/{name} cannot read its {entry.get('kind')} point {what}: "
+                    "its faults go unreported; correct the profile"
+                )
+            else:
+                plain.append(what)
+        if plain:
+            found.append(
+                f"device {source}/{name} cannot read {', '.join(plain)}: the device refuses them; correct the profile"
+            )
+    return found
+
+
 def problems(snapshot: HealthSnapshot, limits: HealthLimits | None = None) -> list[str]:
     """Every problem in ``snapshot``, one sentence each; empty when healthy."""
     limits = limits or HealthLimits()
@@ -136,6 +170,7 @@ def problems(snapshot: HealthSnapshot, limits: HealthLimits | None = None) -> li
             found.append(f"source {view.name} {state}")
         for device, failing_s, last_error in failing_devices(view.health, snapshot.now_s, limits):
             found.append(f"device {view.name}/{device} failing for {failing_s:.0f} s: {last_error}")
+        found.extend(unreadable_problems(view.name, view.health))
     if snapshot.unstored or snapshot.unstored_dropped:
         found.append(f"disk full: {snapshot.unstored} record(s) waiting in memory, {snapshot.unstored_dropped} lost")
     if snapshot.broker_connected is False:

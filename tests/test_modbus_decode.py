@@ -219,3 +219,46 @@ def test_brute_force_helper_is_exhaustive() -> None:
     # Sanity of the oracle itself: a far gap must split.
     points = [Point(name="a", address=0), Point(name="b", address=200)]
     assert _brute_force(points, [], 40) == (block_cost_bytes("holding", 1) * 2, 2)
+
+
+# -- planner with a device's read limits ------------------------------------------------------------
+
+
+def _brute_force_limited(points: list[Point], max_registers: int, even: bool, overhead: int) -> float:
+    """Minimum cost over every partition into contiguous runs under the limits (padding after
+    an odd run, else before it; a padded request must fit the limit too)."""
+    from heatgate.drivers.modbus.planner import block_extent
+
+    ordered = sorted(points, key=lambda p: p.address)
+    best = math.inf
+    n = len(ordered)
+    for mask in range(1 << (n - 1)):  # a cut after point i where bit i is set
+        cost, ok, first = 0, True, 0
+        for i in range(n):
+            if i == n - 1 or mask >> i & 1:
+                start, end = ordered[first].address, ordered[i].end
+                extent = block_extent("holding", start, end, [], even_count=even)
+                if extent is None or extent[1] > max_registers:
+                    ok = False
+                    break
+                cost += block_cost_bytes("holding", extent[1], overhead)
+                first = i + 1
+        if ok:
+            best = min(best, cost)
+    return best
+
+
+@settings(max_examples=150, deadline=None)
+@given(small_maps(), st.integers(4, 40), st.booleans(), st.sampled_from([0, 10, 40]))
+def test_planner_honours_read_limits_at_the_optimum(
+    case: tuple[list[Point], list[Unreadable]], max_registers: int, even: bool, overhead: int
+) -> None:
+    points, _ = case
+    blocks = plan_points(points, max_registers=max_registers, even_count=even, overhead_bytes=overhead)
+    for b in blocks:
+        assert b.count <= max_registers
+        assert not even or b.count % 2 == 0
+        assert all(b.start <= p.address and p.end <= b.end for p in b.points)
+    assert sorted(p.name for b in blocks for p in b.points) == sorted(p.name for p in points)
+    cost = sum(block_cost_bytes("holding", b.count, overhead) for b in blocks)
+    assert cost == _brute_force_limited(points, max_registers, even, overhead)

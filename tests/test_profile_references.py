@@ -9,9 +9,8 @@ table does not list read as a poison word, so a point aimed at the wrong address
 out right by reading zeros.
 
 A second pass serves the image with the device's documented read limits (Eastron: at most 80
-registers per request, exception 3; registers outside the parameter table, exception 2). A plan
-that breaks them is marked xfail with the blocks that do; issue 17 item 1 teaches the planner
-to honour such limits, and the mark then turns into a plain pass requirement.
+registers per request, exception 3; registers outside the parameter table, exception 2): the
+plan made from the profile's declared limits must not break them.
 """
 
 from __future__ import annotations
@@ -204,21 +203,14 @@ LIMITED = sorted(n for n, r in REFERENCES.items() if r.max_registers_per_request
 
 
 @pytest.mark.parametrize("name", LIMITED)
-def test_plan_respects_device_read_limits(name: str, request: pytest.FixtureRequest) -> None:
+def test_plan_respects_device_read_limits(name: str) -> None:
     reference = REFERENCES[name]
     image = _image(reference, limits=True)
     unverified = set(reference.unverified)
     blocks = plan_profile(load_profile(reference.profile))
     skipped = {(b.table, b.start) for b in blocks if {p.name for p in b.points} <= unverified}
     checked = [b for b in blocks if (b.table, b.start) not in skipped]
-    violations = _limit_violations(checked, reference, image)
-    if violations:
-        request.applymarker(
-            pytest.mark.xfail(
-                reason=f"planner breaks {name}'s read limits (issue 17 item 1): {'; '.join(violations)}",
-                strict=True,
-            )
-        )
+    assert _limit_violations(checked, reference, image) == []
     got = _poll(reference.profile, image)
     refused = [r for r in image.requests if r.exception_code and (r.table, r.start) not in skipped]
     assert refused == [], f"device refused: {refused}"

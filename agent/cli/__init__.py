@@ -35,6 +35,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "heatgate.agent.cli.privacy",
     "heatgate.agent.cli.sim",
     "heatgate.agent.cli.scan",
+    "heatgate.agent.cli.read",
+    "heatgate.agent.cli.profile",
     "heatgate.agent.cli.tail",
     "heatgate.agent.cli.keys",
     "heatgate.agent.cli.cmd",

@@ -13,6 +13,7 @@ from heatgate.agent.cli.common import add_config_option, load_or_report
 from heatgate.agent.cli.console import output_console
 from heatgate.agent.config import (
     Config,
+    ModbusRtuOverTcpSource,
     ModbusRtuSource,
     ModbusTcpSource,
     P1Source,
@@ -57,13 +58,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _devices(source: ModbusTcpSource | ModbusRtuSource) -> str:
+def _devices(source: ModbusTcpSource | ModbusRtuSource | ModbusRtuOverTcpSource) -> str:
     return ", ".join(f"{d.name} (unit {d.unit_id}, {d.profile}, every {d.interval_s:g} s)" for d in source.devices)
 
 
 def _source_detail(source: SourceConfig) -> tuple[str, str]:
     if isinstance(source, ModbusTcpSource):
         return f"{source.host}:{source.port}", _devices(source)
+    if isinstance(source, ModbusRtuOverTcpSource):
+        return f"rtu://{source.host}:{source.port}", _devices(source)
     if isinstance(source, ModbusRtuSource):
         return f"{source.port} {source.baudrate} 8{source.parity}{source.stopbits}", _devices(source)
     if isinstance(source, P1Source):

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import TYPE_CHECKING
 
 from heatgate.agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
+if TYPE_CHECKING:
+    from heatgate.drivers.modbus.profile import Profile
+
 DESCRIPTION = """\
 Finds the Modbus unit ids that answer on a TCP host (--host) or a serial bus (--serial) and
-says which shipped device profile fits each, where its signature register tells.
+says which device profile fits each, where its signature register tells: the shipped ones,
+or the installer's own given with --profile.
 """
 
 
@@ -61,6 +66,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="unit ids to try, e.g. 1-247 or 1,2,10 (default: 1-247 on a bus, 0-247 on TCP)",
     )
     modbus.add_argument("--timeout-ms", type=int, default=200, help="wait per unit id (default 200)")
+    modbus.add_argument(
+        "--profile",
+        action="append",
+        metavar="FILE",
+        help="try this profile's signature (a path or shipped name) instead of the shipped ones; repeatable",
+    )
     modbus.set_defaults(handler=_main)
 
 
@@ -68,10 +79,29 @@ def _main(args: argparse.Namespace) -> int:
     if args.timeout_ms <= 0:
         print("heatgate scan: --timeout-ms must be positive")
         return EXIT_USAGE
-    return asyncio.run(_scan(args))
+    profiles = None
+    if args.profile:
+        from pathlib import Path
+
+        from heatgate.agent.cli.common import print_config_error
+        from heatgate.drivers.modbus.profile import load_profile
+        from heatgate.typedload import ConfigError
+
+        profiles = []
+        for text in args.profile:
+            name = str(Path(text).resolve()) if Path(text).exists() or "/" in text or text.endswith(".toml") else text
+            try:
+                profiles.append(load_profile(name))
+            except ConfigError as exc:
+                print_config_error(exc)
+                return EXIT_USAGE
+        unsigned = [p.name for p in profiles if p.signature is None]
+        if unsigned:
+            print(f"heatgate scan: profile(s) without a signature cannot identify a device: {', '.join(unsigned)}")
+    return asyncio.run(_scan(args, profiles))
 
 
-async def _scan(args: argparse.Namespace) -> int:
+async def _scan(args: argparse.Namespace, profiles: list[Profile] | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from heatgate.agent.cli.console import output_console
@@ -110,7 +140,7 @@ async def _scan(args: argparse.Namespace) -> int:
                     console.print(f"[red]cannot reach {where}: {exc}[/red]")
                     return EXIT_FAILURE
                 if answered:
-                    fit = await identify(link, unit, timeout_s=max(timeout_s, 0.5))
+                    fit = await identify(link, unit, timeout_s=max(timeout_s, 0.5), profiles=profiles)
                     found.append((unit, fit))
                     progress.update(task, found=len(found))
                 progress.advance(task)

@@ -119,6 +119,15 @@ def _state(health: dict[str, Any]) -> str:
     )
     if failing:
         text += f" [red](failing: {', '.join(failing)})[/]"
+    unreadable = sorted(
+        f"{name}.{entry.get('point')}"
+        for name, device in (health.get("devices") or {}).items()
+        if isinstance(device, dict)
+        for entry in device.get("unreadable") or []
+        if isinstance(entry, dict)
+    )
+    if unreadable:
+        text += f" [red](cannot read: {', '.join(unreadable)})[/]"
     return text
 
 

@@ -16,6 +16,7 @@ from typing import Literal
 from heatgate.drivers.modbus.errors import DecodeError
 
 __all__ = [
+    "BYTE_TYPES",
     "REGISTER_COUNT",
     "Order",
     "RegisterType",
@@ -26,12 +27,16 @@ __all__ = [
     "words_to_bytes",
 ]
 
-RegisterType = Literal["u16", "s16", "u32", "s32", "u64", "s64", "f32", "f64", "string", "bits"]
+RegisterType = Literal["u16", "s16", "u8hi", "u8lo", "u32", "s32", "u64", "s64", "f32", "f64", "string", "bits"]
+BYTE_TYPES = ("u8hi", "u8lo")
+"""8-bit values packed in one register: its first (``hi``) or second (``lo``) byte on the wire."""
 Order = Literal["big", "little"]
 
 REGISTER_COUNT: dict[str, int] = {
     "u16": 1,
     "s16": 1,
+    "u8hi": 1,
+    "u8lo": 1,
     "bits": 1,
     "u32": 2,
     "s32": 2,
@@ -106,6 +111,8 @@ def decode_words(
     if len(words) != expected:
         raise DecodeError(f"{type_} needs {expected} register(s), got {len(words)}")
     data = words_to_bytes(words, word_order, byte_order)
+    if type_ in BYTE_TYPES:
+        return data[0] if type_ == "u8hi" else data[1]
     value: int | float = struct.unpack(">" + _STRUCT[type_], data)[0]
     return value
 
@@ -130,6 +137,13 @@ def encode_value(
         if len(raw) > 2 * count:
             raise DecodeError(f"string of {len(raw)} bytes does not fit {count} registers")
         return _bytes_to_words(raw.ljust(2 * count, b"\x00"), "big", byte_order)
+    if type_ in BYTE_TYPES:
+        # Only the point's own byte is known; the other half of the register is written as 0.
+        if not isinstance(value, int | float) or not 0 <= int(value) <= 0xFF:
+            raise DecodeError(f"{value!r} does not fit {type_}")
+        byte = int(value)
+        pair = bytes((byte, 0)) if type_ == "u8hi" else bytes((0, byte))
+        return _bytes_to_words(pair, word_order, byte_order)
     code = _STRUCT.get(type_)
     if code is None:
         raise DecodeError(f"unknown register type {type_!r}")

@@ -1,6 +1,7 @@
 """The one adapter around pymodbus's async clients: one connection, one request at a time.
 
-A :class:`ModbusLink` owns a client for one TCP host or one serial port. Every request goes
+A :class:`ModbusLink` owns a client for one TCP host, one serial port, or one TCP socket that
+carries RTU frames (a serial-to-Ethernet converter in transparent mode). Every request goes
 through :meth:`ModbusLink.request`, which holds the link's lock (so a bus carries one frame at
 a time), keeps the RTU inter-frame silence, applies the caller's timeout to that request and
 turns pymodbus's results into values or this package's errors. pymodbus's own retries and
@@ -15,6 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
@@ -48,6 +50,15 @@ class ModbusLink:
     def tcp(cls, host: str, port: int, *, timeout_s: float) -> ModbusLink:
         client = AsyncModbusTcpClient(host, port=port, timeout=timeout_s, retries=0, reconnect_delay=0)
         return cls(client, label=f"{host}:{port}")
+
+    @classmethod
+    def rtu_over_tcp(cls, host: str, port: int, *, timeout_s: float) -> ModbusLink:
+        """RTU framing (address, PDU, CRC) on a TCP socket: what a serial-to-Ethernet converter
+        passes through to the RS-485 side. The converter keeps the bus timing."""
+        client = AsyncModbusTcpClient(
+            host, port=port, framer=FramerType.RTU, timeout=timeout_s, retries=0, reconnect_delay=0
+        )
+        return cls(client, label=f"rtu://{host}:{port}")
 
     @classmethod
     def rtu(cls, port: str, *, baudrate: int, parity: str = "N", stopbits: int = 1, timeout_s: float) -> ModbusLink:

@@ -4,10 +4,16 @@ Points are grouped by table and poll class (``max_age_s``); within a group, sort
 they are split into consecutive runs, each read by one request. The split minimises the
 modelled cost ``requests * request_overhead_bytes + data bytes``: reading a gap of unused
 registers is worth it when its bytes cost less than another request's framing, silence and
-turnaround. A block never exceeds 125 registers (2000 bits), never covers an address range
-the profile marks unreadable, and never spans more unused registers than the profile's
-``max_gap_registers``. The split is optimal for this cost (dynamic programming over the sorted
-points; the tests check it against a brute force over every partition).
+turnaround. A block never exceeds 125 registers (2000 bits) nor the device's
+``max_registers_per_read``, never covers an address range the profile marks (or the driver
+learned to be) unreadable, never spans more unused registers than the profile's
+``max_gap_registers``, and with ``even_register_count`` always reads an even number of
+registers (padded by one register after the last point, or before the first where the one
+after cannot be read). The split is optimal for this cost (dynamic programming over the
+sorted points; the tests check it against a brute force over every partition).
+
+Points that overlap a learned unreadable range are left out of the plan
+(:func:`unplanned_points` names them): the device cannot answer them.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ __all__ = [
     "MAX_REGISTERS",
     "Block",
     "block_cost_bytes",
+    "block_extent",
     "plan_points",
     "plan_profile",
+    "unplanned_points",
 ]
 
 MAX_REGISTERS = 125
@@ -62,11 +70,29 @@ def _blocked(table: str, start: int, end: int, unreadable: Sequence[Unreadable])
     return any(u.table == table and start <= u.end and u.start < end for u in unreadable)
 
 
+def block_extent(
+    table: str, start: int, end: int, unreadable: Sequence[Unreadable], *, even_count: bool = False
+) -> tuple[int, int] | None:
+    """The ``(start, count)`` a request for items ``start..end-1`` reads, or None when it would
+    cover an unreadable range. With ``even_count`` an odd span is padded by one register after
+    it, or else before it."""
+    count = end - start
+    candidates = [(start, count)]
+    if even_count and table not in BIT_TABLES and count % 2:
+        candidates = [(start, count + 1)] + ([(start - 1, count + 1)] if start > 0 else [])
+    for first, size in candidates:
+        if first + size <= 65536 and not _blocked(table, first, first + size, unreadable):
+            return first, size
+    return None
+
+
 def plan_points(
     points: Sequence[Point],
     *,
     unreadable: Sequence[Unreadable] = (),
     max_gap_registers: int | None = None,
+    max_registers: int | None = None,
+    even_count: bool = False,
     overhead_bytes: int = DEFAULT_REQUEST_OVERHEAD_BYTES,
 ) -> list[Block]:
     """Optimal blocks for points that share one table and one poll class (non-overlapping)."""
@@ -74,11 +100,11 @@ def plan_points(
         return []
     ordered = sorted(points, key=lambda p: p.address)
     table = ordered[0].table
-    limit = MAX_BITS if table in BIT_TABLES else MAX_REGISTERS
+    limit = MAX_BITS if table in BIT_TABLES else min(MAX_REGISTERS, max_registers or MAX_REGISTERS)
     n = len(ordered)
     inf = float("inf")
     best: list[float] = [0.0] + [inf] * n  # best[i]: cost of the first i points
-    choice = [0] * (n + 1)
+    choice: list[tuple[int, int, int]] = [(0, 0, 0)] * (n + 1)
     for i in range(1, n + 1):
         end = ordered[i - 1].end
         for j in range(i, 0, -1):  # block = ordered[j-1 .. i-1]
@@ -91,35 +117,57 @@ def plan_points(
                     break
             if _blocked(table, start, end, unreadable):
                 break
-            cost = best[j - 1] + block_cost_bytes(table, end - start, overhead_bytes)
+            extent = block_extent(table, start, end, unreadable, even_count=even_count)
+            if extent is None or extent[1] > limit:
+                continue  # padding does not fit here; a longer block still may
+            cost = best[j - 1] + block_cost_bytes(table, extent[1], overhead_bytes)
             if cost < best[i]:
-                best[i], choice[i] = cost, j
-        if best[i] == inf:  # a single point always fits; only an unreadable overlap stops it
-            raise ValueError(f"point {ordered[i - 1].name!r} cannot be read in one request")
+                best[i], choice[i] = cost, (j, *extent)
+        if best[i] == inf:  # a single point fits unless an unreadable range or the limits stop it
+            raise ValueError(f"point {ordered[i - 1].name!r} cannot be read in one request within the device's limits")
     blocks: list[Block] = []
     i = n
     while i > 0:
-        j = choice[i]
+        j, first, size = choice[i]
         members = tuple(ordered[j - 1 : i])
-        start = members[0].address
-        blocks.append(Block(table, start, members[-1].end - start, members, members[0].max_age_s))
+        blocks.append(Block(table, first, size, members, members[0].max_age_s))
         i = j - 1
     blocks.reverse()
     return blocks
 
 
-def plan_profile(profile: Profile, *, overhead_bytes: int = DEFAULT_REQUEST_OVERHEAD_BYTES) -> list[Block]:
-    """Every block read of a device, grouped by table and poll class, in address order."""
+def unplanned_points(profile: Profile, learned: Sequence[Unreadable] = ()) -> list[Point]:
+    """The profile's points that overlap a learned unreadable range (never planned)."""
+    return [p for p in profile.points if _blocked(p.table, p.address, p.end, learned)]
+
+
+def plan_profile(
+    profile: Profile,
+    *,
+    overhead_bytes: int = DEFAULT_REQUEST_OVERHEAD_BYTES,
+    learned: Sequence[Unreadable] = (),
+    max_registers: int | None = None,
+) -> list[Block]:
+    """Every block read of a device, grouped by table and poll class, in address order.
+
+    ``learned`` adds the unreadable ranges the driver found (their points are left out);
+    ``max_registers`` lowers the profile's ``max_registers_per_read`` (a learned limit)."""
+    skipped = {p.name for p in unplanned_points(profile, learned)}
+    unreadable = [*profile.unreadable, *learned]
+    limits = [m for m in (profile.max_registers_per_read, max_registers) if m is not None]
     groups: dict[tuple[str, float], list[Point]] = {}
     for point in profile.points:
-        groups.setdefault((point.table, point.max_age_s or 0.0), []).append(point)
+        if point.name not in skipped:
+            groups.setdefault((point.table, point.max_age_s or 0.0), []).append(point)
     blocks: list[Block] = []
     for key in sorted(groups):
         blocks.extend(
             plan_points(
                 groups[key],
-                unreadable=profile.unreadable,
+                unreadable=unreadable,
                 max_gap_registers=profile.max_gap_registers,
+                max_registers=min(limits) if limits else None,
+                even_count=profile.even_register_count,
                 overhead_bytes=overhead_bytes,
             )
         )

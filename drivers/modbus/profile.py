@@ -2,12 +2,17 @@
 
 A profile names a device type and lists its points; each point says where it lives
 (``table``, ``address``), how to decode it (``type``, ``word_order``, ``byte_order``,
-``length`` for strings, ``scale``/``offset``), what it means (``kind``, ``unit``, ``values``
-for status and fault codes), when it is invalid (``invalid`` raw sentinel; a float NaN always
-is), how fresh it must be (``max_age_s``; none means every poll) and whether the backend may
-write it (``writable`` with ``min``/``max``). Addresses are 0-based protocol addresses.
+``length`` in registers or ``chars`` in characters for strings, ``bit_range``,
+``scale``/``offset``), what it means (``kind``, ``unit``, ``values`` for status and fault
+codes, ``flags`` for status words), when it is invalid (``invalid``: one raw sentinel or a
+list; a float NaN always is), how fresh it must be (``max_age_s``; none means every poll) and
+whether the backend may write it (``writable`` with ``min``/``max``, ``write_word_order``).
+The profile also carries the device's read limits (``max_registers_per_read``,
+``even_register_count``, ``max_gap_registers``), the ranges it refuses (``unreadable``) and
+an optional ``init`` write sent once before the first poll. Addresses are 0-based protocol
+addresses. docs/profiles.md documents every key.
 
-A bad profile raises :class:`agent.typedload.ConfigError` with every problem located
+A bad profile raises :class:`heatgate.typedload.ConfigError` with every problem located
 (``points[4].type: …``); it never reaches a poll.
 """
 
@@ -19,11 +24,21 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
-from heatgate.drivers.modbus.decode import Order, RegisterType, register_count
+from heatgate.drivers.modbus.decode import BYTE_TYPES, Order, RegisterType, register_count
 from heatgate.drivers.reading import PointKind
 from heatgate.typedload import ConfigError, Issue, convert, load_toml
 
-__all__ = ["Point", "Profile", "Signature", "Table", "Unreadable", "load_profile", "profile_path", "shipped_profiles"]
+__all__ = [
+    "InitWrite",
+    "Point",
+    "Profile",
+    "Signature",
+    "Table",
+    "Unreadable",
+    "load_profile",
+    "profile_path",
+    "shipped_profiles",
+]
 
 Table = Literal["holding", "input", "coil", "discrete"]
 Kind = Literal["measurement", "counter", "status", "fault", "identifier"]
@@ -46,15 +61,27 @@ class Point(_Strict, frozen=True, kw_only=True):
     word_order: Order = "big"
     byte_order: Order = "big"
     length: Annotated[int, Meta(ge=1, le=64)] | None = None
-    """Registers of a ``string`` point."""
+    """Registers of a ``string`` point (two characters each). Give this or ``chars``."""
+    chars: Annotated[int, Meta(ge=1, le=128)] | None = None
+    """Characters of a ``string`` point, as manuals count them; occupies ``ceil(chars / 2)``
+    registers and decodes to at most ``chars`` characters."""
+    write_word_order: Order | None = None
+    """Word order of multi-register writes, when the device writes differently than it reads
+    (NIBE S-series: read low word first, write high word first). Default: ``word_order``."""
+    bit_range: tuple[int, int] | None = None
+    """``[first, last]`` bits (0 = least significant, inclusive) of a ``u16``/``bits`` register
+    that hold this value, shifted down: ``[8, 11]`` of 0x0A50 is 0xA."""
     scale: float = 1.0
     offset: float = 0.0
     unit: str | None = None
     kind: Kind = "measurement"
     values: dict[str, str] = {}
     """Labels of raw codes for status and fault points (``"0" = "no fault"``)."""
-    invalid: int | None = None
-    """Raw value meaning "no reading" (e.g. -32768, 0xFFFF); gives quality ``invalid``."""
+    flags: dict[str, str] = {}
+    """Labels of single bits of a status word (``"0" = "compressor on"``, bit 0 = least
+    significant); the reading's text lists the bits that are set."""
+    invalid: int | list[int] | None = None
+    """Raw value(s) meaning "no reading" (e.g. -32768, 0xFFFF); gives quality ``invalid``."""
     max_age_s: Annotated[float, Meta(gt=0, le=86400)] | None = None
     """Read at most this often; none = every poll of the device."""
     writable: bool = False
@@ -64,10 +91,25 @@ class Point(_Strict, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.table in BIT_TABLES and self.type != "bits":
             raise ValueError(f'type: points in the {self.table} table are single bits; use type = "bits"')
-        if self.type == "string" and self.length is None:
-            raise ValueError("length: a string point needs its length in registers")
-        if self.type != "string" and self.length is not None:
-            raise ValueError("length: only string points have a length")
+        if self.type == "string" and (self.length is None) == (self.chars is None):
+            raise ValueError("length: a string point needs its length in registers or its chars, not both")
+        if self.type != "string" and (self.length is not None or self.chars is not None):
+            raise ValueError("length: only string points have a length or chars")
+        if self.bit_range is not None:
+            first, last = self.bit_range
+            if self.type not in ("u16", "bits"):
+                raise ValueError("bit_range: only u16 and bits registers have a bit range")
+            if not 0 <= first <= last <= 15:
+                raise ValueError("bit_range: give [first, last] with 0 <= first <= last <= 15")
+        if self.flags:
+            if self.type not in ("u16", "u32", "bits", "u8hi", "u8lo"):
+                raise ValueError("flags: only unsigned integer registers have bit flags")
+            width = 16 * register_count(self.type) if self.type not in BYTE_TYPES else 8
+            for key in self.flags:
+                if not key.isdigit() or int(key) >= width:
+                    raise ValueError(f"flags: key {key!r} is not a bit number 0..{width - 1}")
+            if self.values:
+                raise ValueError("flags: give values (codes) or flags (bits), not both")
         if self.scale == 0:
             raise ValueError("scale: must not be 0")
         if self.writable:
@@ -75,6 +117,8 @@ class Point(_Strict, frozen=True, kw_only=True):
                 raise ValueError(f"writable: only holding registers and coils can be written, not {self.table}")
             if self.type == "string":
                 raise ValueError("writable: string points cannot be written")
+            if self.type in BYTE_TYPES or self.bit_range is not None:
+                raise ValueError("writable: part of a register cannot be written alone")
             if self.min is None or self.max is None:
                 raise ValueError("writable: a writable point needs both min and max")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -92,7 +136,23 @@ class Point(_Strict, frozen=True, kw_only=True):
     @property
     def count(self) -> int:
         """Registers (or bits) this point occupies."""
-        return 1 if self.table in BIT_TABLES else register_count(self.type, self.length)
+        if self.table in BIT_TABLES:
+            return 1
+        if self.chars is not None:
+            return (self.chars + 1) // 2
+        return register_count(self.type, self.length)
+
+    @property
+    def write_order(self) -> Order:
+        return self.write_word_order or self.word_order
+
+    def is_invalid(self, raw: int | float | str) -> bool:
+        """Whether ``raw`` (the decoded register value, before bit range and scale) is one of
+        the point's "no value" sentinels."""
+        if self.invalid is None or isinstance(raw, str):
+            return False
+        sentinels = self.invalid if isinstance(self.invalid, list) else [self.invalid]
+        return raw in sentinels
 
     @property
     def end(self) -> int:
@@ -100,7 +160,12 @@ class Point(_Strict, frozen=True, kw_only=True):
         return self.address + self.count
 
     def label(self, raw: int | float | str) -> str | None:
-        """The profile's text for a status or fault code, if it has one."""
+        """The profile's text for a status or fault code, or the set bits of a status word."""
+        if self.flags and isinstance(raw, int):
+            set_bits = [
+                text for key, text in sorted(self.flags.items(), key=lambda kv: int(kv[0])) if raw >> int(key) & 1
+            ]
+            return ", ".join(set_bits) if set_bits else "none"
         if not self.values or not isinstance(raw, int):
             return None
         for key, text in self.values.items():
@@ -120,6 +185,17 @@ class Unreadable(_Strict, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.end < self.start:
             raise ValueError("end: must be >= start")
+
+
+class InitWrite(_Strict, frozen=True, kw_only=True):
+    """Raw words written once to a device before its first poll (some devices must be
+    unlocked, or switched to the register map the profile describes). Declared by the installer
+    in the profile; logged when sent; a refusal is logged and the device is polled anyway."""
+
+    table: Literal["holding", "coil"] = "holding"
+    address: Address
+    values: Annotated[list[Annotated[int, Meta(ge=0, le=65535)]], Meta(min_length=1, max_length=123)]
+    note: str = ""
 
 
 class Signature(_Strict, frozen=True, kw_only=True):
@@ -159,9 +235,16 @@ class Profile(_Strict, frozen=True, kw_only=True):
     vendor: str = ""
     model: str = ""
     description: str = ""
+    reference: str = ""
+    """Where the register map comes from: document and version, or repository and commit."""
     max_gap_registers: Annotated[int, Meta(ge=0, le=124)] | None = None
     """Override of the planner's gap rule: never read more than this many unused registers."""
+    max_registers_per_read: Annotated[int, Meta(ge=1, le=125)] | None = None
+    """The device's largest read, in registers (Eastron meters refuse more than 80)."""
+    even_register_count: bool = False
+    """The device answers only reads of an even number of registers (whole 32-bit values)."""
     unreadable: list[Unreadable] = []
+    init: list[InitWrite] = []
     signature: Signature | None = None
     points: Annotated[list[Point], Meta(min_length=1)]
 
@@ -211,7 +294,10 @@ def load_profile(name_or_path: str) -> Profile:
 def _semantic_issues(profile: Profile) -> list[Issue]:
     issues: list[Issue] = []
     names: dict[str, int] = {}
+    limit_registers = profile.max_registers_per_read
     for index, point in enumerate(profile.points):
+        if limit_registers is not None and point.table not in BIT_TABLES and point.count > limit_registers:
+            issues.append(Issue(f"points[{index}].address", f"{point.count} registers exceed max_registers_per_read"))
         if point.name in names:
             issues.append(Issue(f"points[{index}].name", f"duplicate point name (also points[{names[point.name]}])"))
         names.setdefault(point.name, index)
@@ -237,4 +323,11 @@ def _semantic_issues(profile: Profile) -> list[Issue]:
                 issues.append(Issue(f"points[{j}].address", f"overlaps point {a.name!r} ({where})"))
     if profile.signature is not None and profile.signature.point not in names:
         issues.append(Issue("signature.point", f"no point named {profile.signature.point!r}"))
+    if not issues:
+        from heatgate.drivers.modbus.planner import plan_profile
+
+        try:
+            plan_profile(profile)
+        except ValueError as exc:
+            issues.append(Issue("points", str(exc)))
     return issues

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from heatgate.drivers.modbus.errors import ModbusExceptionResponse, ModbusTimeout
 from heatgate.drivers.modbus.link import ModbusLink
 from heatgate.drivers.modbus.profile import Profile, load_profile, shipped_profiles
@@ -23,11 +25,14 @@ async def probe_unit(link: ModbusLink, unit_id: int, *, timeout_s: float) -> boo
     return True
 
 
-async def identify(link: ModbusLink, unit_id: int, *, timeout_s: float) -> str:
-    """Which shipped profile's signature the unit matches, as a sentence for the installer."""
+async def identify(
+    link: ModbusLink, unit_id: int, *, timeout_s: float, profiles: Sequence[Profile] | None = None
+) -> str:
+    """Which profile's signature the unit matches, as a sentence for the installer: the
+    ``profiles`` given (an installer's own), or every shipped one."""
     matches: list[Profile] = []
-    for name in shipped_profiles():
-        profile = load_profile(name)
+    candidates = list(profiles) if profiles is not None else [load_profile(name) for name in shipped_profiles()]
+    for profile in candidates:
         if profile.signature is None:
             continue
         point = profile.point(profile.signature.point)
@@ -46,6 +51,7 @@ async def identify(link: ModbusLink, unit_id: int, *, timeout_s: float) -> str:
         if profile.signature.matches(value):
             matches.append(profile)
     if not matches:
-        return "no shipped profile recognises it (profiles without a signature cannot be told)"
+        which = "given" if profiles is not None else "shipped"
+        return f"no {which} profile recognises it (profiles without a signature cannot be told)"
     names = ", ".join(f"{p.name} ({p.vendor} {p.model}, {p.device_type})" for p in matches)
     return f"fits profile {names}"

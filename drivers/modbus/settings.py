@@ -1,4 +1,4 @@
-"""Settings of the Modbus sources (``modbus-tcp``, ``modbus-rtu``) and their devices.
+"""Settings of the Modbus sources (``modbus-tcp``, ``modbus-rtu``, ``modbus-rtu-over-tcp``) and their devices.
 
 The agent composes these into its config; the checks across entries (unit ids and names unique
 on a bus, every device's profile loadable) are here, located under the source's path.
@@ -14,7 +14,7 @@ from heatgate.drivers.modbus.profile import load_profile
 from heatgate.settings import AbsPath, Name, PositiveSeconds, Section, SourceSettings, TcpPort
 from heatgate.typedload import ConfigError, Issue
 
-__all__ = ["ModbusDevice", "ModbusRtuSource", "ModbusTcpSource"]
+__all__ = ["ModbusDevice", "ModbusRtuOverTcpSource", "ModbusRtuSource", "ModbusTcpSource"]
 
 
 class ModbusDevice(Section, frozen=True, kw_only=True):
@@ -41,6 +41,18 @@ class ModbusRtuSource(SourceSettings, tag="modbus-rtu", frozen=True, kw_only=Tru
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     timeout_s: PositiveSeconds = 0.5
+    devices: Annotated[list[ModbusDevice], Meta(min_length=1)]
+
+    def issues(self, where: str) -> list[Issue]:
+        return _bus_issues(self.devices, where)
+
+
+class ModbusRtuOverTcpSource(SourceSettings, tag="modbus-rtu-over-tcp", frozen=True, kw_only=True):
+    """RTU frames (with CRC, no MBAP header) over a TCP socket: a serial-to-Ethernet converter."""
+
+    host: str
+    port: TcpPort = 502
+    timeout_s: PositiveSeconds = 1.0
     devices: Annotated[list[ModbusDevice], Meta(min_length=1)]
 
     def issues(self, where: str) -> list[Issue]:

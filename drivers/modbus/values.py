@@ -40,10 +40,13 @@ def point_value(point: Point, words: Sequence[int] | Sequence[bool]) -> PointVal
         return PointValue(point, None, Quality.INVALID)
     if point.type == "f32" and isinstance(raw, float):
         raw = float(f"{raw:.7g}")  # a float32 carries 7 significant digits; drop the widening noise
-    if (point.invalid is not None and raw == point.invalid) or raw_is_nan(raw):
+    if point.is_invalid(raw) or raw_is_nan(raw):
         return PointValue(point, None, Quality.INVALID)
     if isinstance(raw, str):
-        return PointValue(point, raw, Quality.OK)
+        return PointValue(point, raw if point.chars is None else raw[: point.chars], Quality.OK)
+    if point.bit_range is not None and isinstance(raw, int):
+        first, last = point.bit_range
+        raw = (raw >> first) & ((1 << (last - first + 1)) - 1)
     text = point.label(raw)
     if point.scale == 1.0 and point.offset == 0.0:
         return PointValue(point, raw, Quality.OK, text)
@@ -62,8 +65,9 @@ def split_block(block: Block, data: Sequence[int] | Sequence[bool]) -> list[Poin
 
 
 def raw_for_write(point: Point, value: float) -> list[int]:
-    """Register words (or ``[bit]``) that make ``point`` read ``value``; raises ValueError
-    when the point is not writable or ``value`` is outside its bounds."""
+    """Register words (or ``[bit]``) that make ``point`` read ``value``, in the point's
+    ``write_word_order``; raises ValueError when the point is not writable or ``value`` is
+    outside its bounds."""
     if not point.writable:
         raise ValueError(f"point {point.name!r} is not writable")
     assert point.min is not None and point.max is not None
@@ -74,7 +78,7 @@ def raw_for_write(point: Point, value: float) -> list[int]:
     raw = (value - point.offset) / point.scale
     try:
         if point.type.startswith("f"):
-            return encode_value(raw, point.type, word_order=point.word_order, byte_order=point.byte_order)
-        return encode_value(round(raw), point.type, word_order=point.word_order, byte_order=point.byte_order)
+            return encode_value(raw, point.type, word_order=point.write_order, byte_order=point.byte_order)
+        return encode_value(round(raw), point.type, word_order=point.write_order, byte_order=point.byte_order)
     except DecodeError as exc:
         raise ValueError(str(exc)) from None

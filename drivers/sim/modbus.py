@@ -29,13 +29,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from heatgate.drivers.sim.args import rate
-from heatgate.drivers.sim.modbus_model import FaultPlan, SimDevice, heatpump_device, meter_device
+from heatgate.drivers.sim.modbus_model import (
+    FaultPlan,
+    RegisterImageDevice,
+    SimDevice,
+    heatpump_device,
+    meter_device,
+)
+
+AnyDevice = SimDevice | RegisterImageDevice
 
 __all__ = [
     "FaultPlan",
@@ -47,6 +56,7 @@ __all__ = [
     "serve_meter_rtu",
     "serve_meter_tcp",
     "serve_rtu",
+    "serve_rtu_over_tcp",
     "serve_tcp",
 ]
 
@@ -56,7 +66,7 @@ _TABLE_BY_FC = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6
 class SimContext(ModbusServerContext):
     """The datastore pymodbus's server asks: our devices, their models and their faults."""
 
-    def __init__(self, devices: dict[int, SimDevice], *, seed: int | None = None) -> None:
+    def __init__(self, devices: dict[int, AnyDevice], *, seed: int | None = None) -> None:
         # Deliberately not calling super().__init__: pymodbus hands requests to a context with
         # ``old_simulator`` set straight to async_getValues/async_setValues.
         self.devices = devices
@@ -68,7 +78,7 @@ class SimContext(ModbusServerContext):
     def device_ids(self) -> list[int]:
         return list(self.devices)
 
-    async def _gate(self, device_id: int) -> SimDevice:
+    async def _gate(self, device_id: int) -> AnyDevice:
         self.requests += 1
         device = self.devices.get(device_id)
         if device is None or device.is_offline():
@@ -89,7 +99,13 @@ class SimContext(ModbusServerContext):
         table = _TABLE_BY_FC.get(func_code)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
-        if not device.readable(table, address, count):
+        if isinstance(device, RegisterImageDevice):
+            if device.drops(table, address, count):
+                raise NoSuchIdException(f"device {device_id} drops reads of {table} {address}+{count}")
+            code = device.refusal(table, address, count)
+            if code is not None:
+                return ExcCodes.ILLEGAL_VALUE if code == 3 else ExcCodes.ILLEGAL_ADDRESS
+        elif not device.readable(table, address, count):
             return ExcCodes.ILLEGAL_ADDRESS
         image = device.image(table)
         if table in ("coil", "discrete"):
@@ -173,6 +189,7 @@ class SimServer:
         self.host = host
         self.port = port
         self._relay = relay
+        self.framing = "rtu" if relay is not None else "tcp"
 
     @property
     def path(self) -> str:
@@ -180,13 +197,22 @@ class SimServer:
         return self._relay.client_path if self._relay else ""
 
     def device(self, unit_id: int) -> SimDevice:
-        return self.context.devices[unit_id]
+        device = self.context.devices[unit_id]
+        assert isinstance(device, SimDevice)
+        return device
+
+    def image_device(self, unit_id: int) -> RegisterImageDevice:
+        device = self.context.devices[unit_id]
+        assert isinstance(device, RegisterImageDevice)
+        return device
 
     @property
     def where(self) -> str:
         if self._relay is not None:
             link = f", linked at {self._relay.link}" if self._relay.link else ""
             return f"Modbus RTU on {self.path}{link}"
+        if self.framing == "rtu-over-tcp":
+            return f"Modbus RTU over TCP on {self.host}:{self.port}"
         return f"Modbus TCP on {self.host}:{self.port}"
 
     async def stop(self) -> None:
@@ -197,11 +223,17 @@ class SimServer:
 
 
 async def serve_tcp(
-    devices: dict[int, SimDevice], host: str = "127.0.0.1", port: int = 5020, *, seed: int | None = None
+    devices: dict[int, AnyDevice],
+    host: str = "127.0.0.1",
+    port: int = 5020,
+    *,
+    seed: int | None = None,
+    framer: FramerType = FramerType.SOCKET,
 ) -> SimServer:
-    """Serve ``devices`` (by unit id) over Modbus TCP; port 0 picks a free port."""
+    """Serve ``devices`` (by unit id) over Modbus TCP; port 0 picks a free port.
+    ``framer=FramerType.RTU`` serves RTU frames over the socket (see :func:`serve_rtu_over_tcp`)."""
     context = SimContext(devices, seed=seed)
-    server = ModbusTcpServer(context, address=(host, port), ignore_missing_devices=True)
+    server = ModbusTcpServer(context, address=(host, port), ignore_missing_devices=True, framer=framer)
     await server.serve_forever(background=True)
     actual = port
     transport = server.transport
@@ -212,8 +244,16 @@ async def serve_tcp(
     return SimServer(server, context, host=host, port=actual)
 
 
+async def serve_rtu_over_tcp(devices: dict[int, AnyDevice], host: str = "127.0.0.1", port: int = 0) -> SimServer:
+    """Serve ``devices`` as a serial-to-Ethernet converter in transparent mode would: RTU frames
+    (with CRC, no MBAP header) on a TCP socket."""
+    server = await serve_tcp(devices, host, port, framer=FramerType.RTU)
+    server.framing = "rtu-over-tcp"
+    return server
+
+
 async def serve_rtu(
-    devices: dict[int, SimDevice],
+    devices: dict[int, AnyDevice],
     *,
     link: str | None = None,
     baudrate: int = 9600,
@@ -282,6 +322,11 @@ def _add_common(parser: argparse.ArgumentParser, *, port: int, link: str, rtu_de
     parser.add_argument(
         "--rtu", action="store_true", default=rtu_default, help="serve Modbus RTU on a pseudo-terminal instead of TCP"
     )
+    parser.add_argument(
+        "--rtu-over-tcp",
+        action="store_true",
+        help="serve RTU frames on the TCP port, as a serial-to-Ethernet converter does",
+    )
     parser.add_argument("--link", default=link, help=f"RTU: symlink to the pty (default {link})")
     parser.add_argument("--baud", type=int, default=9600, help="RTU: baud rate (default 9600)")
     parser.add_argument("--unit", type=int, default=1, help="unit id (default 1)")
@@ -339,6 +384,9 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         if args.rtu:
             server = await serve_rtu({args.unit: device}, link=args.link, baudrate=args.baud)
+        elif args.rtu_over_tcp:
+            server = await serve_tcp({args.unit: device}, args.host, args.port, framer=FramerType.RTU)
+            server.framing = "rtu-over-tcp"
         else:
             server = await serve_tcp({args.unit: device}, args.host, args.port)
     except (OSError, RuntimeError) as exc:

@@ -3,6 +3,11 @@
 A :class:`SimDevice` pairs a profile with a model that says each point's value at a time;
 its register image is encoded through the same profile the driver decodes with, so the
 simulator and the driver can never disagree about a layout without a test noticing.
+
+A :class:`RegisterImageDevice` knows no profile: it serves a fixed register image (built from
+reference data, independently of any profile) with the device's real limits: ranges it
+refuses (exception 2), its largest read (exception 3 above it), an even-count rule, and the
+word order it takes writes in. Profiles are tested against it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,15 @@ from dataclasses import dataclass, field
 from heatgate.drivers.modbus.decode import encode_value
 from heatgate.drivers.modbus.profile import BIT_TABLES, Point, Profile, load_profile
 
-__all__ = ["FaultPlan", "HeatPumpModel", "MeterModel", "SimDevice", "heatpump_device", "meter_device"]
+__all__ = [
+    "FaultPlan",
+    "HeatPumpModel",
+    "MeterModel",
+    "RegisterImageDevice",
+    "SimDevice",
+    "heatpump_device",
+    "meter_device",
+]
 
 Value = int | float | str
 
@@ -236,3 +249,73 @@ def heatpump_device(
 
 def meter_device(faults: FaultPlan | None = None, *, serial: int = 20230417, seed: int | None = None) -> SimDevice:
     return SimDevice(load_profile("sdm630"), MeterModel(serial=serial, seed=seed), faults or FaultPlan())
+
+
+@dataclass
+class RegisterImageDevice:
+    """A slave served from a raw register image, with the limits of the real device.
+
+    ``tables`` maps ``holding``/``input``/``coil``/``discrete`` to ``{address: word}``
+    (unlisted addresses read 0 unless refused). ``unreadable`` lists ``(table, first, last)``
+    ranges answered with exception 2 when a read touches them (``refuse_unlisted`` refuses
+    every address not in the image, as many heat pumps do). A read of more than
+    ``max_registers_per_read`` registers, or of an odd count with ``even_register_count``, is
+    answered with exception 3. ``write_words_reversed``: the device takes multi-register writes
+    in the opposite word order to the one it reads in (NIBE S-series), so a write stored here
+    reads back right only if it was sent in the device's write order.
+    """
+
+    tables: dict[str, dict[int, int]]
+    unreadable: list[tuple[str, int, int]] = field(default_factory=list)
+    refuse_unlisted: bool = False
+    max_registers_per_read: int | None = None
+    even_register_count: bool = False
+    write_words_reversed: bool = False
+    silent: list[tuple[str, int, int]] = field(default_factory=list)
+    """``(table, first, last)`` ranges a read touching which gets no answer at all (some
+    devices drop what they cannot serve instead of answering an exception)."""
+    writable: set[tuple[str, int]] | None = None
+    """``(table, address)`` of writes accepted; None: any address in the image."""
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    offline: bool = False
+    reads: list[tuple[str, int, int]] = field(default_factory=list)
+    """Every read asked, as ``(table, address, count)`` (tests count requests here)."""
+
+    def is_offline(self) -> bool:
+        return self.offline
+
+    def image(self, table: str) -> dict[int, int]:
+        return self.tables.get(table, {})
+
+    def refusal(self, table: str, address: int, count: int) -> int | None:
+        """The exception code a read gets (2 or 3), or None when it is answered."""
+        self.reads.append((table, address, count))
+        if table not in BIT_TABLES:
+            if self.max_registers_per_read is not None and count > self.max_registers_per_read:
+                return 3
+            if self.even_register_count and count % 2:
+                return 3
+        end = address + count - 1
+        if any(t == table and address <= last and first <= end for t, first, last in self.unreadable):
+            return 2
+        if self.refuse_unlisted:
+            known = self.tables.get(table, {})
+            if any(a not in known for a in range(address, end + 1)):
+                return 2
+        return None
+
+    def readable(self, table: str, address: int, count: int) -> bool:
+        return self.refusal(table, address, count) is None
+
+    def drops(self, table: str, address: int, count: int) -> bool:
+        end = address + count - 1
+        return any(t == table and address <= last and first <= end for t, first, last in self.silent)
+
+    def write(self, table: str, address: int, words: list[int]) -> bool:
+        if self.writable is not None and (table, address) not in self.writable:
+            return False
+        stored = list(reversed(words)) if self.write_words_reversed else list(words)
+        image = self.tables.setdefault(table, {})
+        for i, word in enumerate(stored):
+            image[address + i] = word
+        return True
