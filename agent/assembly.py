@@ -26,15 +26,7 @@ from heatgate import __version__
 from heatgate.agent.command_wiring import WritableDevice, build_processor, command_hook
 from heatgate.agent.commands.dispatch import CommandProcessor
 from heatgate.agent.commands.errors import CommandError
-from heatgate.agent.config import (
-    Config,
-    LoadedConfig,
-    ModbusRtuSource,
-    ModbusTcpSource,
-    P1Source,
-    SourceConfig,
-    ZwaveSource,
-)
+from heatgate.agent.config import Config, LoadedConfig, SourceConfig
 from heatgate.agent.privacy.pipeline import Pipeline
 from heatgate.agent.privacy.policy import Policy, load_policy
 from heatgate.agent.privacy.pseudonym import PseudonymKeys
@@ -44,7 +36,11 @@ from heatgate.agent.status import StatusServer
 from heatgate.buffer.adapter import AsyncBuffer, open_buffer
 from heatgate.buffer.api import BufferError
 from heatgate.buffer.keys import load_master_key
+from heatgate.drivers.modbus.settings import ModbusRtuSource, ModbusTcpSource
+from heatgate.drivers.p1.settings import P1Source
 from heatgate.drivers.reading import Source
+from heatgate.drivers.zwave.settings import ZwaveSource
+from heatgate.errors import HeatgateError
 from heatgate.typedload import ConfigError
 
 __all__ = [
@@ -59,7 +55,7 @@ __all__ = [
 ]
 
 
-class StartupError(Exception):
+class StartupError(HeatgateError):
     """The agent cannot start; ``exit_code`` is 2 for bad config/keys, 1 otherwise."""
 
     def __init__(self, message: str, *, exit_code: int = 1) -> None:

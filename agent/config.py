@@ -2,11 +2,16 @@
 
 Every name carries its unit (``interval_s``, ``cap_bytes``). Unknown keys are errors, so that
 a typo never passes silently. :func:`load_config` reports every problem at once, located by
-path and file (see :mod:`agent.typedload`).
+path and file (see :mod:`heatgate.typedload`).
+
+Each driver owns the settings of its sources (``heatgate.drivers.<driver>.settings``) and their
+checks; this module composes them into :class:`Config` (``sources`` is the union tagged by
+``type``) and keeps only what is the agent's own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +19,14 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import Meta
 
-from heatgate.typedload import ABSOLUTE_PATH, ConfigError, Issue, convert, load_toml
+from heatgate.config import data_path
+from heatgate.drivers.modbus.settings import ModbusDevice, ModbusRtuSource, ModbusTcpSource
+from heatgate.drivers.p1.settings import P1Source
+from heatgate.drivers.zwave.settings import ZwaveNode, ZwaveSource
+from heatgate.settings import AbsPath, Section
+from heatgate.typedload import ConfigError, Issue, convert, load_toml
 
 __all__ = [
     "BufferConfig",
@@ -37,22 +47,14 @@ __all__ = [
     "load_config",
 ]
 
-AbsPath = Annotated[str, ABSOLUTE_PATH]
-Name = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$", description="lowercase name")]
 # No '.', '/', '+', '#': the id is a topic level, and NATS's MQTT listener maps '/' to '.'
 # (a dot in a topic closes the connection there).
 GatewayId = Annotated[
     str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$", description="gateway id: letters, digits, '-', '_'")
 ]
-PositiveSeconds = Annotated[float, Meta(gt=0, le=86400)]
-TcpPort = Annotated[int, Meta(ge=1, le=65535)]
 
 
-class _Section(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Base of every config table: frozen, keyword-only, unknown keys rejected."""
-
-
-class GatewayConfig(_Section, frozen=True, kw_only=True):
+class GatewayConfig(Section, frozen=True, kw_only=True):
     id: GatewayId
     """Gateway identity; the subject of its client certificate. Carries no customer data."""
     region: Annotated[str, Meta(min_length=2, max_length=16)]
@@ -60,7 +62,7 @@ class GatewayConfig(_Section, frozen=True, kw_only=True):
     state_dir: AbsPath = "/var/lib/heatgate"
 
 
-class MqttConfig(_Section, frozen=True, kw_only=True):
+class MqttConfig(Section, frozen=True, kw_only=True):
     url: str = "mqtts://localhost:8883"
     ca_file: AbsPath | None = None
     cert_file: AbsPath | None = None
@@ -115,7 +117,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class KeysConfig(_Section, frozen=True, kw_only=True):
+class KeysConfig(Section, frozen=True, kw_only=True):
     master_key_file: AbsPath | None = None
     """Default: ``<state_dir>/keys/master.key``. Must be readable by the service user only."""
     master_key_credential: str = "heatgate-master-key"
@@ -126,7 +128,7 @@ class KeysConfig(_Section, frozen=True, kw_only=True):
     """The operators' Ed25519 approval key for device writes, distinct from the command key."""
 
 
-class BufferConfig(_Section, frozen=True, kw_only=True):
+class BufferConfig(Section, frozen=True, kw_only=True):
     path: AbsPath | None = None
     """Default: ``<state_dir>/buffer.db``."""
     cap_bytes: Annotated[int, Meta(ge=1024 * 1024)] = 256 * 1024 * 1024
@@ -135,67 +137,21 @@ class BufferConfig(_Section, frozen=True, kw_only=True):
     sweep_interval_s: Annotated[float, Meta(gt=0, le=86400)] = 300.0
 
 
-class PrivacyConfig(_Section, frozen=True, kw_only=True):
+class PrivacyConfig(Section, frozen=True, kw_only=True):
     policy_file: AbsPath | None = None
     """Default: the shipped ``config/privacy.toml``."""
     pseudonym_epoch_days: Annotated[int, Meta(ge=1, le=3650)] = 90
 
 
-class StatusConfig(_Section, frozen=True, kw_only=True):
+class StatusConfig(Section, frozen=True, kw_only=True):
     socket_path: AbsPath | None = None
     """Default: ``<state_dir>/status.sock`` (mode 0600)."""
-
-
-class ModbusDevice(_Section, frozen=True, kw_only=True):
-    name: Name
-    unit_id: Annotated[int, Meta(ge=0, le=247)]
-    profile: Annotated[str, Meta(min_length=1)]
-    """A shipped profile name (``sim-heatpump``) or an absolute path to a profile file."""
-    interval_s: PositiveSeconds = 10.0
-
-
-class _Source(_Section, tag_field="type", frozen=True, kw_only=True):
-    name: Name
-
-
-class ModbusTcpSource(_Source, tag="modbus-tcp", frozen=True, kw_only=True):
-    host: str = "127.0.0.1"
-    port: TcpPort = 502
-    timeout_s: PositiveSeconds = 1.0
-    devices: Annotated[list[ModbusDevice], Meta(min_length=1)]
-
-
-class ModbusRtuSource(_Source, tag="modbus-rtu", frozen=True, kw_only=True):
-    port: AbsPath
-    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    timeout_s: PositiveSeconds = 0.5
-    devices: Annotated[list[ModbusDevice], Meta(min_length=1)]
-
-
-class P1Source(_Source, tag="p1", frozen=True, kw_only=True):
-    port: AbsPath
-    dsmr_version: Literal["2.2", "3", "4", "5", "5B", "5L", "5S"] = "5"
-    serial_settings: Literal["8N1", "7E1"] | None = None
-    """Default follows the version: 7E1 at 9600 baud for 2.2/3, 8N1 at 115200 for 4 and 5."""
-
-
-class ZwaveNode(_Section, frozen=True, kw_only=True):
-    node_id: Annotated[int, Meta(ge=1, le=232)]
-    name: Name
-    device_type: Name = "zwave-sensor"
-
-
-class ZwaveSource(_Source, tag="zwave", frozen=True, kw_only=True):
-    port: AbsPath
-    nodes: list[ZwaveNode] = []
 
 
 SourceConfig = ModbusTcpSource | ModbusRtuSource | P1Source | ZwaveSource
 
 
-class Config(_Section, frozen=True, kw_only=True):
+class Config(Section, frozen=True, kw_only=True):
     gateway: GatewayConfig
     mqtt: MqttConfig = MqttConfig()
     keys: KeysConfig = KeysConfig()
@@ -229,8 +185,6 @@ class Config(_Section, frozen=True, kw_only=True):
     def policy_path(self) -> Path:
         if self.privacy.policy_file:
             return Path(self.privacy.policy_file)
-        from heatgate.config import data_path
-
         return data_path("privacy.toml")
 
 
@@ -245,8 +199,6 @@ class LoadedConfig:
 
 def load_config(path: Path) -> LoadedConfig:
     """Load and validate a config file; raise ConfigError with every problem located."""
-    import hashlib
-
     data = load_toml(path)
     config = convert(data, Config, source=str(path))
     issues = _semantic_issues(config)
@@ -256,7 +208,8 @@ def load_config(path: Path) -> LoadedConfig:
 
 
 def _semantic_issues(config: Config) -> list[Issue]:
-    """Checks across entries that a type alone cannot express."""
+    """Checks across entries that a type alone cannot express: source names unique here, the
+    rest by each source's own settings (:meth:`heatgate.settings.SourceSettings.issues`)."""
     issues: list[Issue] = []
     seen: dict[str, int] = {}
     for index, source in enumerate(config.sources):
@@ -269,41 +222,8 @@ def _semantic_issues(config: Config) -> list[Issue]:
             )
         else:
             seen[source.name] = index
-        if isinstance(source, ModbusTcpSource | ModbusRtuSource):
-            units: dict[int, int] = {}
-            names: dict[str, int] = {}
-            for dev_index, device in enumerate(source.devices):
-                where = f"sources[{index}].devices[{dev_index}]"
-                if device.unit_id in units:
-                    issues.append(Issue(f"{where}.unit_id", f"duplicate unit id {device.unit_id} on this bus"))
-                units.setdefault(device.unit_id, dev_index)
-                if device.name in names:
-                    issues.append(Issue(f"{where}.name", f"duplicate device name {device.name!r}"))
-                names.setdefault(device.name, dev_index)
-                issues.extend(_profile_issues(device.profile, f"{where}.profile"))
-        if isinstance(source, ZwaveSource):
-            node_ids: set[int] = set()
-            for node_index, node in enumerate(source.nodes):
-                if node.node_id in node_ids:
-                    issues.append(
-                        Issue(f"sources[{index}].nodes[{node_index}].node_id", f"duplicate node id {node.node_id}")
-                    )
-                node_ids.add(node.node_id)
+        issues.extend(source.issues(f"sources[{index}]"))
     return issues
-
-
-def _profile_issues(profile: str, where: str) -> list[Issue]:
-    """Load the device's profile fully; its problems located under ``where``, e.g.
-    ``sources[0].devices[0].profile: /…/x.toml: points[2].type: …``."""
-    from heatgate.drivers.modbus.profile import load_profile
-
-    try:
-        load_profile(profile)
-    except ConfigError as exc:
-        if exc.source == profile and len(exc.issues) == 1 and not exc.issues[0].path:
-            return [Issue(where, exc.issues[0].message)]  # not found / not a name
-        return [Issue(where, f"{exc.source}: {issue}") for issue in exc.issues]
-    return []
 
 
 def to_builtins(config: Config) -> dict[str, object]:

@@ -102,7 +102,7 @@ class Committer:
             self.dropped += overflow
             self.waiting = kept[overflow:]
             log.error(
-                "disk full: records kept in memory until there is room",
+                "daemon.disk_full_records_held",
                 waiting=len(self.waiting),
                 dropped=self.dropped,
                 streams=exc.per_stream,
@@ -204,11 +204,11 @@ class Agent:
         self._policy = parts.policy
         self._slots = {built.name: _SourceSlot(built) for built in parts.sources}
         if parts.commands is None:
-            log.info("no command key pinned: remote commands are disabled")
+            log.info("daemon.remote_commands_disabled", reason="no command key pinned")
 
     @staticmethod
     def _cannot_start(exc: StartupError) -> int:
-        log.error("cannot start", reason=str(exc))
+        log.error("daemon.start_failed", reason=str(exc))
         sys.stderr.write(f"heatgate: {exc}\n")
         sys.stderr.flush()
         return exc.exit_code
@@ -248,10 +248,10 @@ class Agent:
                     watchdog = LoopWatchdog(self.notifier, stall_s=watchdog_s)
                     helpers.append(group.create_task(watchdog.run(), name="watchdog"))
                 self.notifier.ready(self.health_line())
-                log.info("agent started", gateway=self.config.gateway.id, sources=len(self._slots), version=__version__)
+                log.info("daemon.ready", gateway=self.config.gateway.id, sources=len(self._slots), version=__version__)
 
                 await self._stop.wait()
-                log.info("stopping")
+                log.info("daemon.stopping")
                 self.notifier.stopping()
                 try:
                     async with asyncio.timeout(SHUTDOWN_S):
@@ -259,14 +259,14 @@ class Agent:
                 except TimeoutError:
                     # systemd would kill us at TimeoutStopSec: stop now, with what is committed.
                     exit_code = 1
-                    log.error("clean shutdown took too long; stopping anyway", after_s=SHUTDOWN_S)
+                    log.error("daemon.shutdown_timed_out", after_s=SHUTDOWN_S)
                 for task in [*source_tasks, pipeline_task, publisher_task, *helpers]:
                     task.cancel()
         finally:
             await parts.status_server.close()
             await parts.buffer.close()
             self.notifier.close()
-        log.info("stopped")
+        log.info("daemon.stopped")
         return exit_code
 
     async def _shut_down(self, source_tasks: list[asyncio.Task[None]], pipeline_task: asyncio.Task[None]) -> None:
@@ -301,7 +301,7 @@ class Agent:
             slot.restarts += 1
             slot.state = "restarting"
             delay_s = slot.backoff.next_delay_s()
-            log.warning("source failed; restarting", source=name, error=slot.last_error, in_s=round(delay_s, 1))
+            log.warning("daemon.source_restarting", source=name, error=slot.last_error, in_s=round(delay_s, 1))
             self._record(self.parts.pipeline.connectivity("source_down", name, slot.last_error))
             await asyncio.sleep(delay_s)
 
@@ -378,7 +378,7 @@ class Agent:
                 self._record(parts.pipeline.audit("keys.pseudonym_rotated", "agent", "info"))
             removed = await parts.buffer.sweep()
             if any(removed.values()):
-                log.info("retention sweep", removed=removed)
+                log.info("daemon.retention_swept", removed=removed)
             await asyncio.sleep(self.config.buffer.sweep_interval_s)
 
     async def _reload_privacy_state(self) -> str | None:
@@ -387,7 +387,7 @@ class Agent:
         try:
             await self.parts.privacy_state.reload()
         except PrivacyStateError as exc:
-            log.error("privacy state unreadable; keeping the one in force", reason=exc.reason)
+            log.error("daemon.privacy_state_unreadable", kept="the state in force", reason=exc.reason)
             return exc.reason
         return None
 
@@ -404,7 +404,7 @@ class Agent:
         first, applied whole or not at all; audited either way. The sources, the pipeline and
         the publisher go on meanwhile, so nothing read or committed is lost. True if applied."""
         self.notifier.reloading()
-        log.info("reloading", config=str(self.loaded.path))
+        log.info("daemon.reloading", config=str(self.loaded.path))
         applied = await self._apply_reload()
         self._reload.reloads += 1
         self._reload.last_reload_ts = time.time()
@@ -441,16 +441,14 @@ class Agent:
             )
         )
         if restart:
-            log.warning(
-                "reloaded; some changes need a restart", policy_changed=plan.policy_changed, restart_needed=restart
-            )
+            log.warning("daemon.reloaded_restart_needed", policy_changed=plan.policy_changed, restart_needed=restart)
         else:
-            log.info("reloaded", policy_changed=plan.policy_changed)
+            log.info("daemon.reloaded", policy_changed=plan.policy_changed)
         return True
 
     def _reload_refused(self, reason: str) -> bool:
         self._reload.error = reason
-        log.error("reload refused; running on the previous settings", reason=reason)
+        log.error("daemon.reload_refused", kept="the previous settings", reason=reason)
         self._record(self.parts.pipeline.audit("agent.reload", "agent", "refused", reason=reason[:500]))
         return False
 

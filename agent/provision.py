@@ -17,10 +17,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
+from heatgate.errors import HeatgateError
+
 __all__ = ["Answers", "ProvisionError", "ProvisionReport", "provision"]
 
 
-class ProvisionError(Exception):
+class ProvisionError(HeatgateError):
     """Provisioning cannot go on; the message says what to fix."""
 
 

@@ -52,7 +52,7 @@ class Notifier:
         try:
             self._sock.sendto(message.encode(), self._address)
         except OSError as exc:  # systemd gone (shutdown): nothing to tell any more
-            log.debug("sd_notify failed", error=str(exc))
+            log.debug("sdnotify.notify_failed", error=str(exc))
 
     def ready(self, status: str) -> None:
         self.notify(ready=1, status=status)

@@ -18,12 +18,14 @@ import fcntl
 import os
 from pathlib import Path
 
+from heatgate.errors import HeatgateError
+
 __all__ = ["LOCK_NAME", "StateLock", "StateLocked"]
 
 LOCK_NAME = "agent.lock"
 
 
-class StateLocked(Exception):
+class StateLocked(HeatgateError):
     """Another agent holds the state directory's lock (``pid`` None when it could not be read)."""
 
     def __init__(self, state_dir: Path, pid: int | None) -> None:

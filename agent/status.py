@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from heatgate.errors import HeatgateError
 from heatgate.logs import get_logger
 
 __all__ = ["StatusError", "StatusServer", "query_status"]
@@ -24,7 +25,7 @@ log = get_logger("heatgate.status")
 Snapshot = Callable[[], Awaitable[dict[str, Any]]]
 
 
-class StatusError(Exception):
+class StatusError(HeatgateError):
     """The agent could not be asked (not running, no permission, bad answer)."""
 
 
@@ -53,7 +54,7 @@ class StatusServer:
             writer.write(json.dumps(document, default=str).encode())
             await writer.drain()
         except (ConnectionError, OSError) as exc:
-            log.debug("status client went away", error=str(exc))
+            log.debug("status.client_gone", error=str(exc))
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import msgspec
 
+from heatgate.errors import HeatgateError
+
 __all__ = ["DriverError", "PointKind", "Quality", "Reading", "ReadingSink", "Source"]
 
 
@@ -53,7 +55,7 @@ class Reading(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """For status and fault points: the profile's label of the code (``"high pressure"``)."""
 
 
-class DriverError(Exception):
+class DriverError(HeatgateError):
     """Root of every driver error. Carries the source name and, where known, the device."""
 
     def __init__(self, message: str, *, source: str = "", device: str = "") -> None:

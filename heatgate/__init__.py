@@ -2,7 +2,7 @@
 
 One import root. ``heatgate.agent`` composes ``heatgate.drivers`` (sources) and ``heatgate.buffer``
 (the encrypted store); those two use only the shared modules at this root (``backoff``, ``logs``,
-``typedload``, ``errors``); ``heatgate.config`` holds the shipped data files.
+``typedload``, ``settings``, ``errors``); ``heatgate.config`` holds the shipped data files.
 """
 
 from __future__ import annotations

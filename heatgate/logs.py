@@ -2,6 +2,19 @@
 
 Log lines never carry key material or identifiers in clear: :func:`redact` runs last before
 rendering, replacing the values of sensitive keys and anything that looks like key material.
+
+Names, one scheme (``tests/test_log_names.py`` holds every call in the tree to it):
+
+- A logger per area, ``log = get_logger("heatgate.<area>")``: the area is one lowercase word a
+  reader of the journal knows, the part of the system that speaks — ``daemon``, ``publish``,
+  ``commands``, ``status``, ``sdnotify``, ``buffer``, ``modbus``, ``p1``, ``zwave``. Every line
+  carries it as ``logger``.
+- An event is ``"<area>.<event>"``, the event in snake case, saying what happened or what state
+  was entered (``publish.connection_lost``, ``modbus.device_backing_off``, ``daemon.reloaded``),
+  the same words every time so that it can be counted and alerted on. The facts go into keys,
+  never into the event text: ``log.warning("publish.connection_lost", url=..., error=...)``.
+- A helper that logs on behalf of its owner (the serial port keeper) takes the owner's logger and
+  area, so its events read ``p1.port_lost``, ``zwave.port_lost``.
 """
 
 from __future__ import annotations
@@ -14,9 +27,13 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["REDACTED", "configure", "get_logger", "redact"]
+__all__ = ["EVENT_NAME", "LOGGER_NAME", "REDACTED", "configure", "get_logger", "redact"]
 
 REDACTED = "[redacted]"
+LOGGER_NAME = re.compile(r"^heatgate\.(?P<area>[a-z][a-z0-9]*)$")
+"""A logger's name: ``heatgate.<area>``."""
+EVENT_NAME = re.compile(r"^(?P<area>[a-z][a-z0-9]*)\.(?P<event>[a-z][a-z0-9]*(_[a-z0-9]+)*)$")
+"""An event: ``<area>.<event>``, snake case."""
 
 # Keys whose values are secrets or identifiers of a household or its equipment.
 _SENSITIVE_KEY = re.compile(
@@ -68,6 +85,29 @@ def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> 
     return event_dict
 
 
+class _NamedPrintLogger(structlog.PrintLogger):
+    """A PrintLogger that knows the name it was asked for, for :func:`_add_logger_name`."""
+
+    def __init__(self, file: TextIO, name: str) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+class _NamedPrintLoggerFactory:
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> _NamedPrintLogger:
+        return _NamedPrintLogger(self._file, str(args[0]) if args else "")
+
+
+def _add_logger_name(logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    name = getattr(logger, "name", "")
+    if name:
+        event_dict.setdefault("logger", name)
+    return event_dict
+
+
 def configure(*, level: str = "info", stream: TextIO | None = None, json: bool | None = None) -> None:
     """Set up structlog once per process. JSON when ``stream`` is not a terminal."""
     out = stream if stream is not None else sys.stderr
@@ -82,16 +122,18 @@ def configure(*, level: str = "info", stream: TextIO | None = None, json: bool |
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            _add_logger_name,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=_NamedPrintLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
 
 
 def get_logger(name: str) -> Any:
+    """The logger of an area (``heatgate.<area>``); each of its lines carries ``logger=name``."""
     return structlog.get_logger(name)

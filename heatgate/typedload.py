@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from heatgate.errors import HeatgateError
+
 T = TypeVar("T")
 
 __all__ = ["ABSOLUTE_PATH", "ConfigError", "Issue", "convert", "load_toml", "load_typed"]
@@ -39,7 +41,7 @@ class Issue:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class ConfigError(Exception):
+class ConfigError(HeatgateError):
     """A document failed to load; carries the file name and every issue found."""
 
     def __init__(self, source: str, issues: list[Issue]) -> None:

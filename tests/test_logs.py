@@ -74,3 +74,21 @@ def test_paths_are_not_mistaken_for_key_material() -> None:
     record = _capture(port_path=path, detail=f"key {key_b64}")
     assert record["port_path"] == path
     assert key_b64 not in json.dumps(record)
+
+
+def test_each_line_names_its_logger() -> None:
+    area = logs.get_logger("heatgate.publish")  # created before configure(), as a module's logger is
+    stream = io.StringIO()
+    logs.configure(level="info", stream=stream, json=True)
+    try:
+        area.warning("publish.connection_lost", error="timeout")
+        logs.get_logger("heatgate.p1").info("p1.port_open")
+        structlog.get_logger().info("unnamed")
+    finally:
+        structlog.reset_defaults()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(r["event"], r.get("logger")) for r in lines] == [
+        ("publish.connection_lost", "heatgate.publish"),
+        ("p1.port_open", "heatgate.p1"),
+        ("unnamed", None),
+    ]

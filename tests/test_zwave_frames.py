@@ -135,7 +135,7 @@ def test_battery_notification_and_security() -> None:
 
 @pytest.mark.parametrize("bad", ["31", "3105", "310501", "31050123", "32020144", "8003c8", ""])
 def test_malformed_reports_raise_command_error(bad: str) -> None:
-    with pytest.raises(cc.CommandError):
+    with pytest.raises(cc.CommandClassError):
         cc.decode_command(bytes.fromhex(bad))
 
 
@@ -144,7 +144,7 @@ def test_malformed_reports_raise_command_error(bad: str) -> None:
 def test_command_decoders_raise_only_command_error(cls: int, rest: bytes) -> None:
     try:
         cc.decode_command(bytes([cls]) + rest)
-    except cc.CommandError:
+    except cc.CommandClassError:
         pass
 
 

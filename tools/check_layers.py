@@ -4,7 +4,7 @@ under ``TYPE_CHECKING``). Run by ``make lint``; exit 1 with one line per violati
     heatgate.agent      composes everything below it
     heatgate.drivers    ─┐ use only the shared root modules, the shipped data (heatgate.config)
     heatgate.buffer     ─┘ and themselves; never heatgate.agent, never each other
-    heatgate.<module>   the shared root (backoff, logs, typedload, errors): imports no layer
+    heatgate.<module>   the shared root (backoff, logs, typedload, settings, errors): imports no layer
 
 Fenced: the simulators (``heatgate.drivers.sim``) and the dev tools (``heatgate.agent.devtools``:
 demo, local broker, test CA) are imported only by each other, by the CLI commands that run them
@@ -102,7 +102,7 @@ def check_file(root: Path, path: Path) -> list[Violation]:
                 violations.append(Violation(path.relative_to(root), line, importer, imported, rule))
 
         if head in LAYER_FOLDERS:
-            add(f"the top-level name '{head}' is not installed; import heatgate.{imported}")
+            add(f"the top-level name '{head}' is not installed; import it as heatgate.{head}")
             continue
         if head != "heatgate" or not in_product:
             continue

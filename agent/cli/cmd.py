@@ -30,7 +30,7 @@ from heatgate.agent.commands.envelope import (
     encode_envelope,
 )
 from heatgate.agent.commands.keys import (
-    KeyFileError,
+    CommandKeyFileError,
     load_ed25519_private,
     load_x25519_private,
     load_x25519_public,
@@ -38,6 +38,7 @@ from heatgate.agent.commands.keys import (
 )
 from heatgate.agent.commands.seal import SealError, open_sealed
 from heatgate.agent.commands.sign import sign_approval, sign_envelope
+from heatgate.errors import HeatgateError
 
 EXAMPLES = """\
 examples:
@@ -50,8 +51,8 @@ examples:
 """
 
 
-class _UsageError(Exception):
-    pass
+class _UsageError(HeatgateError):
+    """The options do not make a command; the message says which."""
 
 
 def register(subparsers: Any) -> None:
@@ -146,7 +147,7 @@ def parse_arg(text: str) -> tuple[str, Any]:
 
 
 def build_envelope(args: argparse.Namespace, key_path: Path) -> Envelope:
-    """The signed envelope the options describe. Raises _UsageError, KeyFileError."""
+    """The signed envelope the options describe. Raises _UsageError, CommandKeyFileError."""
     if not args.cmd_name:
         raise _UsageError("--command is required to sign")
     cmd_args = dict(parse_arg(a) for a in args.arg)
@@ -187,7 +188,7 @@ def build_envelope(args: argparse.Namespace, key_path: Path) -> Envelope:
 def run_sign(args: argparse.Namespace) -> int:
     try:
         envelope = build_envelope(args, args.key)
-    except (_UsageError, KeyFileError) as exc:
+    except (_UsageError, CommandKeyFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     sys.stdout.write(encode_envelope(envelope).decode() + "\n")
@@ -205,7 +206,7 @@ def run_approve(args: argparse.Namespace) -> int:
             value=args.value,
             ttl_s=args.ttl_s,
         )
-    except KeyFileError as exc:
+    except CommandKeyFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     sys.stdout.write(msgspec.json.encode(approval, order="sorted").decode() + "\n")
@@ -232,7 +233,7 @@ def run_send(args: argparse.Namespace) -> int:
         envelope = decode_envelope(raw)
         decrypt_key = load_x25519_private(args.decrypt_key) if args.decrypt_key is not None else None
         endpoint = _endpoint(args)
-    except (_UsageError, KeyFileError) as exc:
+    except (_UsageError, CommandKeyFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except msgspec.MsgspecError as exc:
@@ -263,7 +264,7 @@ def run_send(args: argparse.Namespace) -> int:
 # ---- the MQTT exchange (paho, driven on this thread: no network thread is started) ---------
 
 
-class SendError(Exception):
+class SendError(HeatgateError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from heatgate.agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from heatgate.agent.commands.keys import KEY_NAMES, KeyFileError, generate_key_pair
+from heatgate.agent.commands.keys import KEY_NAMES, CommandKeyFileError, generate_key_pair
 
 HELP = """\
 Write a key pair into DIR: NAME.key (private, PKCS#8 PEM, mode 0600) and NAME.pub (public PEM),
@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     try:
         private, public, kid = generate_key_pair(args.out, args.name, overwrite=args.force)
-    except KeyFileError as exc:
+    except CommandKeyFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE if "exists" in exc.reason else EXIT_FAILURE
     except OSError as exc:

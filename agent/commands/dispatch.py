@@ -61,7 +61,7 @@ __all__ = [
     "iso_utc",
 ]
 
-log = get_logger(__name__)
+log = get_logger("heatgate.commands")
 
 RESPONSE_SCHEMA: Final = "heatgate.cmd-response/1"
 SEALED_FORMAT: Final = "heatgate-sealed/v1"
@@ -224,7 +224,7 @@ class CommandProcessor:
         event = f"command.{refusal.command or 'unknown'}"
         actor = f"remote:{refusal.key_id}" if refusal.key_id else "remote:unverified"
         record_id = await self._record(event, actor, "refused", refusal.reason, {"detail": refusal.detail})
-        log.info("command refused", command=refusal.command, reason=refusal.reason, detail=refusal.detail)
+        log.info("commands.refused", command=refusal.command, reason=refusal.reason, detail=refusal.detail)
         return self._response(
             refusal.command, "refused", refusal.reason, refusal.detail, record_id=record_id, nonce=refusal.nonce
         )
@@ -235,7 +235,7 @@ class CommandProcessor:
         if not admitted:
             self._arm_summary_timer()
             return None
-        log.error("command nonce not recorded; command not run", command=exc.command, error=exc.reason)
+        log.error("commands.nonce_not_recorded", ran=False, command=exc.command, error=exc.reason)
         record_id = await self._record(
             f"command.{exc.command}", f"remote:{exc.key_id}", "failed", reasons.STATE_UNAVAILABLE, {}
         )
@@ -263,7 +263,7 @@ class CommandProcessor:
                     self.limiter.restore(unwritten)
                 raise
             log.warning(
-                "command refusals suppressed",
+                "commands.refusals_suppressed",
                 refusal_class=summary.refusal_class,
                 suppressed=summary.suppressed,
                 **summary.by_reason,
@@ -282,7 +282,7 @@ class CommandProcessor:
                 await asyncio.sleep(max(due_s - self._monotonic(), 0.0))
                 await self._write_summaries(self.limiter.due_summaries(self._monotonic()))
         except Exception:  # the timer task's boundary: the counts were put back for the next try
-            log.exception("summary of suppressed command refusals not written")
+            log.exception("commands.suppression_summary_failed")
         finally:
             if self._summary_timer is asyncio.current_task():
                 self._summary_timer = None
@@ -335,7 +335,7 @@ class CommandProcessor:
                 nonce=nonce,
             )
         except Exception as exc:  # the task boundary of a command: answer and audit, keep the traceback
-            log.exception("command handler crashed", command=command)
+            log.exception("commands.handler_crashed", command=command)
             await self._record(event, actor, "failed", reasons.HANDLER_ERROR, {**details, "error": type(exc).__name__})
             return self._response(
                 command,

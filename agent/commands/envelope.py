@@ -46,6 +46,8 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from heatgate.agent.commands.errors import CommandError
+
 __all__ = [
     "APPROVAL_DOMAIN",
     "COMMAND_DOMAIN",
@@ -136,8 +138,9 @@ FIELD_NAMES: Final = (
 """Every field name of the envelope and its parts (what an error may name without echoing the sender)."""
 
 
-class NestingTooDeep(msgspec.DecodeError):
-    """The input nests objects or arrays deeper than :data:`MAX_DEPTH`; nothing was parsed."""
+class NestingTooDeep(CommandError, msgspec.DecodeError):
+    """The input nests objects or arrays deeper than :data:`MAX_DEPTH`; nothing was parsed.
+    Still a :class:`msgspec.DecodeError`, so that every caller treats it as undecodable input."""
 
     def __init__(self, depth: int) -> None:
         super().__init__(f"nested {depth} levels deep, at most {MAX_DEPTH}")

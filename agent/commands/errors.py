@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from heatgate.errors import HeatgateError
+
 __all__ = ["CommandError"]
 
 
-class CommandError(Exception):
+class CommandError(HeatgateError):
     """Root of :mod:`agent.commands` errors."""

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from heatgate.agent.commands.errors import CommandError
 
 __all__ = [
-    "KeyFileError",
+    "CommandKeyFileError",
     "KeyName",
     "generate_key_pair",
     "key_id",
@@ -34,8 +34,8 @@ KeyName = Literal["command", "approval", "recipient"]
 KEY_NAMES: tuple[KeyName, ...] = ("command", "approval", "recipient")
 
 
-class KeyFileError(CommandError):
-    """A key file is missing, unreadable or of the wrong kind."""
+class CommandKeyFileError(CommandError):
+    """A command, approval or recipient key file is missing, unreadable or of the wrong kind."""
 
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
@@ -56,48 +56,48 @@ def _read(path: Path) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise KeyFileError(Path(path), exc.strerror or str(exc)) from None
+        raise CommandKeyFileError(Path(path), exc.strerror or str(exc)) from None
 
 
 def _load_private(path: Path) -> object:
     try:
         return serialization.load_pem_private_key(_read(path), password=None)
     except (ValueError, TypeError) as exc:
-        raise KeyFileError(Path(path), f"not an unencrypted PEM private key ({exc})") from None
+        raise CommandKeyFileError(Path(path), f"not an unencrypted PEM private key ({exc})") from None
 
 
 def _load_public(path: Path) -> object:
     try:
         return serialization.load_pem_public_key(_read(path))
     except (ValueError, TypeError) as exc:
-        raise KeyFileError(Path(path), f"not a PEM public key ({exc})") from None
+        raise CommandKeyFileError(Path(path), f"not a PEM public key ({exc})") from None
 
 
 def load_ed25519_private(path: Path) -> Ed25519PrivateKey:
     key = _load_private(path)
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(Path(path), "not an Ed25519 private key")
+        raise CommandKeyFileError(Path(path), "not an Ed25519 private key")
     return key
 
 
 def load_ed25519_public(path: Path) -> Ed25519PublicKey:
     key = _load_public(path)
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(Path(path), "not an Ed25519 public key")
+        raise CommandKeyFileError(Path(path), "not an Ed25519 public key")
     return key
 
 
 def load_x25519_private(path: Path) -> X25519PrivateKey:
     key = _load_private(path)
     if not isinstance(key, X25519PrivateKey):
-        raise KeyFileError(Path(path), "not an X25519 private key")
+        raise CommandKeyFileError(Path(path), "not an X25519 private key")
     return key
 
 
 def load_x25519_public(path: Path) -> X25519PublicKey:
     key = _load_public(path)
     if not isinstance(key, X25519PublicKey):
-        raise KeyFileError(Path(path), "not an X25519 public key")
+        raise CommandKeyFileError(Path(path), "not an X25519 public key")
     return key
 
 
@@ -110,7 +110,7 @@ def generate_key_pair(directory: Path, name: KeyName, *, overwrite: bool = False
     if not overwrite:
         for path in (private_path, public_path):
             if path.exists():
-                raise KeyFileError(path, "exists (use --force to replace it)")
+                raise CommandKeyFileError(path, "exists (use --force to replace it)")
     private: Ed25519PrivateKey | X25519PrivateKey = (
         X25519PrivateKey.generate() if name == "recipient" else Ed25519PrivateKey.generate()
     )

@@ -54,7 +54,7 @@ __all__ = [
 
 def pinned_keys(paths: Iterable[Path | str | None]) -> dict[str, Ed25519PublicKey]:
     """Key id -> public key for each PEM file given (None entries are skipped).
-    Raises :class:`agent.commands.keys.KeyFileError`."""
+    Raises :class:`heatgate.agent.commands.keys.CommandKeyFileError`."""
     keys: dict[str, Ed25519PublicKey] = {}
     for path in paths:
         if path is not None:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from heatgate.agent.devtools.localbroker import Broker, BrokerError, free_port
 from heatgate.agent.devtools.pki import issue, sign_csr
 from heatgate.agent.provision import Answers, provision
+from heatgate.errors import HeatgateError
 
 __all__ = ["Demo", "DemoError"]
 
@@ -34,7 +35,7 @@ GATEWAY_ID = "gw-demo-0001"
 FAULT_AT_S = 8
 
 
-class DemoError(Exception):
+class DemoError(HeatgateError):
     """The demo could not be set up; the message says why in one line."""
 
 

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Literal
 
 from heatgate.agent.devtools.pki import Pki, make_pki
+from heatgate.errors import HeatgateError
 
 Mode = Literal["plain", "tls", "mtls", "auth"]
 
 
-class BrokerError(Exception):
+class BrokerError(HeatgateError):
     """The local broker could not be started."""
 
 

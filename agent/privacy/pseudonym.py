@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from heatgate.agent.privacy.errors import PseudonymError
 from heatgate.agent.privacy.policy import STREAMS
 
 __all__ = ["STATE_KEY", "KeyStore", "PseudonymError", "PseudonymKeys"]
@@ -37,14 +38,6 @@ _KEY_BYTES = 32
 _USE = b"heatgate/pseudonym/use"
 _NEXT = b"heatgate/pseudonym/next"
 _CACHE_MAX = 65536
-
-
-class PseudonymError(Exception):
-    """The stored key material is unusable (carries the reason)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class KeyStore(Protocol):

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import msgspec
 
 from heatgate.agent.payloads import body_decoder
+from heatgate.agent.privacy.errors import RightsRefused
 from heatgate.agent.privacy.pipeline import Pipeline, iso_utc
 from heatgate.agent.privacy.policy import STREAMS, Policy, to_builtins
 from heatgate.agent.privacy.pseudonym import PseudonymKeys
@@ -59,15 +60,6 @@ class RightsBuffer(Protocol):
     async def get_state(self, key: str) -> bytes | None: ...
 
     async def set_state(self, key: str, value: bytes | None) -> None: ...
-
-
-class RightsRefused(Exception):
-    """The register does not allow the request; carries the reason and the committed audit record."""
-
-    def __init__(self, reason: str, record: NewRecord) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.record = record
 
 
 async def _refuse(

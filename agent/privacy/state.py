@@ -18,19 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from heatgate.agent.privacy.errors import PrivacyStateError
 from heatgate.agent.privacy.pseudonym import KeyStore
 
 __all__ = ["STATE_KEY", "Change", "PrivacyState", "PrivacyStateError"]
 
 STATE_KEY = "privacy.state"
-
-
-class PrivacyStateError(Exception):
-    """The stored state is unreadable (carries the reason)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

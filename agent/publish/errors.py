@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from heatgate.errors import HeatgateError
+
 __all__ = ["ConnectError", "ConnectionLost", "NotConnected", "PublishError", "PublishRefused"]
 
 
-class PublishError(Exception):
+class PublishError(HeatgateError):
     """Root of publisher errors."""
 
 

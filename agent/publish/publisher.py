@@ -191,7 +191,7 @@ class Publisher:
                     await self._connect_and_drain()
                 except ConnectError as exc:
                     self._stats["last_error"] = str(exc)
-                    log.warning("broker connection failed", url=self.config.url, error=exc.reason)
+                    log.warning("publish.connect_failed", url=self.config.url, error=exc.reason)
                     self._connectivity("connect_failed", str(exc))
                 except (ConnectionLost, NotConnected) as exc:
                     # NotConnected: the connection dropped between a check and a publish/subscribe.
@@ -200,12 +200,12 @@ class Publisher:
                     if reason.startswith("no PUBACK"):
                         self._stats["puback_timeouts_in_row"] += 1
                     if not self._stopping:
-                        log.warning("broker connection lost", url=self.config.url, error=reason)
+                        log.warning("publish.connection_lost", url=self.config.url, error=reason)
                         self._connectivity("disconnected", reason)
                 if self._stopping:
                     break
                 delay_s = self._backoff.next_delay_s()
-                log.info("reconnecting", in_s=round(delay_s, 2))
+                log.info("publish.reconnecting", in_s=round(delay_s, 2))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopped.wait(), delay_s)
         finally:
@@ -263,7 +263,7 @@ class Publisher:
             self._stats["reconnects"] += 1
             self._backoff.reset()
             self._connectivity("connected", None)
-            log.info("broker connected", url=self.config.url, session_present=client.session_present)
+            log.info("publish.connected", url=self.config.url, session_present=client.session_present)
             if self.on_command is not None:
                 self._subscribe_commands(client)
             birth_timeout_s = min(BIRTH_TIMEOUT_S, self.config.puback_timeout_s)
@@ -300,7 +300,7 @@ class Publisher:
                 OFFLINE_TIMEOUT_S,
             )
         except (PublishError, TimeoutError) as exc:
-            log.warning("offline state not acknowledged; the broker publishes the will", error=str(exc))
+            log.warning("publish.offline_state_unacknowledged", will="published by the broker", error=str(exc))
             return False
         return True
 
@@ -428,7 +428,7 @@ class Publisher:
     def _alarm(self, alarm: str) -> None:
         self._stats["last_error"] = alarm
         self._alarms.append(alarm)
-        log.error("publish alarm", alarm=alarm)
+        log.error("publish.alarm", alarm=alarm)
 
     def _excluded(self) -> frozenset[str]:
         now = time.monotonic()
@@ -463,7 +463,7 @@ class Publisher:
         if message.topic not in self.command_topics:
             # Never answered: an answer to our own response would come back to us, for ever.
             self._stats["stray_messages"] += 1
-            log.debug("stray message dropped", topic=message.topic, own_response=message.topic == self.response_topic)
+            log.debug("publish.stray_dropped", topic=message.topic, own_response=message.topic == self.response_topic)
             return
         if len(self._command_tasks) >= COMMANDS_IN_PROGRESS_MAX:
             # A flood faster than the handlers: shed at the door, counted, so that memory stays bounded.
@@ -479,7 +479,7 @@ class Publisher:
         try:
             await hook(message.topic, message.payload, dict(message.properties))
         except PublishError as exc:
-            log.warning("command response not published", topic=message.topic, error=str(exc))
+            log.warning("publish.command_response_failed", topic=message.topic, error=str(exc))
 
     def _connectivity(self, event: str, reason: str | None) -> None:
         if self._on_connectivity is not None:

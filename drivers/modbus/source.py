@@ -27,7 +27,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from heatgate.agent.config import ModbusDevice, ModbusRtuSource, ModbusTcpSource
 from heatgate.backoff import Backoff
 from heatgate.drivers.modbus.errors import (
     ModbusCommError,
@@ -39,13 +38,14 @@ from heatgate.drivers.modbus.errors import (
 from heatgate.drivers.modbus.link import ModbusLink
 from heatgate.drivers.modbus.planner import Block, plan_profile
 from heatgate.drivers.modbus.profile import BIT_TABLES, Profile, load_profile
+from heatgate.drivers.modbus.settings import ModbusDevice, ModbusRtuSource, ModbusTcpSource
 from heatgate.drivers.modbus.values import PointValue, point_value, raw_for_write, split_block
 from heatgate.drivers.reading import Quality, Reading, ReadingSink
 from heatgate.logs import get_logger
 
 __all__ = ["DeviceState", "ModbusBusRunner", "ModbusRtuRunner", "ModbusTcpRunner", "make_modbus_source"]
 
-_log = get_logger("heatgate.drivers.modbus")
+_log = get_logger("heatgate.modbus")
 ILLEGAL_ADDRESS = 2
 
 
@@ -250,7 +250,7 @@ class ModbusBusRunner:
         state.poll_times.append(time.monotonic())
         if alive:
             if state.backing_off:
-                _log.info("modbus device answering again", source=self.name, device=state.config.name)
+                _log.info("modbus.device_answering", source=self.name, device=state.config.name)
                 state.backing_off = False
                 state.next_at = asyncio.get_running_loop().time()  # poll it fully at once
             state.failures_in_row = 0
@@ -263,7 +263,7 @@ class ModbusBusRunner:
         if not state.backing_off and state.failures_in_row >= self.fail_after:
             state.backing_off = True
             _log.warning(
-                "modbus device not answering; backing off",
+                "modbus.device_backing_off",
                 source=self.name,
                 device=state.config.name,
                 unit_id=state.config.unit_id,
@@ -274,9 +274,9 @@ class ModbusBusRunner:
         if self._link_up is up:
             return
         if up and self._link_up is False:
-            _log.info("modbus link restored", source=self.name, link=self.link.label)
+            _log.info("modbus.link_restored", source=self.name, link=self.link.label)
         elif not up:
-            _log.warning("modbus link lost", source=self.name, link=self.link.label, reason=reason)
+            _log.warning("modbus.link_lost", source=self.name, link=self.link.label, reason=reason)
         self._link_up = up
 
     def _reading(self, state: DeviceState, pv: PointValue, ts: float) -> Reading:
@@ -335,7 +335,7 @@ class ModbusBusRunner:
         pv = point_value(target, data)
         if pv.quality is not Quality.OK or not isinstance(pv.value, int | float):
             raise ModbusCommError(f"read-back of {point!r} gave no value", source=self.name, device=device)
-        _log.info("modbus point written", source=self.name, device=device, point=point, value=pv.value)
+        _log.info("modbus.point_written", source=self.name, device=device, point=point, value=pv.value)
         return float(pv.value)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from heatgate.agent.config import P1Source
 from heatgate.backoff import Backoff
 from heatgate.drivers.p1 import framer
 from heatgate.drivers.p1.errors import P1ChecksumError, P1ParseError
+from heatgate.drivers.p1.settings import P1Source
 from heatgate.drivers.p1.telegram import P1Decoder
 from heatgate.drivers.reading import ReadingSink
 from heatgate.drivers.serialport import LineSettings, PortKeeper, SerialLink, line_settings
@@ -39,7 +39,7 @@ class P1Runner:
         self.config = config
         self._settings = serial_settings_for(config)
         self._decoder = P1Decoder(config.dsmr_version, source=config.name)
-        self._log = get_logger("heatgate.drivers.p1")
+        self._log = get_logger("heatgate.p1")
         self._port = PortKeeper(
             config.port,
             self._settings,

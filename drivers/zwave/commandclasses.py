@@ -4,7 +4,7 @@ Supported reports: Meter (0x32, v1 to v4), Multilevel Sensor (0x31), Notificatio
 Battery (0x80). Security encapsulation (S0 0x98, S2 0x9F) cannot be read without the network
 keys the host does not hold: it decodes to :class:`SecureEncapsulated`, which the runner
 counts as ``unsupported_secure``. Anything else is :class:`Unsupported`. Malformed reports
-raise :class:`CommandError`.
+raise :class:`CommandClassError`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ __all__ = [
     "SECURITY_S0",
     "SECURITY_S2",
     "SENSOR_MULTILEVEL",
-    "CommandError",
+    "CommandClassError",
     "PointValue",
     "SecureEncapsulated",
     "Unsupported",
@@ -36,7 +36,7 @@ SECURITY_S0 = 0x98
 SECURITY_S2 = 0x9F
 
 
-class CommandError(ZwaveError):
+class CommandClassError(ZwaveError):
     """A report too short or otherwise malformed for its command class."""
 
     def __init__(self, message: str, *, command_class: int) -> None:
@@ -137,12 +137,12 @@ _EVENTS = {
 def decode_command(command: bytes) -> Decoded:
     """Decode one command (as carried by ApplicationCommandHandler)."""
     if len(command) < 1:
-        raise CommandError("empty command", command_class=-1)
+        raise CommandClassError("empty command", command_class=-1)
     cc = command[0]
     if cc in (SECURITY_S0, SECURITY_S2):
         return SecureEncapsulated(cc)
     if len(command) < 2:
-        raise CommandError("no command byte", command_class=cc)
+        raise CommandClassError("no command byte", command_class=cc)
     cmd = command[1]
     params = command[2:]
     if cc == BATTERY and cmd == 0x03:
@@ -158,7 +158,7 @@ def decode_command(command: bytes) -> Decoded:
 
 def _need(params: bytes, count: int, cc: int, what: str) -> None:
     if len(params) < count:
-        raise CommandError(f"{what}: {len(params)} bytes, need {count}", command_class=cc)
+        raise CommandClassError(f"{what}: {len(params)} bytes, need {count}", command_class=cc)
 
 
 def _value(data: bytes, precision_scale_size: int, offset: int, cc: int) -> tuple[float | int, int, int, int]:
@@ -167,7 +167,7 @@ def _value(data: bytes, precision_scale_size: int, offset: int, cc: int) -> tupl
     scale = (precision_scale_size >> 3) & 0x03
     size = precision_scale_size & 0x07
     if size not in (1, 2, 4):
-        raise CommandError(f"value size {size} (must be 1, 2 or 4)", command_class=cc)
+        raise CommandClassError(f"value size {size} (must be 1, 2 or 4)", command_class=cc)
     _need(data, offset + size, cc, "value")
     raw = int.from_bytes(data[offset : offset + size], "big", signed=True)
     value: float | int = raw if precision == 0 else round(raw / 10**precision, precision)
@@ -180,7 +180,7 @@ def _battery(params: bytes) -> list[PointValue]:
     if level == 0xFF:
         return [PointValue("battery_low", PointKind.STATUS, 1, text="battery low warning")]
     if level > 100:
-        raise CommandError(f"battery level {level}", command_class=BATTERY)
+        raise CommandClassError(f"battery level {level}", command_class=BATTERY)
     return [
         PointValue("battery_pct", PointKind.MEASUREMENT, level, "%"),
         PointValue("battery_low", PointKind.STATUS, 0, text="ok"),

@@ -8,13 +8,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from heatgate.agent.config import ZwaveSource
 from heatgate.backoff import Backoff
 from heatgate.drivers.reading import PointKind, Reading, ReadingSink
 from heatgate.drivers.serialport import PortKeeper, SerialLink, line_settings
 from heatgate.drivers.zwave import commandclasses as cc
 from heatgate.drivers.zwave.frames import DataFrame, ZwaveError
 from heatgate.drivers.zwave.host import FUNC_APPLICATION_COMMAND, FUNC_BRIDGE_COMMAND, HostStats, ZwaveHost
+from heatgate.drivers.zwave.settings import ZwaveSource
 from heatgate.logs import get_logger
 
 __all__ = ["ZwaveRunner", "parse_application_command"]
@@ -73,7 +73,7 @@ class ZwaveRunner:
         self._nodes = {node.node_id: node for node in config.nodes}
         self._reset_wait_s = reset_wait_s
         self._host_options = host_options or {}
-        self._log = get_logger("heatgate.drivers.zwave")
+        self._log = get_logger("heatgate.zwave")
         self._port = PortKeeper(
             config.port,
             line_settings("8N1", 115200),

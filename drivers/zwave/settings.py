@@ -1,0 +1,33 @@
+"""Settings of a Z-Wave source (the controller's serial port) and the nodes it reports."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from msgspec import Meta
+
+from heatgate.settings import AbsPath, Name, Section, SourceSettings
+from heatgate.typedload import Issue
+
+__all__ = ["ZwaveNode", "ZwaveSource"]
+
+
+class ZwaveNode(Section, frozen=True, kw_only=True):
+    node_id: Annotated[int, Meta(ge=1, le=232)]
+    name: Name
+    device_type: Name = "zwave-sensor"
+
+
+class ZwaveSource(SourceSettings, tag="zwave", frozen=True, kw_only=True):
+    port: AbsPath
+    nodes: list[ZwaveNode] = []
+
+    def issues(self, where: str) -> list[Issue]:
+        """Node ids unique on this controller."""
+        issues: list[Issue] = []
+        node_ids: set[int] = set()
+        for index, node in enumerate(self.nodes):
+            if node.node_id in node_ids:
+                issues.append(Issue(f"{where}.nodes[{index}].node_id", f"duplicate node id {node.node_id}"))
+            node_ids.add(node.node_id)
+        return issues
