@@ -1,4 +1,5 @@
-"""The daemon: one asyncio loop, named tasks in one task group.
+"""The daemon: one asyncio loop, named tasks in one task group, over the parts that
+:func:`agent.assembly.assemble` built.
 
     sources ──readings──> pipeline task ──records──> buffer (commit) ──> publisher ──> broker
                                ▲                         ▲
@@ -12,6 +13,8 @@ without a restart (see :mod:`agent.reload`) while the pipeline and the publisher
 One agent per state directory: the first thing ``run`` does is take ``<state_dir>/agent.lock``
 (:mod:`agent.statelock`); a second agent exits 1 before it opens the buffer, the status socket
 or a broker connection.
+
+The health rules are in :mod:`agent.health`; this module only gathers what they look at.
 """
 
 from __future__ import annotations
@@ -24,67 +27,91 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from msgspec import to_builtins
 
 from heatgate import __version__
-from heatgate.agent.config import LoadedConfig, SourceConfig
-from heatgate.agent.health import CounterRate, HealthLimits, HealthSnapshot, SourceView, source_error, source_state
+from heatgate.agent.assembly import BuiltSource, Parts, StartupError, assemble
+from heatgate.agent.config import LoadedConfig
+from heatgate.agent.health import (
+    CounterRate,
+    HealthLimits,
+    HealthSnapshot,
+    SourceCounters,
+    SourceView,
+    broker_health,
+    buffer_problems,
+    health_line,
+    source_status,
+)
 from heatgate.agent.health import problems as health_problems
+from heatgate.agent.privacy.policy import Policy
+from heatgate.agent.privacy.state import PrivacyStateError
+from heatgate.agent.reload import plan_reload
 from heatgate.agent.sdnotify import LoopWatchdog, Notifier, watchdog_interval_s
 from heatgate.agent.statelock import StateLock, StateLocked
-from heatgate.agent.status import StatusServer
 from heatgate.backoff import Backoff
 from heatgate.buffer.api import NewRecord
-from heatgate.drivers.reading import DriverError, Reading, Source
-from heatgate.errors import HeatgateError
+from heatgate.buffer.errors import RecordsNotStored
+from heatgate.drivers.reading import DriverError, Reading
 from heatgate.logs import get_logger
+from heatgate.typedload import ConfigError
 
-__all__ = ["Agent", "StartupError", "build_source"]
+__all__ = ["Agent", "Committer", "RecordStore", "StartupError"]
 
 log = get_logger("heatgate.daemon")
 
 READING_QUEUE_BATCHES = 4096
 FLUSH_INTERVAL_S = 5.0
 STATUS_NOTIFY_INTERVAL_S = 30.0
-ACK_STALL_S = 30.0
 SHUTDOWN_S = 12.0
 """A clean stop gets this long (systemd's TimeoutStopSec is 20 s)."""
+PUBLISHER_STOP_S = 5.0
+"""Of which the publisher's stop (``offline`` and its PUBACK) gets at most this."""
 UNSTORED_MAX = 10_000
 """Records a full disk could not take, held in memory until it can (oldest dropped beyond this)."""
 HEALTH_LIMITS = HealthLimits()
 
 
-class StartupError(HeatgateError):
-    """The agent cannot start; ``exit_code`` is 2 for bad config/keys, 1 otherwise."""
+class RecordStore(Protocol):
+    """Where records are committed (:class:`buffer.api.Buffer`)."""
 
-    def __init__(self, message: str, *, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    async def put(self, records: Sequence[NewRecord]) -> None: ...
 
 
-def build_source(config: SourceConfig, *, state_dir: Path | None = None) -> Source:
-    """The driver for one configured source (``state_dir``: where a driver keeps what it learned)."""
-    from heatgate.agent.config import ModbusRtuOverTcpSource, ModbusRtuSource, ModbusTcpSource, P1Source, ZwaveSource
+class Committer:
+    """Commits records. What a full disk leaves unstored (records of a protected stream, with
+    nothing left to evict) is kept in memory, at most ``max_waiting`` of them (the oldest are
+    dropped and counted beyond that), and offered again with the next batch: the agent goes on
+    and says so in its status."""
 
-    if isinstance(config, ModbusTcpSource | ModbusRtuSource | ModbusRtuOverTcpSource):
-        from heatgate.drivers.modbus.source import make_modbus_source
+    def __init__(self, *, max_waiting: int = UNSTORED_MAX) -> None:
+        self.max_waiting = max_waiting
+        self.waiting: list[NewRecord] = []
+        self.dropped = 0
 
-        return make_modbus_source(config, state_dir=state_dir)
-    if isinstance(config, P1Source):
-        from heatgate.drivers.p1.source import P1Runner
-
-        return P1Runner(config)
-    if isinstance(config, ZwaveSource):
-        from heatgate.drivers.zwave.source import ZwaveRunner
-
-        return ZwaveRunner(config)
-    raise AssertionError(f"unknown source type {config!r}")
+    async def commit(self, store: RecordStore, records: Sequence[NewRecord]) -> None:
+        batch = [*self.waiting, *records]
+        self.waiting = []
+        try:
+            await store.put(batch)
+        except RecordsNotStored as exc:
+            kept = [r for r in batch if r.id in exc.ids]
+            overflow = max(0, len(kept) - self.max_waiting)
+            self.dropped += overflow
+            self.waiting = kept[overflow:]
+            log.error(
+                "daemon.disk_full_records_held",
+                waiting=len(self.waiting),
+                dropped=self.dropped,
+                streams=exc.per_stream,
+            )
 
 
 @dataclass
 class _SourceSlot:
-    source: Source
-    type: str
+    built: BuiltSource
     restarts: int = 0
     last_error: str | None = None
     state: str = "starting"
@@ -94,9 +121,35 @@ class _SourceSlot:
     quality: dict[str, int] = field(default_factory=dict)
     first_reading_monotonic: float | None = None
 
+    def view(self) -> SourceView:
+        return SourceView(
+            name=self.built.name, slot_state=self.state, health=self.built.source.health(), last_error=self.last_error
+        )
+
+    def counters(self, now_monotonic: float) -> SourceCounters:
+        first = self.first_reading_monotonic
+        return SourceCounters(
+            type=self.built.type,
+            restarts=self.restarts,
+            readings=self.readings,
+            last_reading_ts=self.last_reading_ts,
+            quality=dict(self.quality),
+            since_first_reading_s=None if first is None else now_monotonic - first,
+        )
+
+
+@dataclass
+class _ReloadState:
+    reloads: int = 0
+    last_reload_ts: float | None = None
+    error: str | None = None
+    restart_needed: tuple[str, ...] = ()
+
 
 class Agent:
-    """Everything ``heatgate run`` does. Construct, then ``await run()`` for the exit code."""
+    """Everything ``heatgate run`` does. Construct, then ``await run()`` for the exit code.
+
+    It is the :class:`agent.assembly.AgentHooks` of its parts."""
 
     def __init__(self, loaded: LoadedConfig, *, notifier: Notifier | None = None) -> None:
         self.loaded = loaded
@@ -107,99 +160,21 @@ class Agent:
         self._extra_records: list[NewRecord] = []
         self._started_s = time.time()
         self._slots: dict[str, _SourceSlot] = {}
-        self._readings_dropped = 0
-        self._unstored: list[NewRecord] = []
-        self._unstored_dropped = 0
+        self._committer = Committer()
         self._stray_rate = CounterRate()
         self._reload_requested = asyncio.Event()
-        self._reload_error: str | None = None
-        self._restart_needed: tuple[str, ...] = ()
-        self._reloads = 0
-        self._last_reload_ts: float | None = None
-        self.buffer: Any = None
-        self.pipeline: Any = None
-        self.publisher: Any = None
-        self.privacy_state: Any = None
-        self.policy: Any = None
-        self.commands: Any = None
-
-    # ---- start-up -------------------------------------------------------------------------
-
-    async def _open(self) -> None:
-        from heatgate.agent.privacy.policy import load_policy
-        from heatgate.buffer.adapter import open_buffer
-        from heatgate.buffer.api import BufferError
-        from heatgate.buffer.keys import load_master_key
-        from heatgate.typedload import ConfigError
-
-        config = self.config
-        try:
-            self.policy = load_policy(config.policy_path)
-        except ConfigError as exc:
-            raise StartupError(exc.render(), exit_code=2) from None
-        try:
-            master_key = load_master_key(config.master_key_path, config.keys.master_key_credential)
-        except BufferError as exc:
-            raise StartupError(str(exc), exit_code=2) from None
-        try:
-            self.buffer = await open_buffer(
-                config.buffer_path,
-                master_key,
-                cap_bytes=config.buffer.cap_bytes,
-                commit_interval_s=config.buffer.commit_interval_s,
-                cipher=config.buffer.cipher,
-                retention_s=self.policy.retention_s(),
-            )
-        except BufferError as exc:
-            raise StartupError(str(exc), exit_code=2) from None
-        finally:
-            del master_key
-
-        from heatgate.agent.privacy.pipeline import Pipeline
-        from heatgate.agent.privacy.pseudonym import PseudonymKeys
-        from heatgate.agent.privacy.state import PrivacyState
-
-        self.privacy_state = await PrivacyState.load(self.buffer)
-        keys = await PseudonymKeys.load(self.buffer, epoch_days=config.privacy.pseudonym_epoch_days)
-        self.pipeline = Pipeline(self.policy, gateway=config.gateway, keys=keys, state=self.privacy_state)
-
-        from heatgate.agent.publish.publisher import Publisher
-
-        self.publisher = Publisher(
-            config.mqtt,
-            config.gateway.id,
-            self.buffer,
-            version=__version__,
-            health=self._health_line_fields,
-            restricted=self.privacy_state.restricted_streams,
-            on_connectivity=self._on_connectivity,
-        )
-        for source_config in config.sources:
-            self._slots[source_config.name] = _SourceSlot(
-                source=build_source(source_config, state_dir=self.config.state_dir),
-                type=source_config.__struct_config__.tag,  # type: ignore[arg-type]
-            )
-        self.commands = await self._build_commands()
-        if self.commands is not None:
-            self.publisher.on_command = self._on_command
+        self._reload = _ReloadState()
+        self._parts: Parts | None = None
+        self._policy: Policy | None = None
 
     @property
-    def sources(self) -> dict[str, Source]:
-        return {name: slot.source for name, slot in self._slots.items()}
+    def parts(self) -> Parts:
+        """The parts, once :meth:`run` has assembled them."""
+        if self._parts is None:
+            raise RuntimeError("the agent's parts are not assembled yet")
+        return self._parts
 
-    async def _build_commands(self) -> Any:
-        if self.config.keys.command_public_key_file is None:
-            log.info("daemon.remote_commands_disabled", reason="no command key pinned")
-            return None
-        from heatgate.agent.command_wiring import build_processor
-        from heatgate.agent.commands.errors import CommandError
-
-        try:
-            return await build_processor(self)
-        except CommandError as exc:
-            raise StartupError(f"remote commands: {exc}", exit_code=2) from None
-
-    # ---- the tasks ------------------------------------------------------------------------
+    # ---- start-up -------------------------------------------------------------------------
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; return the process exit code. SIGHUP reloads."""
@@ -215,9 +190,21 @@ class Agent:
         except OSError as exc:
             return self._cannot_start(StartupError(f"cannot lock the state directory {state_dir}: {exc}"))
         try:
-            return await self._run_locked()
+            try:
+                parts = await assemble(self.loaded, self)
+            except StartupError as exc:
+                return self._cannot_start(exc)
+            self._adopt(parts)
+            return await self._run_parts(parts)
         finally:
             lock.release()
+
+    def _adopt(self, parts: Parts) -> None:
+        self._parts = parts
+        self._policy = parts.policy
+        self._slots = {built.name: _SourceSlot(built) for built in parts.sources}
+        if parts.commands is None:
+            log.info("daemon.remote_commands_disabled", reason="no command key pinned")
 
     @staticmethod
     def _cannot_start(exc: StartupError) -> int:
@@ -226,18 +213,15 @@ class Agent:
         sys.stderr.flush()
         return exc.exit_code
 
-    async def _run_locked(self) -> int:
-        try:
-            await self._open()
-        except StartupError as exc:
-            return self._cannot_start(exc)
+    # ---- the tasks ------------------------------------------------------------------------
+
+    async def _run_parts(self, parts: Parts) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
-        status_server = StatusServer(self.config.status_socket_path, self.snapshot)
-        await status_server.start()
+        await parts.status_server.start()
         self._record(
-            self.pipeline.audit(
+            parts.pipeline.audit(
                 "agent.start",
                 "agent",
                 "info",
@@ -258,7 +242,7 @@ class Agent:
                     group.create_task(self._status_loop(), name="status-notify"),
                     group.create_task(self._reload_loop(), name="reloader"),
                 ]
-                publisher_task = group.create_task(self.publisher.run(), name="publisher")
+                publisher_task = group.create_task(parts.publisher.run(), name="publisher")
                 watchdog_s = watchdog_interval_s()
                 if watchdog_s:
                     watchdog = LoopWatchdog(self.notifier, stall_s=watchdog_s)
@@ -279,8 +263,8 @@ class Agent:
                 for task in [*source_tasks, pipeline_task, publisher_task, *helpers]:
                     task.cancel()
         finally:
-            await status_server.close()
-            await self.buffer.close()
+            await parts.status_server.close()
+            await parts.buffer.close()
             self.notifier.close()
         log.info("daemon.stopped")
         return exit_code
@@ -288,25 +272,26 @@ class Agent:
     async def _shut_down(self, source_tasks: list[asyncio.Task[None]], pipeline_task: asyncio.Task[None]) -> None:
         """Stop polling, run what the sources delivered through the pipeline, close the open
         windows, commit, publish ``offline``."""
+        parts = self.parts
         for task in source_tasks:
             task.cancel()
         await asyncio.gather(*source_tasks, return_exceptions=True)
         await self._readings.put(None)  # the pipeline drains what the sources delivered
         await pipeline_task
-        if self.commands is not None:
-            await self.commands.close()  # the refusal summary of the last minute, before agent.stop
-        closing = self.pipeline.flush(force=True)
-        closing.append(self.pipeline.audit("agent.stop", "agent", "info"))
+        if parts.commands is not None:
+            await parts.commands.close()  # the refusal summary of the last minute, before agent.stop
+        closing = parts.pipeline.flush(force=True)
+        closing.append(parts.pipeline.audit("agent.stop", "agent", "info"))
         await self._store(closing)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.publisher.stop(), timeout=5.0)
+            await asyncio.wait_for(parts.publisher.stop(), timeout=PUBLISHER_STOP_S)
 
     async def _supervise(self, name: str, slot: _SourceSlot) -> None:
         """Run one source for ever; restart it with backoff when it fails."""
         while True:
             slot.state = "running"
             try:
-                await slot.source.run(self._sink_for(slot))
+                await slot.built.source.run(self._sink_for(slot))
                 slot.state = "ended"
                 return
             except DriverError as exc:
@@ -317,7 +302,7 @@ class Agent:
             slot.state = "restarting"
             delay_s = slot.backoff.next_delay_s()
             log.warning("daemon.source_restarting", source=name, error=slot.last_error, in_s=round(delay_s, 1))
-            self._record(self.pipeline.connectivity("source_down", name, slot.last_error))
+            self._record(self.parts.pipeline.connectivity("source_down", name, slot.last_error))
             await asyncio.sleep(delay_s)
 
     def _sink_for(self, slot: _SourceSlot) -> Callable[[Sequence[Reading]], Awaitable[None]]:
@@ -338,6 +323,7 @@ class Agent:
 
     async def _pipeline_loop(self) -> None:
         """Readings -> records -> committed buffer; wakes the publisher."""
+        parts = self.parts
         while True:
             batch = await self._readings.get()
             batches = [batch]
@@ -347,35 +333,16 @@ class Agent:
             records: list[NewRecord] = []
             for readings in batches:
                 if readings:
-                    records.extend(self.pipeline.process(readings))
+                    records.extend(parts.pipeline.process(readings))
             records.extend(self._take_extra())
-            if records or self._unstored:
+            if records or self._committer.waiting:
                 await self._store(records)
-                self.publisher.wake()
+                parts.publisher.wake()
             if done:
                 return
 
     async def _store(self, records: list[NewRecord]) -> None:
-        """Commit records. What a full disk leaves unstored (records of a protected stream, with
-        nothing left to evict) is kept in memory, bounded, and offered again with the next batch:
-        the agent goes on and says so in its status."""
-        from heatgate.buffer.errors import RecordsNotStored
-
-        batch = self._unstored + records
-        self._unstored = []
-        try:
-            await self.buffer.put(batch)
-        except RecordsNotStored as exc:
-            kept = [r for r in batch if r.id in exc.ids]
-            overflow = max(0, len(kept) - UNSTORED_MAX)
-            self._unstored_dropped += overflow
-            self._unstored = kept[overflow:]
-            log.error(
-                "daemon.disk_full_records_held",
-                waiting=len(self._unstored),
-                dropped=self._unstored_dropped,
-                streams=exc.per_stream,
-            )
+        await self._committer.commit(self.parts.buffer, records)
 
     def _record(self, record: NewRecord) -> None:
         """Queue a record made outside the reading path (audit, connectivity)."""
@@ -389,25 +356,27 @@ class Agent:
         return records
 
     async def _flush_loop(self) -> None:
+        parts = self.parts
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
             # `heatgate privacy` (another process) may have changed consent, objection or
             # restriction: pick that up within one interval.
             await self._reload_privacy_state()
-            self._stray_rate.observe(time.monotonic(), self._stray_messages())
-            records = self.pipeline.flush()
+            self._stray_rate.observe(time.monotonic(), parts.publisher.stray_messages)
+            records = parts.pipeline.flush()
             if records:
                 self._extra_records.extend(records)
                 with contextlib.suppress(asyncio.QueueFull):
                     self._readings.put_nowait(())
 
     async def _sweep_loop(self) -> None:
+        parts = self.parts
         while True:
             # Move pseudonym keys to the current epoch (the old key is destroyed) and enforce
             # retention: expired epochs' rows deleted, their data keys destroyed.
-            if await self.pipeline.keys.advance(self.buffer, time.time()):
-                self._record(self.pipeline.audit("keys.pseudonym_rotated", "agent", "info"))
-            removed = await self.buffer.sweep()
+            if await parts.pipeline.keys.advance(parts.buffer, time.time()):
+                self._record(parts.pipeline.audit("keys.pseudonym_rotated", "agent", "info"))
+            removed = await parts.buffer.sweep()
             if any(removed.values()):
                 log.info("daemon.retention_swept", removed=removed)
             await asyncio.sleep(self.config.buffer.sweep_interval_s)
@@ -415,10 +384,8 @@ class Agent:
     async def _reload_privacy_state(self) -> str | None:
         """Re-read consent, objection and restriction; on an unreadable state keep the one in
         force and return why."""
-        from heatgate.agent.privacy.state import PrivacyStateError
-
         try:
-            await self.privacy_state.reload()
+            await self.parts.privacy_state.reload()
         except PrivacyStateError as exc:
             log.error("daemon.privacy_state_unreadable", kept="the state in force", reason=exc.reason)
             return exc.reason
@@ -439,17 +406,16 @@ class Agent:
         self.notifier.reloading()
         log.info("daemon.reloading", config=str(self.loaded.path))
         applied = await self._apply_reload()
-        self._reloads += 1
-        self._last_reload_ts = time.time()
+        self._reload.reloads += 1
+        self._reload.last_reload_ts = time.time()
         self.notifier.ready(self.health_line())
         return applied
 
     async def _apply_reload(self) -> bool:
-        from heatgate.agent.reload import plan_reload
-        from heatgate.typedload import ConfigError
-
+        parts = self.parts
+        running_policy = self._policy or parts.policy
         try:
-            plan = await asyncio.to_thread(plan_reload, self.loaded.path, self.config, self.policy)
+            plan = await asyncio.to_thread(plan_reload, self.loaded.path, self.config, running_policy)
         except ConfigError as exc:
             return self._reload_refused(f"{exc.source}: " + "; ".join(str(issue) for issue in exc.issues))
         state_error = await self._reload_privacy_state()
@@ -457,13 +423,13 @@ class Agent:
             return self._reload_refused(f"privacy state: {state_error}")
         if plan.policy_changed:
             # The windows open under the old policy are closed and committed with it.
-            self._extra_records.extend(self.pipeline.adopt_policy(plan.policy))
-            self.policy = plan.policy
-        self._reload_error = None
-        self._restart_needed = plan.restart_needed
+            self._extra_records.extend(parts.pipeline.adopt_policy(plan.policy))
+            self._policy = plan.policy
+        self._reload.error = None
+        self._reload.restart_needed = plan.restart_needed
         restart = ", ".join(plan.restart_needed) or None
         self._record(
-            self.pipeline.audit(
+            parts.pipeline.audit(
                 "agent.reload",
                 "agent",
                 "ok",
@@ -481,9 +447,9 @@ class Agent:
         return True
 
     def _reload_refused(self, reason: str) -> bool:
-        self._reload_error = reason
+        self._reload.error = reason
         log.error("daemon.reload_refused", kept="the previous settings", reason=reason)
-        self._record(self.pipeline.audit("agent.reload", "agent", "refused", reason=reason[:500]))
+        self._record(self.parts.pipeline.audit("agent.reload", "agent", "refused", reason=reason[:500]))
         return False
 
     async def _status_loop(self) -> None:
@@ -491,97 +457,23 @@ class Agent:
             await asyncio.sleep(STATUS_NOTIFY_INTERVAL_S)
             self.notifier.status(self.health_line())
 
-    # ---- connectivity and commands ----------------------------------------------------------
+    # ---- hooks of the parts (agent.assembly.AgentHooks) ---------------------------------------
 
-    def _on_connectivity(self, event: str, target: str, reason: str | None) -> None:
-        self._record(self.pipeline.connectivity(event, target, reason))
+    def on_connectivity(self, event: str, target: str, reason: str | None) -> None:
+        self._record(self.parts.pipeline.connectivity(event, target, reason))
 
-    async def _on_command(self, topic: str, payload: bytes, properties: dict[str, Any]) -> None:
-        from heatgate.agent.command_wiring import answer
-
-        await answer(self, topic, payload, properties)
-
-    # ---- health ------------------------------------------------------------------------------
-
-    def _health_line_fields(self) -> dict[str, Any]:
+    def health_fields(self) -> dict[str, Any]:
         return {"sources": len(self._slots), "healthy": not self.problems()}
-
-    def problems(self) -> list[str]:
-        """What is wrong now, one sentence each (:mod:`agent.health` has the rules)."""
-        return health_problems(self._health_snapshot(), HEALTH_LIMITS)
-
-    def _health_snapshot(self) -> HealthSnapshot:
-        connected: bool | None = None
-        inflight = 0
-        stall_s: float | None = None
-        stray_per_min: float | None = None
-        if self.publisher is not None:
-            status = self.publisher.status()
-            connected = bool(status.get("connected"))
-            inflight = int(status.get("inflight") or 0)
-            stall_s = self._acknowledgement_stall_s(status)
-            self._stray_rate.observe(time.monotonic(), self._stray_messages())
-            stray_per_min = self._stray_rate.per_min()
-        return HealthSnapshot(
-            now_s=time.time(),
-            sources=tuple(self._source_view(name, slot) for name, slot in self._slots.items()),
-            broker_connected=connected,
-            inflight=inflight,
-            ack_stall_s=stall_s,
-            stray_per_min=stray_per_min,
-            unstored=len(self._unstored),
-            unstored_dropped=self._unstored_dropped,
-            reload_error=self._reload_error,
-            restart_needed=self._restart_needed,
-        )
-
-    @staticmethod
-    def _source_view(name: str, slot: _SourceSlot) -> SourceView:
-        return SourceView(name=name, slot_state=slot.state, health=slot.source.health(), last_error=slot.last_error)
-
-    def _stray_messages(self) -> int:
-        """Messages that arrived on topics the gateway does not serve (counted by the publisher)."""
-        return self.publisher.stray_messages if self.publisher is not None else 0
-
-    def _acknowledgement_stall_s(self, status: dict[str, Any]) -> float | None:
-        """Seconds the broker has kept messages waiting for their PUBACK (a broker that accepts the
-        connection but never acknowledges), or None if it is fine. Once the publisher has dropped a
-        connection for a missing PUBACK, the stall lasts until the next PUBACK; before that it is the
-        age of the oldest unacknowledged message (never the length of a quiet spell)."""
-        if status.get("puback_timeouts_in_row"):
-            return float(status.get("since_last_ack_s") or 0.0)
-        oldest_s = status.get("oldest_unacked_age_s")
-        return float(oldest_s) if oldest_s is not None and oldest_s >= ACK_STALL_S else None
-
-    def health_line(self) -> str:
-        problems = self.problems()
-        return "ok: " + f"{len(self._slots)} source(s)" if not problems else "degraded: " + "; ".join(problems)
 
     async def snapshot(self) -> dict[str, Any]:
         """The document ``heatgate status`` shows."""
-        from msgspec import to_builtins
-
-        sources = {}
-        for name, slot in self._slots.items():
-            view = self._source_view(name, slot)
-            health = dict(view.health)
-            health.setdefault("type", slot.type)
-            health["state"] = source_state(view)
-            error = source_error(view)
-            health["restarts"] = slot.restarts
-            health["readings"] = slot.readings
-            health["last_reading_ts"] = slot.last_reading_ts
-            health["quality"] = dict(slot.quality)
-            if slot.first_reading_monotonic is not None:
-                minutes = max(time.monotonic() - slot.first_reading_monotonic, 1.0) / 60
-                health["readings_per_min"] = round(slot.readings / minutes, 1)
-            if error or slot.last_error:
-                health["last_error"] = error or slot.last_error
-            sources[name] = health
-        buffer_stats = to_builtins(await self.buffer.stats())
+        parts = self.parts
+        now_monotonic = time.monotonic()
+        sources = {name: source_status(slot.view(), slot.counters(now_monotonic)) for name, slot in self._slots.items()}
+        buffer_stats: dict[str, Any] = to_builtins(await parts.buffer.stats())
         problems = self.problems()
-        problems.extend(f"buffer alarm: {alarm}" for alarm in buffer_stats.get("alarms", []))
-        broker = dict(self.publisher.status())
+        problems.extend(buffer_problems(buffer_stats.get("alarms", [])))
+        broker = dict(parts.publisher.status())
         broker.setdefault("url", self.config.mqtt.url)
         return {
             "gateway": self.config.gateway.id,
@@ -592,13 +484,39 @@ class Agent:
             "sources": sources,
             "broker": broker,
             "buffer": buffer_stats,
-            "privacy": self.privacy_state.describe(),
+            "privacy": parts.privacy_state.describe(),
             "readings_queue": self._readings.qsize(),
             "reload": {
-                "reloads": self._reloads,
-                "last_reload_ts": self._last_reload_ts,
-                "error": self._reload_error,
-                "restart_needed": list(self._restart_needed),
+                "reloads": self._reload.reloads,
+                "last_reload_ts": self._reload.last_reload_ts,
+                "error": self._reload.error,
+                "restart_needed": list(self._reload.restart_needed),
             },
-            "stray_messages": self._stray_messages(),
+            "stray_messages": parts.publisher.stray_messages,
         }
+
+    # ---- health ------------------------------------------------------------------------------
+
+    def problems(self) -> list[str]:
+        """What is wrong now, one sentence each (:mod:`agent.health` has the rules)."""
+        return health_problems(self._health_snapshot(), HEALTH_LIMITS)
+
+    def health_line(self) -> str:
+        return health_line(self.problems(), len(self._slots))
+
+    def _health_snapshot(self) -> HealthSnapshot:
+        publisher = self.parts.publisher
+        broker = broker_health(publisher.status(), HEALTH_LIMITS)
+        self._stray_rate.observe(time.monotonic(), publisher.stray_messages)
+        return HealthSnapshot(
+            now_s=time.time(),
+            sources=tuple(slot.view() for slot in self._slots.values()),
+            broker_connected=broker.connected,
+            inflight=broker.inflight,
+            ack_stall_s=broker.ack_stall_s,
+            stray_per_min=self._stray_rate.per_min(),
+            unstored=len(self._committer.waiting),
+            unstored_dropped=self._committer.dropped,
+            reload_error=self._reload.error,
+            restart_needed=self._reload.restart_needed,
+        )

@@ -234,7 +234,7 @@ def check_serial_ports(config: Config) -> list[Check]:
 
 
 async def _probe_source(source_config: SourceConfig, timeout_s: float) -> Check:
-    from heatgate.agent.daemon import build_source
+    from heatgate.agent.assembly import build_source
     from heatgate.drivers.reading import Quality, Reading
 
     name = f"source {source_config.name}"
@@ -248,7 +248,7 @@ async def _probe_source(source_config: SourceConfig, timeout_s: float) -> Check:
                 got_ok.set()
 
     try:
-        source = build_source(source_config)
+        source = build_source(source_config).source
     except (ValueError, OSError) as exc:
         return Check(name, False, str(exc), "check the source's config")
     task = asyncio.create_task(source.run(sink), name=f"probe:{source_config.name}")

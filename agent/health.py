@@ -16,28 +16,41 @@ The rules:
   go unreported;
 - messages arriving on topics the gateway does not serve at more than ``stray_per_min`` are a
   problem (another client publishing under its prefix, or a loop);
-- the broker not connected, or not acknowledging for ``ack_stall_s`` with messages in flight;
+- the broker not connected, or not acknowledging: the oldest message has waited ``ack_stall_s``
+  for its PUBACK, or the publisher dropped the connection for a missing PUBACK and none has come
+  since (a quiet spell without messages is never a stall);
 - records a full disk left in memory (or lost);
 - a reload that was refused (the located error), or settings changed on disk that only a
-  restart applies.
+  restart applies;
+- each alarm of the buffer (corrupt file quarantined, evictions, a full disk) in ``heatgate status``.
+
+``heatgate status`` shows each source through :func:`source_status`; systemd's ``STATUS=`` line
+is :func:`health_line`.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "BrokerHealth",
     "CounterRate",
     "HealthLimits",
     "HealthSnapshot",
+    "SourceCounters",
     "SourceView",
+    "acknowledgement_stall_s",
+    "broker_health",
+    "buffer_problems",
     "failing_devices",
+    "health_line",
     "problems",
     "source_error",
     "source_state",
+    "source_status",
     "unreadable_problems",
 ]
 
@@ -51,6 +64,8 @@ class HealthLimits:
     """A Modbus device failing in a row this long is a problem."""
     stray_per_min: float = 5.0
     """More stray messages than this per minute are a problem."""
+    ack_stall_s: float = 30.0
+    """A message waiting this long for its PUBACK means the broker is not acknowledging."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +88,8 @@ class HealthSnapshot:
     """None: no publisher (yet)."""
     inflight: int = 0
     ack_stall_s: float | None = None
-    """Seconds without a PUBACK while messages are in flight, once past the daemon's limit."""
+    """Seconds the broker has kept messages waiting for their PUBACK, once past
+    ``HealthLimits.ack_stall_s`` (:func:`acknowledgement_stall_s`)."""
     stray_per_min: float | None = None
     unstored: int = 0
     unstored_dropped: int = 0
@@ -190,6 +206,83 @@ def problems(snapshot: HealthSnapshot, limits: HealthLimits | None = None) -> li
     if snapshot.restart_needed:
         found.append("changed settings take effect only after a restart: " + ", ".join(snapshot.restart_needed))
     return found
+
+
+def health_line(found: list[str], sources: int) -> str:
+    """systemd's one-line ``STATUS=``: ``ok: N source(s)`` or ``degraded: `` and the problems."""
+    return f"ok: {sources} source(s)" if not found else "degraded: " + "; ".join(found)
+
+
+def buffer_problems(alarms: Iterable[str]) -> list[str]:
+    """The buffer's alarms (``stats().alarms``) as problems."""
+    return [f"buffer alarm: {alarm}" for alarm in alarms]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerHealth:
+    connected: bool
+    inflight: int
+    ack_stall_s: float | None
+
+
+def acknowledgement_stall_s(publisher_status: Mapping[str, Any], limits: HealthLimits | None = None) -> float | None:
+    """Seconds the broker has kept messages waiting for their PUBACK (a broker that accepts the
+    connection but never acknowledges), or None if it is fine. Once the publisher has dropped a
+    connection for a missing PUBACK (``puback_timeouts_in_row``), the stall lasts until the next
+    PUBACK (``since_last_ack_s``); before that it is the age of the oldest unacknowledged message
+    once past ``limits.ack_stall_s`` (never the length of a quiet spell).
+
+    ``publisher_status`` is :meth:`agent.publish.publisher.Publisher.status`."""
+    limits = limits or HealthLimits()
+    if publisher_status.get("puback_timeouts_in_row"):
+        return float(publisher_status.get("since_last_ack_s") or 0.0)
+    oldest_s = publisher_status.get("oldest_unacked_age_s")
+    if isinstance(oldest_s, int | float) and oldest_s >= limits.ack_stall_s:
+        return float(oldest_s)
+    return None
+
+
+def broker_health(publisher_status: Mapping[str, Any], limits: HealthLimits | None = None) -> BrokerHealth:
+    """The broker's side of the snapshot, from the publisher's status document."""
+    return BrokerHealth(
+        connected=bool(publisher_status.get("connected")),
+        inflight=int(publisher_status.get("inflight") or 0),
+        ack_stall_s=acknowledgement_stall_s(publisher_status, limits),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SourceCounters:
+    """What the supervisor counted of one source (for ``heatgate status``)."""
+
+    type: str
+    restarts: int = 0
+    readings: int = 0
+    last_reading_ts: float | None = None
+    quality: Mapping[str, int] = field(default_factory=dict)
+    since_first_reading_s: float | None = None
+    """Seconds since the source delivered its first reading; None before."""
+
+
+def source_status(view: SourceView, counters: SourceCounters) -> dict[str, Any]:
+    """One source's document in ``heatgate status``: the driver's own health, with the state and
+    error of :func:`source_state` / :func:`source_error` (else the supervisor's last error), and
+    the supervisor's counters; ``readings_per_min`` once it has delivered (since its first reading,
+    counted as at least a second)."""
+    document = dict(view.health)
+    document.setdefault("type", counters.type)
+    document["state"] = source_state(view)
+    document["restarts"] = counters.restarts
+    document["readings"] = counters.readings
+    document["last_reading_ts"] = counters.last_reading_ts
+    document["quality"] = dict(counters.quality)
+    if counters.since_first_reading_s is not None:
+        minutes = max(counters.since_first_reading_s, 1.0) / 60
+        document["readings_per_min"] = round(counters.readings / minutes, 1)
+    error = source_error(view) or view.last_error
+    if error:
+        document["last_error"] = error
+    return document
 
 
 class CounterRate:

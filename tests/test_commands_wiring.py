@@ -5,11 +5,14 @@ simulated heat pump's profile."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from heatgate.agent.command_wiring import WritableDevice, build_processor, command_hook
 from heatgate.agent.commands import reasons
 from heatgate.agent.commands.dispatch import CommandProcessor, Response, decode_response
 from heatgate.agent.commands.envelope import b64url_decode, b64url_encode, encode_envelope
@@ -25,7 +28,7 @@ from heatgate.agent.commands.wiring import (
     privacy_handlers,
     profile_write_bounds,
 )
-from heatgate.agent.config import GatewayConfig
+from heatgate.agent.config import GatewayConfig, KeysConfig
 from heatgate.agent.privacy.pipeline import Pipeline
 from heatgate.agent.privacy.policy import STREAMS, load_policy
 from heatgate.agent.privacy.pseudonym import PseudonymKeys
@@ -210,3 +213,92 @@ class _State:
 
 async def _audit(_body: Any) -> str:
     return "r"
+
+
+def test_the_daemons_processor_over_its_parts(tmp_path: Path) -> None:
+    """build_processor (what the assembly calls) over the real buffer and pipeline: pinned keys
+    from their files, ``status`` answered with the agent's snapshot, ``device.write`` reaching the
+    writer of the device it names, within its profile's bounds; command_hook answers on the
+    gateway's response topic and wakes the publisher."""
+    profile = load_profile("sim-heatpump")
+    point = next(p for p in profile.points if p.writable)
+    assert point.min is not None and point.max is not None
+    low, high = float(point.min), float(point.max)
+    for name, key in (("command.pem", KEYS.command), ("approval.pem", KEYS.approval)):
+        pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        (tmp_path / name).write_bytes(pem)
+    keys = KeysConfig(
+        command_public_key_file=str(tmp_path / "command.pem"), approval_public_key_file=str(tmp_path / "approval.pem")
+    )
+    written: list[tuple[str, str, float]] = []
+
+    async def write_point(device: str, point_name: str, value: float) -> float:
+        written.append((device, point_name, value))
+        return value
+
+    async def snapshot() -> dict[str, Any]:
+        return {"gateway": GATEWAY, "healthy": True}
+
+    def envelope(command: str, **args: Any) -> bytes:
+        now_s = int(time.time())
+        approval = None
+        if command == "device.write":
+            approval = sign_approval(KEYS.approval, operator="op-1", target=GATEWAY, issued_at=now_s, **args)
+        return encode_envelope(
+            sign_envelope(KEYS.command, target=GATEWAY, command=command, args=args, issued_at=now_s, approval=approval)
+        )
+
+    async def go() -> tuple[list[Response], list[tuple[str, bytes, Any]], int]:
+        buffer = await open_buffer(
+            tmp_path / "b.db", bytes(32), cap_bytes=16 << 20, retention_s={s: 86400.0 for s in STREAMS}
+        )
+        try:
+            state = await PrivacyState.load(buffer)
+            pseudonyms = await PseudonymKeys.load(buffer)
+            pipeline = Pipeline(
+                load_policy(data_path("privacy.toml")),
+                keys=pseudonyms,
+                state=state,
+                gateway=GatewayConfig(id=GATEWAY, region="3511 AB"),
+            )
+            processor = await build_processor(
+                gateway_id=GATEWAY,
+                keys=keys,
+                buffer=buffer,
+                privacy_state=state,
+                pipeline=pipeline,
+                writable={"heatpump": WritableDevice(profile, write_point)},
+                snapshot=snapshot,
+            )
+            responses = [
+                await answered(processor, envelope("status")),
+                await answered(
+                    processor, envelope("device.write", device="heatpump", point=point.name, value=point.min)
+                ),
+                await answered(
+                    processor, envelope("device.write", device="heatpump", point=point.name, value=high + 1)
+                ),
+            ]
+            published: list[tuple[str, bytes, Any]] = []
+            wakes = []
+
+            async def publish_raw(topic: str, payload: bytes, **kw: Any) -> None:
+                published.append((topic, payload, kw.get("correlation_data")))
+
+            hook = command_hook(
+                processor, publish_raw=publish_raw, wake=lambda: wakes.append(1), response_topic="gw/resp"
+            )
+            await hook("gw/cmd/status", envelope("status"), {"correlation_data": b"c-1", "response_topic": "evil"})
+            await processor.close()
+            return responses, published, len(wakes)
+        finally:
+            await buffer.close()
+
+    (status, write, out_of_bounds), published, wakes = run_async(go())
+    assert status.outcome == "done" and status.result == {"gateway": GATEWAY, "healthy": True}, status.detail
+    assert write.outcome == "done" and write.result["readback"] == low, write.detail
+    assert written == [("heatpump", point.name, low)]
+    assert out_of_bounds.outcome == "refused"
+    assert [(topic, corr) for topic, _, corr in published] == [("gw/resp", b"c-1")]
+    assert decode_response(published[0][1]).outcome == "done"
+    assert wakes == 1

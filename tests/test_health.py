@@ -8,11 +8,17 @@ from heatgate.agent.health import (
     CounterRate,
     HealthLimits,
     HealthSnapshot,
+    SourceCounters,
     SourceView,
+    acknowledgement_stall_s,
+    broker_health,
+    buffer_problems,
     failing_devices,
+    health_line,
     problems,
     source_error,
     source_state,
+    source_status,
 )
 
 NOW_S = 1_700_000_000.0
@@ -143,3 +149,68 @@ def test_a_counter_that_goes_down_starts_over() -> None:
     assert rate.per_min() is None
     rate.observe(20.0, 15)
     assert rate.per_min() == 60.0
+
+
+def test_a_broker_that_stops_acknowledging_is_a_problem_and_a_quiet_spell_is_not() -> None:
+    limits = HealthLimits(ack_stall_s=30.0)
+
+    def stall(status: dict[str, Any]) -> float | None:
+        return acknowledgement_stall_s(status, limits)
+
+    # A quiet spell of 10 minutes, then a message sent 0.2 s ago: waiting, not stalled.
+    assert stall({"connected": True, "inflight": 1, "oldest_unacked_age_s": 0.2, "since_last_ack_s": 600.0}) is None
+    assert stall({"connected": True, "inflight": 0, "oldest_unacked_age_s": None, "since_last_ack_s": 600.0}) is None
+    # The oldest message has waited past the limit: stalled by its age.
+    assert stall({"inflight": 3, "oldest_unacked_age_s": 29.9, "since_last_ack_s": 900.0}) is None
+    assert stall({"inflight": 3, "oldest_unacked_age_s": 31.0, "since_last_ack_s": 900.0}) == 31.0
+    # The publisher dropped the connection for a missing PUBACK and has reconnected (ages restart):
+    # still stalled, for as long as no PUBACK has come.
+    dropped = {"inflight": 3, "oldest_unacked_age_s": 1.0, "since_last_ack_s": 95.0, "puback_timeouts_in_row": 2}
+    assert stall(dropped) == 95.0
+    assert stall({**dropped, "puback_timeouts_in_row": 0}) is None  # a PUBACK came
+    # The limit is the daemon's default unless given.
+    assert acknowledgement_stall_s({"oldest_unacked_age_s": HealthLimits().ack_stall_s}) == HealthLimits().ack_stall_s
+
+
+def test_the_broker_side_of_the_snapshot_comes_from_the_publishers_status() -> None:
+    stalled = broker_health({"connected": True, "inflight": 4, "oldest_unacked_age_s": 45.0}, LIMITS)
+    assert (stalled.connected, stalled.inflight, stalled.ack_stall_s) == (True, 4, 45.0)
+    down = broker_health({"connected": False, "inflight": None}, LIMITS)
+    assert (down.connected, down.inflight, down.ack_stall_s) == (False, 0, None)
+    snapshot = HealthSnapshot(
+        now_s=NOW_S, broker_connected=stalled.connected, inflight=stalled.inflight, ack_stall_s=stalled.ack_stall_s
+    )
+    assert problems(snapshot, LIMITS) == ["broker not acknowledging: 4 message(s) in flight, no PUBACK for 45 s"]
+
+
+def test_a_sources_status_document() -> None:
+    view = _p1("lost", "read failed: device disconnected")
+    counters = SourceCounters(
+        type="p1", restarts=2, readings=30, last_reading_ts=NOW_S, quality={"ok": 30}, since_first_reading_s=120.0
+    )
+    document = source_status(view, counters)
+    assert document["state"] == "waiting-for-port"
+    assert document["last_error"] == "read failed: device disconnected"
+    assert document["type"] == "p1" and document["port"] == "/dev/ttyUSB0"  # the driver's own fields stay
+    assert (document["restarts"], document["readings"], document["quality"]) == (2, 30, {"ok": 30})
+    assert document["readings_per_min"] == 15.0
+    # Before its first reading there is no rate; a running source has no error; the driver's
+    # type wins over the supervisor's.
+    quiet = source_status(
+        SourceView(name="hp", slot_state="running", health={"type": "modbus-tcp"}), SourceCounters("x")
+    )
+    assert "readings_per_min" not in quiet and "last_error" not in quiet
+    assert quiet["type"] == "modbus-tcp" and quiet["state"] == "running"
+    # A source the supervisor restarts shows the supervisor's error; the rate counts at least a second.
+    failed = SourceView(name="hp", slot_state="restarting", last_error="ModbusCommError: refused")
+    document = source_status(failed, SourceCounters("modbus-tcp", readings=3, since_first_reading_s=0.01))
+    assert document["last_error"] == "ModbusCommError: refused" and document["readings_per_min"] == 180.0
+
+
+def test_the_status_line_and_the_buffers_alarms() -> None:
+    assert health_line([], 3) == "ok: 3 source(s)"
+    assert health_line(["broker not connected", "source p1 ended"], 3) == (
+        "degraded: broker not connected; source p1 ended"
+    )
+    assert buffer_problems(["corrupt database quarantined"]) == ["buffer alarm: corrupt database quarantined"]
+    assert buffer_problems([]) == []

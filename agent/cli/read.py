@@ -179,7 +179,7 @@ async def _read_modbus(
 
 
 async def _read_other(source: SourceConfig, timeout_s: float) -> tuple[list[Row], list[str], bool]:
-    from heatgate.agent.daemon import build_source
+    from heatgate.agent.assembly import build_source
 
     got: list[Reading] = []
     first = asyncio.Event()
@@ -188,7 +188,7 @@ async def _read_other(source: SourceConfig, timeout_s: float) -> tuple[list[Row]
         got.extend(readings)
         first.set()
 
-    driver = build_source(source)
+    driver = build_source(source).source
     task = asyncio.create_task(driver.run(sink), name=f"read:{source.name}")
     waiter = asyncio.create_task(first.wait())
     await asyncio.wait({task, waiter}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
