@@ -49,7 +49,7 @@ def _config(broker: Broker, protocol: Protocol) -> MqttConfig:
     return MqttConfig(url=broker.url, protocol=protocol, reconnect_min_s=0.05, reconnect_max_s=0.3)
 
 
-def _paho_protocol(protocol: Protocol) -> int:
+def _paho_protocol(protocol: Protocol) -> mqtt.MQTTProtocolVersion:
     return mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
 
 
