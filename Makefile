@@ -70,7 +70,7 @@ demo: install system-deps
 
 # Every benchmark with short settings and one table of figures (~5 min); BENCH_ARGS="--only agent,peer".
 bench: install system-deps
-	$(PY) bench/run_all.py $(BENCH_ARGS)
+	$(PY) -m bench.run_all $(BENCH_ARGS)
 
 schemas: install
 	$(PY) -m heatgate.agent.schemas --write

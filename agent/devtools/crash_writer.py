@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from heatgate.buffer.adapter import open_buffer
 from heatgate.buffer.api import NewRecord
 from heatgate.buffer.ids import new_id
 
-__all__ = ["RETENTION_S", "WriterError", "payload_for", "run_and_kill"]
+__all__ = ["RETENTION_S", "WriterError", "integrity_check", "payload_for", "run_and_kill"]
 
 PRIORITY = {"service": 0, "telemetry": 5, "analytics": 9}
 ROUTE = {"service": "service/fault", "telemetry": "telemetry", "analytics": "analytics/heat-pump"}
@@ -86,6 +87,15 @@ async def main(db: Path, key: bytes, commit_interval_s: float) -> None:
         for stream in ("telemetry", "analytics", "service"):
             group.create_task(producer(stream), name=f"producer-{stream}")
         group.create_task(publisher(), name="publisher")
+
+
+def integrity_check(db: Path) -> str:
+    """SQLite's ``PRAGMA integrity_check`` of ``db``: ``"ok"`` or the first problem found."""
+    conn = sqlite3.connect(db)
+    try:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        conn.close()
 
 
 def run_and_kill(db: Path, key: bytes, min_lines: int, rng: random.Random) -> tuple[set[str], set[str]]:
