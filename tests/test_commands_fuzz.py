@@ -22,7 +22,7 @@ from tests.commands_support import GATEWAY, NOW_S, Clock, Keys, write_bounds
 from tests.support.memory_state import MemoryState
 
 KEYS = Keys()
-WRITE = {"device": "heatpump", "point": "flow_setpoint", "value": 45.5}
+WRITE: dict[str, Any] = {"device": "heatpump", "point": "flow_setpoint", "value": 45.5}
 VALID = [
     encode_envelope(
         sign_envelope(KEYS.command, target=GATEWAY, command="privacy.erase", args={"all": True}, issued_at=NOW_S)

@@ -169,9 +169,17 @@ def test_device_write_handler_maps_driver_errors() -> None:
         handler = device_write_handler(write_point, errors=(Refused,))
         processor = CommandProcessor(verifier, {"device.write": handler}, _audit, clock=Clock())
         out = []
-        for v in (value, float(point.max)):
+        for v in (value, top):
             args = {"device": "heatpump", "point": point.name, "value": v}
-            approval = sign_approval(KEYS.approval, operator="op-1", target=GATEWAY, issued_at=NOW_S, **args)
+            approval = sign_approval(
+                KEYS.approval,
+                operator="op-1",
+                target=GATEWAY,
+                issued_at=NOW_S,
+                device="heatpump",
+                point=point.name,
+                value=v,
+            )
             out.append(
                 await answered(
                     processor,

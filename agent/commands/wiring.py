@@ -160,10 +160,15 @@ def _summary(records: Sequence[Any]) -> dict[str, Any]:
 
 
 class _WritablePoint(Protocol):
-    name: str
-    writable: bool
-    min: float | None
-    max: float | None
+    # Read-only members: a profile's points are frozen.
+    @property
+    def name(self) -> str: ...
+    @property
+    def writable(self) -> bool: ...
+    @property
+    def min(self) -> float | None: ...
+    @property
+    def max(self) -> float | None: ...
 
 
 class _Profile(Protocol):
