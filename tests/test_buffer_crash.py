@@ -9,7 +9,7 @@ from pathlib import Path
 
 from heatgate.agent.devtools.crash_writer import RETENTION_S, payload_for, run_and_kill
 from heatgate.buffer.adapter import open_buffer
-from tests.buffer_support import integrity
+from tests.support.buffer import integrity
 from tests.support.leaks import run_async
 
 KEY = os.urandom(32)

@@ -18,7 +18,7 @@ from heatgate.buffer.aead import RecordCipher, associated_data
 from heatgate.buffer.epochs import default_epoch_s
 from heatgate.buffer.keys import DerivedKeys
 from heatgate.buffer.store import _key_ad
-from tests.buffer_support import RETENTION_S, T0, Clock, integrity, raw_bytes, records, sql
+from tests.support.buffer import RETENTION_S, T0, Clock, integrity, raw_bytes, records, sql
 from tests.support.leaks import run_async
 
 T = TypeVar("T")

@@ -33,7 +33,7 @@ from heatgate.agent.privacy.state import PrivacyState
 from heatgate.buffer.adapter import open_buffer
 from heatgate.config import data_path
 from heatgate.drivers.modbus.profile import load_profile
-from tests.commands_support import GATEWAY, NOW_S, Clock, Keys, answered
+from tests.support.commands import GATEWAY, NOW_S, Clock, Keys, answered
 from tests.support.leaks import run_async
 
 KEYS = Keys()

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from heatgate.drivers.reading import PointKind, Quality, Reading
-from tests.privacy_helpers import T0, make_pipeline
+from tests.support.privacy import T0, make_pipeline
 
 FAULT_VALUES: list[int | str] = [0, 0, 7, 12, "E42"]
 STATUS_VALUES: list[int | str] = ["heating", "idle", 1, 2]
