@@ -57,8 +57,9 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(PY) tools/check_layers.py
 
+# mypy over heatgate, tests and bench; fails too if it checked fewer sources than there are .py files.
 typecheck: install
-	$(VENV)/bin/mypy
+	$(PY) tools/typecheck.py
 
 pytest: install system-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
@@ -70,7 +71,7 @@ demo: install system-deps
 
 # Every benchmark with short settings and one table of figures (~5 min); BENCH_ARGS="--only agent,peer".
 bench: install system-deps
-	$(PY) bench/run_all.py $(BENCH_ARGS)
+	$(PY) -m bench.run_all $(BENCH_ARGS)
 
 schemas: install
 	$(PY) -m heatgate.agent.schemas --write

@@ -22,9 +22,9 @@ one core; RSS from /proc/<pid>/status. The queue: every sample, the status docum
 (`heatgate status --json`, read from the status socket with the same function) gives the
 readings queue and the queued records per stream; the least-squares trend is printed.
 
-    .venv/bin/python bench/bench_agent.py                      # home 60 s + 100 x 30 s
-    .venv/bin/python bench/bench_agent.py --duration-s 600     # the issue's 10 minutes
-    .venv/bin/python bench/bench_agent.py --load home --json   # one JSON summary line at the end
+    .venv/bin/python -m bench.bench_agent                      # home 60 s + 100 x 30 s
+    .venv/bin/python -m bench.bench_agent --duration-s 600     # the issue's 10 minutes
+    .venv/bin/python -m bench.bench_agent --load home --json   # one JSON summary line at the end
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peer_support.measure import BrokerCounter, ProcessSampler, machine_description, slope_per_min
-
+from bench.peer_support.measure import BrokerCounter, ProcessSampler, machine_description, slope_per_min
 from heatgate.agent.devtools.localbroker import Broker
 from heatgate.agent.provision import Answers, provision
 from heatgate.agent.status import StatusError, query_status

@@ -1,8 +1,8 @@
 """Buffer benchmarks: ingest vs raw sqlite-utils, take+decrypt+ack, bytes written per record,
 RSS against the backlog. Prints figures; asserts nothing.
 
-    .venv/bin/python bench/bench_buffer.py                      # quick (seconds)
-    .venv/bin/python bench/bench_buffer.py --records 100000 --backlog 1000000
+    .venv/bin/python -m bench.bench_buffer                      # quick (seconds)
+    .venv/bin/python -m bench.bench_buffer --records 100000 --backlog 1000000
 """
 
 from __future__ import annotations
@@ -12,12 +12,9 @@ import asyncio
 import os
 import platform
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlite_utils
 
@@ -167,10 +164,8 @@ async def bench_rss(tmp: Path, backlog: int) -> list[tuple[int, float]]:
 def kill_rounds(rounds: int) -> None:
     import random
 
-    from tests.buffer_support import RETENTION_S as TEST_RETENTION_S
-    from tests.buffer_support import integrity
-    from tests.test_buffer_crash import KEY as CRASH_KEY
-    from tests.test_buffer_crash import run_and_kill
+    from heatgate.agent.devtools.crash_writer import RETENTION_S as WRITER_RETENTION_S
+    from heatgate.agent.devtools.crash_writer import integrity_check, run_and_kill
 
     rng = random.Random()
     with tempfile.TemporaryDirectory(prefix="bench-buffer-kill-") as name:
@@ -180,13 +175,13 @@ def kill_rounds(rounds: int) -> None:
         lost = 0
         start = time.perf_counter()
         for done in range(1, rounds + 1):
-            put, ack = run_and_kill(db, 200, rng)
+            put, ack = run_and_kill(db, KEY, 200, rng)
             committed |= put
             acked |= ack
-            ok = integrity(db)
+            ok = integrity_check(db)
 
             async def stored_ids() -> set[str]:
-                buffer = await open_buffer(db, CRASH_KEY, cap_bytes=64 << 20, retention_s=TEST_RETENTION_S)
+                buffer = await open_buffer(db, KEY, cap_bytes=64 << 20, retention_s=WRITER_RETENTION_S)
                 try:
                     return {r.id for r in await buffer.export_all()}
                 finally:

@@ -1,6 +1,6 @@
 """Modbus benchmarks: requests per poll, modelled RTU wire time, client CPU per poll.
 
-    .venv/bin/python bench/bench_modbus.py [--polls N]
+    .venv/bin/python -m bench.bench_modbus [--polls N]
 
 1. Requests per poll cycle for each shipped profile: the planner's plan, the fewest requests
    any plan can make (the same planner with gap cost ignored), and one request per point (the

@@ -16,8 +16,8 @@ aggregates, so far fewer messages than the peer, which sends every reading); `--
 gives it 10 s telemetry windows. Targets: heatgate CPU
 <= 0.05 x the peer's, RSS <= 0.6 x.
 
-    .venv/bin/python bench/bench_peer.py                  # 60 s measured (after a 10 s warm-up)
-    .venv/bin/python bench/bench_peer.py --duration-s 300 --json
+    .venv/bin/python -m bench.bench_peer                  # 60 s measured (after a 10 s warm-up)
+    .venv/bin/python -m bench.bench_peer --duration-s 300 --json
 """
 
 from __future__ import annotations
@@ -33,10 +33,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from peer_support.heatpump50 import heatpump50_device, tb_connector_config, write_profile
-from peer_support.measure import BrokerCounter, ProcessSampler, machine_description
-from peer_support.thingsboard import PeerInstallError, SessionLimitsResponder, ensure_venv, start_gateway, write_config
-
+from bench.peer_support.heatpump50 import heatpump50_device, tb_connector_config, write_profile
+from bench.peer_support.measure import BrokerCounter, ProcessSampler, machine_description
+from bench.peer_support.thingsboard import (
+    PeerInstallError,
+    SessionLimitsResponder,
+    ensure_venv,
+    start_gateway,
+    write_config,
+)
 from heatgate.agent.devtools.localbroker import Broker
 from heatgate.agent.provision import Answers, provision
 from heatgate.agent.status import StatusError, query_status

@@ -5,8 +5,8 @@ Baselines in the same run: constructing the Reading objects, and JSON-encoding t
 realistic mix (heat pumps, energy meters, a smart meter; measurements, counters, status,
 faults, identifiers) plus the ``flush()`` that closes every window of the run.
 
-    .venv/bin/python bench/bench_privacy.py            # 200,000 readings, ~ seconds
-    .venv/bin/python bench/bench_privacy.py --readings 2000000
+    .venv/bin/python -m bench.bench_privacy            # 200,000 readings, ~ seconds
+    .venv/bin/python -m bench.bench_privacy --readings 2000000
 """
 
 from __future__ import annotations

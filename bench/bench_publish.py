@@ -1,7 +1,7 @@
 """Publisher benchmarks against a local Mosquitto (started here, loopback, plain TCP).
 
-    .venv/bin/python bench/bench_publish.py            # seconds
-    .venv/bin/python bench/bench_publish.py --big      # 500,000-record backlog for fault latency
+    .venv/bin/python -m bench.bench_publish            # seconds
+    .venv/bin/python -m bench.bench_publish --big      # 500,000-record backlog for fault latency
 
 Prints: drain msgs/s and readings/s of the Publisher (in-memory buffer, and the real encrypted
 buffer) against a raw paho QoS 1 publisher of equal-size messages with the same in-flight window,
@@ -17,27 +17,24 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from heatgate.agent.config import MqttConfig
 from heatgate.agent.devtools.localbroker import Broker
-from heatgate.agent.publish.publisher import Publisher
-from heatgate.logs import configure
-from tests.support.memory_buffer_publish import (
+from heatgate.agent.devtools.memory_buffer import (
     fault_record,
     open_real_buffer,
     telemetry_record,
 )
+from heatgate.agent.publish.publisher import Publisher
+from heatgate.logs import configure
 
 GW = "gw-bench-0001"
 

@@ -42,7 +42,7 @@ from bench.fleet_support.host import host_main
 from bench.fleet_support.mqtt_backend import SharedSubscriptionBackend
 from heatgate.agent.devtools.demo import demo_policy
 from heatgate.agent.devtools.localbroker import Broker
-from tests.support.nats import NatsCluster
+from heatgate.agent.devtools.nats import NatsCluster
 
 
 @dataclass

@@ -1,14 +1,15 @@
 """`make bench`: every benchmark, quickly, and one table of the key figures.
 
-Runs each bench script as its own process with short settings (the command of each is printed
-in the table), keeps its full output under ``--out`` (default: a temporary directory it
-names), and collects the key figures from that output: a ``BENCH_JSON {...}`` line where the
-script prints one (bench_agent, bench_peer), otherwise the script's own result lines, parsed.
+Runs each benchmark as its own process (``python -m bench.<name>`` in the checkout) with short
+settings (the command of each is printed in the table), keeps its full output under ``--out``
+(default: a temporary directory it names), and collects the key figures from that output: a
+``BENCH_JSON {...}`` line where the benchmark prints one (bench_agent, bench_peer), otherwise its
+own result lines, parsed.
 A figure that cannot be found is shown as "n/a" with the reason; one failed script does not
 stop the others. Takes about five minutes on a 2-core machine.
 
-    .venv/bin/python bench/run_all.py            # or: make bench
-    .venv/bin/python bench/run_all.py --only agent,peer --agent-duration-s 600
+    .venv/bin/python -m bench.run_all            # or: make bench
+    .venv/bin/python -m bench.run_all --only agent,peer --agent-duration-s 600
 """
 
 from __future__ import annotations
@@ -25,10 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peer_support.measure import machine_description
+from bench.peer_support.measure import machine_description
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
+REPO = Path(__file__).resolve().parent.parent
 
 Row = tuple[str, str, str]
 """(figure, value, target or note)"""
@@ -37,12 +37,14 @@ Row = tuple[str, str, str]
 @dataclass(frozen=True)
 class Bench:
     key: str
+    module: str
+    """A module of the bench package, run as ``python -m`` from the checkout."""
     args: list[str]
     timeout_s: float
     collect: Callable[[str], list[Row]]
 
     def command(self) -> str:
-        return " ".join([".venv/bin/python", f"bench/{self.args[0]}", *self.args[1:]])
+        return " ".join([".venv/bin/python", "-m", self.module, *self.args])
 
 
 def _json_line(output: str) -> dict[str, Any]:
@@ -162,17 +164,18 @@ def benches(args: argparse.Namespace) -> list[Bench]:
     return [
         Bench(
             "buffer",
-            ["bench_buffer.py", "--records", "20000", "--backlog", "20000", "--wear-seconds", "2"],
+            "bench.bench_buffer",
+            ["--records", "20000", "--backlog", "20000", "--wear-seconds", "2"],
             300,
             collect_buffer,
         ),
-        Bench("publish", ["bench_publish.py"], 300, collect_publish),
-        Bench("modbus", ["bench_modbus.py", "--polls", "30"], 120, collect_modbus),
-        Bench("privacy", ["bench_privacy.py", "--readings", "100000"], 120, collect_privacy),
+        Bench("publish", "bench.bench_publish", [], 300, collect_publish),
+        Bench("modbus", "bench.bench_modbus", ["--polls", "30"], 120, collect_modbus),
+        Bench("privacy", "bench.bench_privacy", ["--readings", "100000"], 120, collect_privacy),
         Bench(
             "agent",
+            "bench.bench_agent",
             [
-                "bench_agent.py",
                 "--duration-s",
                 str(args.agent_duration_s),
                 "--x100-duration-s",
@@ -186,7 +189,8 @@ def benches(args: argparse.Namespace) -> list[Bench]:
         ),
         Bench(
             "peer",
-            ["bench_peer.py", "--duration-s", str(args.peer_duration_s), "--warmup-s", "8", "--json"],
+            "bench.bench_peer",
+            ["--duration-s", str(args.peer_duration_s), "--warmup-s", "8", "--json"],
             1200 + 2 * args.peer_duration_s,
             collect_peer,
         ),
@@ -212,7 +216,7 @@ def main() -> int:
         started = time.monotonic()
         try:
             done = subprocess.run(
-                [sys.executable, str(BENCH / bench.args[0]), *bench.args[1:]],
+                [sys.executable, "-m", bench.module, *bench.args],
                 cwd=REPO,
                 capture_output=True,
                 text=True,

@@ -1,8 +1,8 @@
 """Soak: the agent on the shipped defaults for an hour, as a customer's gateway lives it.
 
-    .venv/bin/python bench/soak.py                          # one hour (issue 14)
-    .venv/bin/python bench/soak.py --duration-s 120         # a check of the bench itself
-    .venv/bin/python bench/soak.py --json-out soak.json
+    .venv/bin/python -m bench.soak                          # one hour (issue 14)
+    .venv/bin/python -m bench.soak --duration-s 120         # a check of the bench itself
+    .venv/bin/python -m bench.soak --json-out soak.json
 
 What runs: ``python -m heatgate run`` with the shipped example config's settings (only ports and
 paths changed) and the shipped privacy policy, against the example's four simulators, each its
@@ -35,21 +35,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from peer_support.measure import ProcessSampler, machine_description
-
+from bench.peer_support.measure import ProcessSampler, machine_description
 from heatgate.agent.cli.cmd import Endpoint, SendError, exchange
+from heatgate.agent.devtools.harness import HarnessError, wait_until
 from heatgate.agent.devtools.localbroker import Broker
-from tests.support.agent_harness import HarnessError, wait_until
-from tests.support.shipped import (
+from heatgate.agent.devtools.shipped import (
     ShippedGateway,
     ShippedSims,
     broker_connections,
     committed_log,
     install_commit_log,
 )
-from tests.support.subscriber import Subscriber
+from heatgate.agent.devtools.subscriber import Subscriber
 
 HOUR_S = 3600.0
 FAULT_EVERY_HOUR_S = 600.0

@@ -47,7 +47,12 @@ def _connect_result(broker: Broker, tls: ssl.SSLContext) -> str:
     client.tls_set_context(tls)
     done = threading.Event()
     outcome: list[str] = []
-    client.on_connect = lambda *a: (outcome.append("connected"), done.set())
+
+    def on_connect(*_args: object) -> None:
+        outcome.append("connected")
+        done.set()
+
+    client.on_connect = on_connect
     try:
         client.connect("127.0.0.1", broker.port)
         client.loop_start()

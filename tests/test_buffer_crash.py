@@ -5,59 +5,14 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+from heatgate.agent.devtools.crash_writer import RETENTION_S, payload_for, run_and_kill
 from heatgate.buffer.adapter import open_buffer
-from tests.buffer_support import RETENTION_S, integrity
-from tests.buffer_support.writer import payload_for
+from tests.support.buffer import integrity
 from tests.support.leaks import run_async
 
 KEY = os.urandom(32)
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_and_kill(db: Path, min_lines: int, rng: random.Random) -> tuple[set[str], set[str]]:
-    """Start the writer, kill -9 it at a random moment once it has committed a while."""
-    errors = db.with_name("writer.stderr")
-    with open(errors, "wb") as err_file:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "tests.buffer_support.writer", str(db), KEY.hex(), "0.05"],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=err_file,
-        )
-    assert child.stdout is not None
-    seen: list[bytes] = []
-    target = min_lines + rng.randint(0, min_lines)
-    try:
-        for raw in child.stdout:
-            seen.append(raw)
-            if len(seen) >= target:
-                break
-        time.sleep(rng.random() * 0.05)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        # Through the same buffered reader: communicate() would skip what it already buffered.
-        rest = child.stdout.read()
-        child.stdout.close()
-        child.wait(timeout=30)
-    err = errors.read_bytes()
-    assert child.returncode == -signal.SIGKILL, err.decode()[-2000:]
-    put: set[str] = set()
-    acked: set[str] = set()
-    # What was printed before the kill (the part we read, and what was still in the pipe).
-    text = (b"".join(seen) + rest).decode(errors="replace")
-    assert len(seen) >= target, err.decode()[-2000:]
-    for line in text.splitlines():
-        if line.startswith("P ") and len(line) == 28:
-            put.add(line[2:])
-        elif line.startswith("A ") and len(line) == 28:
-            acked.add(line[2:])
-    return put, acked
 
 
 def test_kill_9_under_load_loses_no_committed_record(tmp_path: Path) -> None:
@@ -66,7 +21,7 @@ def test_kill_9_under_load_loses_no_committed_record(tmp_path: Path) -> None:
     committed: set[str] = set()
     acked: set[str] = set()
     for _round in range(10):
-        put, ack = run_and_kill(db, 200, rng)
+        put, ack = run_and_kill(db, KEY, 200, rng)
         committed |= put
         acked |= ack
         assert integrity(db) == "ok"

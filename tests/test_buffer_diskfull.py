@@ -19,7 +19,7 @@ from heatgate.buffer.adapter import AsyncBuffer, open_buffer
 from heatgate.buffer.api import BufferError, BufferStats
 from heatgate.buffer.errors import RecordsNotStored
 from heatgate.buffer.ids import IdGenerator
-from tests.buffer_support import RETENTION_S, T0, Clock, integrity, records, sql
+from tests.support.buffer import RETENTION_S, T0, Clock, integrity, records, sql
 from tests.support.leaks import run_async
 from tests.support.tmpfs import tmpfs
 

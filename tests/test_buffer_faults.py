@@ -10,7 +10,7 @@ import pytest
 
 from heatgate.buffer.adapter import AsyncBuffer, open_buffer
 from heatgate.buffer.ids import IdGenerator
-from tests.buffer_support import RETENTION_S, T0, Clock, integrity, records, sql
+from tests.support.buffer import RETENTION_S, T0, Clock, integrity, records, sql
 from tests.support.leaks import run_async
 from tests.support.tmpfs import tmpfs
 

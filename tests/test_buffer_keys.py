@@ -11,7 +11,7 @@ import pytest
 from heatgate.buffer.adapter import open_buffer
 from heatgate.buffer.errors import KeyFileError, MasterKeyMismatch
 from heatgate.buffer.keys import create_master_key, load_master_key
-from tests.buffer_support import RETENTION_S, T0, Clock, records, sql
+from tests.support.buffer import RETENTION_S, T0, Clock, records, sql
 from tests.support.leaks import run_async
 
 

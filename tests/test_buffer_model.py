@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from heatgate.buffer.adapter import AsyncBuffer, open_buffer
 from heatgate.buffer.api import NewRecord
 from heatgate.buffer.ids import IdGenerator
-from tests.buffer_support import PRIORITY, RETENTION_S, ROUTE, T0, Clock
+from tests.support.buffer import PRIORITY, RETENTION_S, ROUTE, T0, Clock
 from tests.support.leaks import run_async
 
 KEY = bytes(32)

@@ -8,7 +8,7 @@ import os
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -18,7 +18,7 @@ from heatgate.buffer.aead import RecordCipher, associated_data
 from heatgate.buffer.epochs import default_epoch_s
 from heatgate.buffer.keys import DerivedKeys
 from heatgate.buffer.store import _key_ad
-from tests.buffer_support import RETENTION_S, T0, Clock, integrity, raw_bytes, records, sql
+from tests.support.buffer import RETENTION_S, T0, Clock, integrity, raw_bytes, records, sql
 from tests.support.leaks import run_async
 
 T = TypeVar("T")
@@ -26,7 +26,7 @@ KEY = bytes(range(32))
 
 
 def with_buffer(
-    db: Path, body: Callable[[AsyncBuffer], Awaitable[T]], *, clock: Clock | None = None, **options: object
+    db: Path, body: Callable[[AsyncBuffer], Awaitable[T]], *, clock: Clock | None = None, **options: Any
 ) -> T:
     options.setdefault("commit_interval_s", 0.02)
 
@@ -34,11 +34,11 @@ def with_buffer(
         buffer = await open_buffer(
             db,
             KEY,
-            cap_bytes=int(options.pop("cap_bytes", 16 << 20)),  # type: ignore[call-overload]
+            cap_bytes=int(options.pop("cap_bytes", 16 << 20)),
             retention_s=RETENTION_S,
             clock=clock or Clock(),
             **options,
-        )  # type: ignore[arg-type]
+        )
         try:
             return await body(buffer)
         finally:
@@ -233,15 +233,15 @@ def test_retention_crypto_shreds_a_copy_taken_before(tmp_path: Path) -> None:
         for rid, stream, route, priority, created_s, sealed in sql(
             copy, "SELECT id, stream, route, priority, created_s, sealed FROM records WHERE epoch = ?", (old_epoch,)
         ):
-            ad = associated_data(str(rid), str(stream), str(route), int(priority), float(created_s), old_epoch)  # type: ignore[arg-type]
+            ad = associated_data(str(rid), str(stream), str(route), int(priority), float(created_s), old_epoch)
             with pytest.raises(InvalidTag):
-                RecordCipher("chacha20-poly1305", key).open(bytes(sealed), ad)  # type: ignore[arg-type]
+                RecordCipher("chacha20-poly1305", key).open(bytes(sealed), ad)
             assert number != old_epoch
 
 
 def _current_data_keys(db: Path) -> dict[int, bytes]:
     (salt,) = sql(db, "SELECT value FROM meta WHERE name = 'salt'")[0]
-    keys = DerivedKeys(KEY, bytes(salt))  # type: ignore[arg-type]
+    keys = DerivedKeys(KEY, bytes(salt))
     out = {}
     for number, stream, start_s, end_s, cipher, wrapped in sql(
         db, "SELECT epoch, stream, start_s, end_s, cipher, wrapped FROM data_keys"
@@ -251,11 +251,11 @@ def _current_data_keys(db: Path) -> dict[int, bytes]:
             _key_ad(
                 int(number),
                 str(stream),
-                float(start_s),  # type: ignore[arg-type]
+                float(start_s),
                 float(end_s),
                 str(cipher),
             ),
-        )  # type: ignore[arg-type]
+        )
     return out
 
 

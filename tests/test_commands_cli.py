@@ -23,8 +23,8 @@ from heatgate.agent.commands.verify import CommandVerifier
 from heatgate.agent.commands.wiring import answer, pinned_keys
 from heatgate.agent.config import MqttConfig
 from heatgate.agent.publish.client import Incoming, MqttClient
-from tests.commands_support import GATEWAY, AuditLog, Calls, write_bounds
 from tests.support.broker import Broker
+from tests.support.commands import GATEWAY, AuditLog, Calls, write_bounds
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
 from tests.support.subscriber import Subscriber

@@ -24,7 +24,7 @@ from heatgate.agent.commands.envelope import MAX_DEPTH, encode_envelope
 from heatgate.agent.commands.limiter import DEFAULT_UNVERIFIED_PER_MIN, DEFAULT_VERIFIED_PER_MIN, WINDOW_S
 from heatgate.agent.commands.sign import sign_approval, sign_envelope
 from heatgate.agent.payloads import AuditBody
-from tests.commands_support import GATEWAY, NOW_S, Clock, Keys, make_processor
+from tests.support.commands import GATEWAY, NOW_S, Clock, Keys, make_processor
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
 

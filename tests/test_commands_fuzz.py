@@ -18,11 +18,11 @@ from heatgate.agent.commands.envelope import decode_envelope, encode_envelope, e
 from heatgate.agent.commands.nonces import NonceStore
 from heatgate.agent.commands.sign import sign_approval, sign_envelope
 from heatgate.agent.commands.verify import CommandVerifier, Refusal, Verified
-from tests.commands_support import GATEWAY, NOW_S, Clock, Keys, write_bounds
+from tests.support.commands import GATEWAY, NOW_S, Clock, Keys, write_bounds
 from tests.support.memory_state import MemoryState
 
 KEYS = Keys()
-WRITE = {"device": "heatpump", "point": "flow_setpoint", "value": 45.5}
+WRITE: dict[str, Any] = {"device": "heatpump", "point": "flow_setpoint", "value": 45.5}
 VALID = [
     encode_envelope(
         sign_envelope(KEYS.command, target=GATEWAY, command="privacy.erase", args={"all": True}, issued_at=NOW_S)

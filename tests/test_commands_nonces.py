@@ -14,7 +14,7 @@ from heatgate.agent.commands.nonces import STATE_KEY, NonceStore, NonceStoreErro
 from heatgate.agent.commands.sign import sign_envelope
 from heatgate.buffer.adapter import open_buffer
 from heatgate.buffer.api import BufferError
-from tests.commands_support import GATEWAY, NOW_S, Clock, Keys, answered, make_processor
+from tests.support.commands import GATEWAY, NOW_S, Clock, Keys, answered, make_processor
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
 

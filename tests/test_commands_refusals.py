@@ -18,7 +18,7 @@ from heatgate.agent.commands.dispatch import CommandContext, CommandProcessor, R
 from heatgate.agent.commands.envelope import Envelope, encode_envelope
 from heatgate.agent.commands.keys import key_id
 from heatgate.agent.commands.sign import new_nonce, sign_approval, sign_envelope
-from tests.commands_support import GATEWAY, NOW_S, AuditLog, Calls, Clock, Keys, answered, make_processor
+from tests.support.commands import GATEWAY, NOW_S, AuditLog, Calls, Clock, Keys, answered, make_processor
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
 

@@ -15,7 +15,7 @@ from heatgate.agent.commands.envelope import b64url_decode, b64url_encode, encod
 from heatgate.agent.commands.keys import raw_public
 from heatgate.agent.commands.seal import SealError, open_sealed, seal
 from heatgate.agent.commands.sign import sign_envelope
-from tests.commands_support import GATEWAY, NOW_S, Clock, Keys, make_processor
+from tests.support.commands import GATEWAY, NOW_S, Clock, Keys, make_processor
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
 

@@ -36,7 +36,7 @@ from heatgate.agent.privacy.state import PrivacyState
 from heatgate.buffer.adapter import open_buffer
 from heatgate.config import data_path
 from heatgate.drivers.modbus.profile import load_profile
-from tests.commands_support import GATEWAY, NOW_S, Clock, Keys, answered
+from tests.support.commands import GATEWAY, NOW_S, Clock, Keys, answered
 from tests.support.leaks import run_async
 
 KEYS = Keys()
@@ -172,9 +172,17 @@ def test_device_write_handler_maps_driver_errors() -> None:
         handler = device_write_handler(write_point, errors=(Refused,))
         processor = CommandProcessor(verifier, {"device.write": handler}, _audit, clock=Clock())
         out = []
-        for v in (value, float(point.max)):
+        for v in (value, top):
             args = {"device": "heatpump", "point": point.name, "value": v}
-            approval = sign_approval(KEYS.approval, operator="op-1", target=GATEWAY, issued_at=NOW_S, **args)
+            approval = sign_approval(
+                KEYS.approval,
+                operator="op-1",
+                target=GATEWAY,
+                issued_at=NOW_S,
+                device="heatpump",
+                point=point.name,
+                value=v,
+            )
             out.append(
                 await answered(
                     processor,

@@ -14,7 +14,7 @@ from heatgate.agent.privacy.policy import load_policy
 from heatgate.buffer.adapter import open_buffer
 from heatgate.buffer.ids import IdGenerator, id_time_s
 from heatgate.config import data_path
-from tests.buffer_support import T0, records
+from tests.support.buffer import T0, records
 from tests.support.leaks import run_async
 
 DAY_S = 86400.0

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from heatgate.drivers.modbus.decode import decode_words, encode_value, words_to_bytes
+from heatgate.drivers.modbus.decode import RegisterType, decode_words, encode_value, words_to_bytes
 from heatgate.drivers.modbus.errors import DecodeError
 from heatgate.drivers.modbus.planner import MAX_REGISTERS, Block, block_cost_bytes, plan_points, plan_profile
 from heatgate.drivers.modbus.profile import Point, Unreadable, load_profile, shipped_profiles
@@ -140,7 +140,7 @@ def small_maps(draw: st.DrawFn) -> tuple[list[Point], list[Unreadable]]:
     n = draw(st.integers(1, 6))
     points, address = [], draw(st.integers(0, 20))
     for i in range(n):
-        type_ = draw(st.sampled_from(["u16", "u32", "u64"]))
+        type_: RegisterType = draw(st.sampled_from(["u16", "u32", "u64"]))
         points.append(Point(name=f"p{i}", address=address, type=type_))
         address += {"u16": 1, "u32": 2, "u64": 4}[type_] + draw(st.sampled_from([0, 0, 1, 3, 10, 30, 90]))
     unreadable = []

@@ -25,7 +25,7 @@ def _runner(port: int, *, interval_s: float = 10.0, timeout_s: float = 0.3, **kw
         timeout_s=timeout_s,
         devices=[ModbusDevice(name="hp1", unit_id=1, profile="sim-heatpump", interval_s=interval_s)],
     )
-    return make_modbus_source(config, **kwargs)  # type: ignore[arg-type]
+    return make_modbus_source(config, **kwargs)
 
 
 def test_every_type_decoded_from_the_simulator() -> None:

@@ -10,7 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from heatgate.drivers.reading import PointKind, Quality, Reading
-from tests.privacy_helpers import T0, make_pipeline
+from tests.support.privacy import T0, make_pipeline
+
+FAULT_VALUES: list[int | str] = [0, 0, 7, 12, "E42"]
+STATUS_VALUES: list[int | str] = ["heating", "idle", 1, 2]
 
 
 def _forms(canary: str) -> set[str]:
@@ -63,7 +66,8 @@ def scenario(draw: st.DrawFn) -> tuple[list[Reading], list[str], str]:
         canaries.extend(identifiers.values())
         canaries.extend([f"{home_id:08x}", str(home_id), bytes.fromhex(identifiers["equipment_id"]).decode()])
         ts = T0 + draw(st.floats(0, 3 * 86400))
-        for point, value in [*identifiers.items(), ("home_id", home_id)]:
+        identifying: list[tuple[str, str | int]] = [*identifiers.items(), ("home_id", home_id)]
+        for point, identifier in identifying:
             readings.append(
                 Reading(
                     source=source,
@@ -71,7 +75,7 @@ def scenario(draw: st.DrawFn) -> tuple[list[Reading], list[str], str]:
                     device_type=device_type,
                     point=point,
                     kind=PointKind.IDENTIFIER,
-                    value=value,
+                    value=identifier,
                     ts=ts,
                 )
             )
@@ -80,9 +84,9 @@ def scenario(draw: st.DrawFn) -> tuple[list[Reading], list[str], str]:
             point = draw(st.sampled_from(POINTS[kind]))
             ts += draw(st.floats(1, 4000))
             if kind is PointKind.FAULT:
-                value: object = draw(st.sampled_from([0, 0, 7, 12, "E42"]))
+                value: float | int | str = draw(st.sampled_from(FAULT_VALUES))
             elif kind is PointKind.STATUS:
-                value = draw(st.sampled_from(["heating", "idle", 1, 2]))
+                value = draw(st.sampled_from(STATUS_VALUES))
             else:
                 value = draw(st.one_of(st.integers(0, 10**6), st.floats(-50, 1e5, allow_nan=False)))
             quality = draw(st.sampled_from([Quality.OK, Quality.OK, Quality.OK, Quality.COMM_ERROR]))

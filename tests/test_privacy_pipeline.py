@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 
 from heatgate.agent.privacy.pipeline import counter_increment
 from heatgate.drivers.reading import PointKind, Quality
-from tests.privacy_helpers import DAY_S, T0, bodies, make_pipeline, reading
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
+from tests.support.privacy import DAY_S, T0, bodies, make_pipeline, reading
 
 M, C, S, F, ID = PointKind.MEASUREMENT, PointKind.COUNTER, PointKind.STATUS, PointKind.FAULT, PointKind.IDENTIFIER
 

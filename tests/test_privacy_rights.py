@@ -16,8 +16,8 @@ from heatgate.agent.privacy.pseudonym import PseudonymKeys
 from heatgate.agent.privacy.state import PrivacyState
 from heatgate.buffer.adapter import AsyncBuffer, open_buffer
 from heatgate.drivers.reading import PointKind
-from tests.privacy_helpers import T0, bodies, reading, shipped_policy
 from tests.support.leaks import run_async
+from tests.support.privacy import T0, bodies, reading, shipped_policy
 
 KEY = os.urandom(32)
 

@@ -26,8 +26,8 @@ from heatgate.agent.commands.wiring import answer
 from heatgate.agent.config import MqttConfig
 from heatgate.agent.publish.client import MqttClient
 from heatgate.agent.publish.publisher import Publisher
-from tests.commands_support import AuditLog, Keys
 from tests.support.broker import Broker
+from tests.support.commands import AuditLog, Keys
 from tests.support.leaks import run_async
 from tests.support.memory_buffer_publish import MemoryBuffer
 from tests.support.memory_state import MemoryState
@@ -49,7 +49,7 @@ def _config(broker: Broker, protocol: Protocol) -> MqttConfig:
     return MqttConfig(url=broker.url, protocol=protocol, reconnect_min_s=0.05, reconnect_max_s=0.3)
 
 
-def _paho_protocol(protocol: Protocol) -> int:
+def _paho_protocol(protocol: Protocol) -> mqtt.MQTTProtocolVersion:
     return mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
 
 

@@ -15,7 +15,7 @@ from heatgate.agent.cli.tail import _View
 from heatgate.agent.payloads import StatePayload
 from heatgate.agent.publish.decode import Decoded, decode_message
 from heatgate.agent.publish.packing import pack
-from heatgate.buffer.api import StoredRecord
+from heatgate.buffer.api import NewRecord, StoredRecord
 from tests.support.memory_buffer_publish import analytics_record, fault_record, telemetry_record
 
 GW = "gw-fuzz-0001"
@@ -32,15 +32,15 @@ TOPICS = [
 INVALID_UTF8 = [b"\xff", b"\xfe\xff", b"\x80", b"\xc3", b"\xc3\x28", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82"]
 
 
-def _stored(record: object) -> StoredRecord:
+def _stored(record: NewRecord) -> StoredRecord:
     return StoredRecord(
         id=record.id,
         stream=record.stream,
-        route=record.route,  # type: ignore[attr-defined]
+        route=record.route,
         priority=0,
         created_s=0.0,
         payload=record.payload,
-    )  # type: ignore[attr-defined]
+    )
 
 
 def _valid_messages() -> list[tuple[str, bytes]]:

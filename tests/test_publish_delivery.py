@@ -69,7 +69,7 @@ def test_broker_outage_mid_drain_loses_nothing(broker_factory: Callable[..., Bro
     sub = PersistentSubscriber(
         "127.0.0.1", broker.port, [f"heatgate/v1/{GW}/telemetry"], client_id=f"persist-{uuid.uuid4().hex[:6]}"
     ).start()
-    sub.client.reconnect_delay_set(0.05, 0.2)
+    sub.client.reconnect_delay_set(0.05, 0.2)  # type: ignore[arg-type]  # seconds, floats work; the stub says int
     events: list[str] = []
 
     async def scenario() -> dict[str, Any]:

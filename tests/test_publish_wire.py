@@ -62,7 +62,9 @@ _text = st.text(min_size=1, max_size=40)
     devices=st.lists(_text, min_size=1, max_size=3),
     max_payload=st.integers(1024, 8192),
 )
-def test_packing_is_bounded_ordered_and_decodes(values: list[object], devices: list[str], max_payload: int) -> None:
+def test_packing_is_bounded_ordered_and_decodes(
+    values: list[float | None], devices: list[str], max_payload: int
+) -> None:
     records = []
     for i, value in enumerate(values):
         body = TelemetryBody(
@@ -74,7 +76,7 @@ def test_packing_is_bounded_ordered_and_decodes(values: list[object], devices: l
             window_start="2025-01-01T00:00:00Z",
             window_s=60,
             samples=1,
-        )  # type: ignore[arg-type]
+        )
         records.append(_record("telemetry", "telemetry", body_encoder.encode(body)))
     packed = pack(records, prefix="hg/v1", gateway_id=GW, max_payload_bytes=max_payload, sent_at=SENT)
     assert [i for p in packed for i in p.ids] == [r.id for r in records]  # all, once, in order

@@ -81,6 +81,7 @@ def test_tail_shows_a_live_stream_validated_and_deduplicated(plain_broker: Broke
                 publisher = Publisher(MqttConfig(url=plain_broker.url), GW, buffer, version="t", health=dict)
                 task = asyncio.create_task(publisher.run())
                 # The retained birth reaches the tail once it has subscribed: then the stream starts.
+                assert tail.stdout is not None
                 first = await asyncio.to_thread(tail.stdout.readline)
                 await buffer.put([fault_record(1), telemetry_record(1), telemetry_record(2), analytics_record(3)])
                 publisher.wake()

@@ -9,7 +9,8 @@ under ``TYPE_CHECKING``). Run by ``make lint``; exit 1 with one line per violati
 Fenced: the simulators (``heatgate.drivers.sim``) and the dev tools (``heatgate.agent.devtools``:
 demo, local broker, test CA) are imported only by each other, by the CLI commands that run them
 (``heatgate sim``, ``heatgate demo``), by tests and by benchmarks. Anywhere in the tree, the old
-top-level names (``agent``, ``drivers``, ``buffer``, ``config``) are not imported at all.
+top-level names (``agent``, ``drivers``, ``buffer``, ``config``) are not imported at all, and
+nothing outside ``tests`` (product, benchmarks, tools) imports a test module.
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ def check_file(root: Path, path: Path) -> list[Violation]:
 
         if head in LAYER_FOLDERS:
             add(f"the top-level name '{head}' is not installed; import it as heatgate.{head}")
+            continue
+        if head == "tests" and not within(importer, "tests"):
+            add("only tests import the tests package; what others need lives in heatgate.agent.devtools")
             continue
         if head != "heatgate" or not in_product:
             continue

@@ -1,7 +1,7 @@
 """kill -9 of the agent at random moments under 100 x home load; prints a PASS/FAIL verdict.
 
-    .venv/bin/python bench/faults/kill9.py              # 50 rounds (~3 min)
-    .venv/bin/python bench/faults/kill9.py --rounds 5   # quick
+    .venv/bin/python -m bench.faults.kill9              # 50 rounds (~3 min)
+    .venv/bin/python -m bench.faults.kill9 --rounds 5   # quick
 
 Load: the P1 simulator writing a DSMR 5 telegram every 10 ms (100 x one per second) on a
 pseudo-terminal, the heat-pump and energy-meter simulators over Modbus TCP polled every 100 ms
@@ -21,9 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tests.support.agent_harness import KillRound, LoadRig, kill_rounds
+from heatgate.agent.devtools.harness import KillRound, LoadRig, kill_rounds
 
 
 def main() -> int:

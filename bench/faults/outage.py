@@ -1,7 +1,7 @@
 """A broker outage that held a week of home load, then recovery; prints a PASS/FAIL verdict.
 
-    .venv/bin/python bench/faults/outage.py                 # 220,000 records (one week), ~1-2 min
-    .venv/bin/python bench/faults/outage.py --records 50000 # quick
+    .venv/bin/python -m bench.faults.outage                 # 220,000 records (one week), ~1-2 min
+    .venv/bin/python -m bench.faults.outage --records 50000 # quick
 
 A week of home load under the shipped policy: a heat pump (20 measurements) and an energy meter
 (15), each point as mean/min/max per 5-minute window = 105 telemetry records per 5 minutes =
@@ -27,16 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import msgspec
 
+from heatgate.agent.devtools.harness import Gateway, published_ids, rss_kb, wait_until
 from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.devtools.subscriber import Subscriber
 from heatgate.agent.payloads import TelemetryBody
 from heatgate.buffer.api import NewRecord
 from heatgate.buffer.ids import IdGenerator
-from tests.support.agent_harness import Gateway, published_ids, rss_kb, wait_until
-from tests.support.subscriber import Subscriber
 
 WEEK_S = 7 * 86400
 WEEK_RECORDS = 220_000

@@ -25,7 +25,7 @@ import os
 import random
 import signal
 import tty
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +66,10 @@ _TABLE_BY_FC = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6
 class SimContext(ModbusServerContext):
     """The datastore pymodbus's server asks: our devices, their models and their faults."""
 
-    def __init__(self, devices: dict[int, AnyDevice], *, seed: int | None = None) -> None:
+    def __init__(self, devices: Mapping[int, AnyDevice], *, seed: int | None = None) -> None:
         # Deliberately not calling super().__init__: pymodbus hands requests to a context with
         # ``old_simulator`` set straight to async_getValues/async_setValues.
-        self.devices = devices
+        self.devices = dict(devices)
         self.old_simulator = True
         self.simdevices = []
         self.rng = random.Random(seed)
@@ -223,7 +223,7 @@ class SimServer:
 
 
 async def serve_tcp(
-    devices: dict[int, AnyDevice],
+    devices: Mapping[int, AnyDevice],
     host: str = "127.0.0.1",
     port: int = 5020,
     *,
@@ -244,7 +244,7 @@ async def serve_tcp(
     return SimServer(server, context, host=host, port=actual)
 
 
-async def serve_rtu_over_tcp(devices: dict[int, AnyDevice], host: str = "127.0.0.1", port: int = 0) -> SimServer:
+async def serve_rtu_over_tcp(devices: Mapping[int, AnyDevice], host: str = "127.0.0.1", port: int = 0) -> SimServer:
     """Serve ``devices`` as a serial-to-Ethernet converter in transparent mode would: RTU frames
     (with CRC, no MBAP header) on a TCP socket."""
     server = await serve_tcp(devices, host, port, framer=FramerType.RTU)
@@ -253,7 +253,7 @@ async def serve_rtu_over_tcp(devices: dict[int, AnyDevice], host: str = "127.0.0
 
 
 async def serve_rtu(
-    devices: dict[int, AnyDevice],
+    devices: Mapping[int, AnyDevice],
     *,
     link: str | None = None,
     baudrate: int = 9600,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from heatgate.agent.config import GatewayConfig
@@ -11,7 +11,7 @@ from heatgate.agent.privacy.pipeline import Pipeline
 from heatgate.agent.privacy.policy import Policy, load_policy
 from heatgate.agent.privacy.pseudonym import PseudonymKeys
 from heatgate.agent.privacy.state import PrivacyState
-from heatgate.buffer.api import NewRecord
+from heatgate.buffer.api import NewRecord, StoredRecord
 from heatgate.config import data_path
 from heatgate.drivers.reading import PointKind, Quality, Reading
 from tests.support.leaks import run_async
@@ -76,5 +76,5 @@ def reading(
     )
 
 
-def bodies(records: list[NewRecord], stream: str | None = None) -> list[dict[str, Any]]:
+def bodies(records: Sequence[NewRecord | StoredRecord], stream: str | None = None) -> list[dict[str, Any]]:
     return [json.loads(r.payload) for r in records if stream is None or r.stream == stream]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from heatgate.buffer.api import NewRecord
 from heatgate.buffer.ids import IdGenerator
@@ -73,7 +74,8 @@ def integrity(db: Path) -> str:
         conn.close()
 
 
-def sql(db: Path, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+def sql(db: Path, statement: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    """The rows of one statement on its own connection (columns as SQLite returns them: untyped)."""
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         return conn.execute(statement, params).fetchall()
