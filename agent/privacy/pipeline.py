@@ -255,14 +255,14 @@ class Pipeline:
                 continue
             if stream.name in objected or (p.needs_consent and p.needs_consent not in consents):
                 continue
-            if p.takes_device_type(device_type) and p.takes_point(point):
+            if self.policy.takes_device_type(stream.name, device_type) and p.takes_point(point):
                 chosen.append(stream)
         result = tuple(chosen)
         self._targets[(kind, device_type, point)] = result
         return result
 
     def _window(self, stream: _Stream, device_type: str) -> int:
-        window_s = stream.policy.window_s(device_type, self.state.consents_given())
+        window_s = self.policy.window_s(stream.name, device_type, self.state.consents_given())
         stream.windows[device_type] = window_s
         return window_s
 
@@ -281,7 +281,7 @@ class Pipeline:
             p = stream.policy
             if stream.name in objected or (p.needs_consent and p.needs_consent not in consents):
                 del self._accs[key]
-            elif acc.window_s < p.window_s(acc.device_type, consents):
+            elif acc.window_s < self.policy.window_s(stream.name, acc.device_type, consents):
                 acc.reset()  # made under a consent now withdrawn: never sent
         for fault_key in list(self._fault_counts):
             if by_index[fault_key[0]].name in objected:
