@@ -30,6 +30,7 @@ from heatgate import __version__
 from heatgate.agent.config import LoadedConfig, SourceConfig
 from heatgate.agent.health import CounterRate, HealthLimits, HealthSnapshot, SourceView, source_error, source_state
 from heatgate.agent.health import problems as health_problems
+from heatgate.agent.privacy.config_audit import config_change_details, refusal_reason
 from heatgate.agent.sdnotify import LoopWatchdog, Notifier, watchdog_interval_s
 from heatgate.agent.statelock import StateLock, StateLocked
 from heatgate.agent.status import StatusServer
@@ -240,7 +241,11 @@ class Agent:
                 "agent.start",
                 "agent",
                 "info",
-                details={"version": __version__, "config_sha256": self.loaded.sha256, "sources": len(self._slots)},
+                details={
+                    "version": __version__,
+                    "sources": len(self._slots),
+                    **await config_change_details(self.buffer, self.config),
+                },
             )
         )
         exit_code = 0
@@ -467,7 +472,7 @@ class Agent:
                 "agent",
                 "ok",
                 details={
-                    "config_sha256": plan.loaded.sha256,
+                    **await config_change_details(self.buffer, plan.loaded.config),
                     "policy_changed": plan.policy_changed,
                     "restart_needed": restart,
                 },
@@ -484,7 +489,7 @@ class Agent:
     def _reload_refused(self, reason: str) -> bool:
         self._reload_error = reason
         log.error("reload refused; running on the previous settings", reason=reason)
-        self._record(self.pipeline.audit("agent.reload", "agent", "refused", reason=reason[:500]))
+        self._record(self.pipeline.audit("agent.reload", "agent", "refused", reason=refusal_reason(reason)))
         return False
 
     async def _status_loop(self) -> None:

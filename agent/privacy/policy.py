@@ -83,13 +83,18 @@ AGGREGATIONS: dict[str, dict[str, frozenset[str]]] = {
     "connectivity": {},
 }
 
+# What a measurement aggregate carries besides its value so that records merge exactly.
+_MERGE_FIELDS = frozenset({"sum", "min", "max"})
+
 # The body fields each stream's records can carry (the allow-list chooses among them).
 BODY_FIELDS: dict[str, frozenset[str]] = {
     "service": frozenset({"device", "device_type", "point", "code", "text", "active", "value", "at"}),
     "telemetry": frozenset(
         {"device", "device_type", "point", "unit", "agg", "value", "window_start", "window_s", "samples", "quality"}
+        | _MERGE_FIELDS
     ),
-    "analytics": frozenset({"subject", "device_type", "region", "point", "agg", "value", "hour"}),
+    "analytics": frozenset({"subject", "device_type", "region", "point", "agg", "value", "hour", "samples"})
+    | _MERGE_FIELDS,
     "security": frozenset({"event", "actor", "outcome", "reason", "details", "at"}),
     "connectivity": frozenset({"event", "target", "reason", "at"}),
 }
@@ -98,7 +103,7 @@ BODY_FIELDS: dict[str, frozenset[str]] = {
 _REQUIRED_FIELDS: dict[str, frozenset[str]] = {
     "service": frozenset({"point", "code", "value", "at"}),
     "telemetry": frozenset({"point", "agg", "value", "window_start", "window_s", "samples"}),
-    "analytics": frozenset({"subject", "point", "agg", "value", "hour"}),
+    "analytics": frozenset({"subject", "point", "agg", "value", "hour", "samples"}),
     "security": frozenset({"event", "actor", "outcome", "at"}),
     "connectivity": frozenset({"event", "target", "at"}),
 }
