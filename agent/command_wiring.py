@@ -59,7 +59,9 @@ async def build_processor(agent: Agent) -> CommandProcessor:
         return await writer(device, point, value)
 
     async def status(_ctx: CommandContext) -> dict[str, Any]:
-        return await agent.snapshot()
+        from heatgate.agent.privacy.config_audit import remote_status
+
+        return remote_status(await agent.snapshot())
 
     handlers: Mapping[str, Handler] = {
         "status": status,

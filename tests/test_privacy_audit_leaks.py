@@ -14,7 +14,7 @@ import pytest
 
 from heatgate.agent.config import Config, GatewayConfig
 from heatgate.agent.devtools.localbroker import Broker
-from heatgate.agent.privacy.config_audit import config_change_details, refusal_reason
+from heatgate.agent.privacy.config_audit import config_change_details, refusal_reason, remote_status
 from tests.support.agent_harness import GATEWAY_ID, Gateway, wait_until
 from tests.support.dictionary import Published, attack, postcode_neighbourhood, postcode_spellings
 from tests.support.leaks import run_async
@@ -125,3 +125,18 @@ def test_no_published_byte_gives_the_postcode_away_to_a_dictionary_attack(tmp_pa
     assert starts[0]["details"]["config_first_seen"] is True
     assert starts[1]["details"]["config_changed"] == "gateway.region"
     assert _audits(published, "agent.reload")[0]["details"]["config_keys_changed"] == 0
+
+
+def test_the_remote_status_answer_carries_no_refused_value() -> None:
+    error = "/etc/heatgate/heatgate.toml: gateway.region: expected str of length <= 16, got str '3511 AB Domplein 9'"
+    snapshot = {
+        "healthy": False,
+        "problems": [f"reload refused, running on the previous settings: {error}", "broker: not connected"],
+        "reload": {"reloads": 1, "error": error},
+    }
+    answered = remote_status(snapshot)
+    assert "3511" not in json.dumps(answered)
+    assert answered["reload"]["error"] == "/etc/heatgate/heatgate.toml: invalid at gateway.region"
+    assert answered["problems"][1] == "broker: not connected"
+    assert snapshot["reload"]["error"] == error  # the local status keeps the whole text
+    assert remote_status({"reload": {"error": None}}) == {"reload": {"error": None}}

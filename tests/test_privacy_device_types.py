@@ -21,6 +21,8 @@ from heatgate.typedload import ConfigError
 from tests.privacy_helpers import DAY_S, T0, bodies, make_pipeline, reading, shipped_policy
 from tests.support.leaks import run_async
 
+EXAMPLE = data_path("heatgate.example.toml")
+
 M, C = PointKind.MEASUREMENT, PointKind.COUNTER
 
 
@@ -144,3 +146,22 @@ def test_doctor_lists_device_types_with_their_rule() -> None:
     assert by_name["privacy policy"].ok
     gas = by_name["device type gas-meter"]
     assert "smartmeter/gas" in gas.detail and "telemetry: 86400 s" in gas.detail
+
+
+def test_docs_hold_the_register_the_report_prints() -> None:
+    from heatgate.agent.privacy.register_doc import BEGIN_MARK, END_MARK, register_markdown
+
+    docs = (Path(__file__).parent.parent / "docs" / "privacy.md").read_text()
+    section = docs[docs.index(BEGIN_MARK) : docs.index(END_MARK) + len(END_MARK)] + "\n"
+    assert section == register_markdown(shipped_policy()), "regenerate: heatgate privacy report --markdown"
+    result = subprocess.run(
+        [sys.executable, "-m", "heatgate", "privacy", "report", "--markdown", "--config", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == section
+    for stream in ("service", "telemetry", "analytics", "security", "connectivity"):
+        assert f"#### {stream}" in section
+    assert "| gas-meter |" in section and "unlisted" in section and "sum / samples" in section

@@ -26,7 +26,7 @@ import msgspec
 
 from heatgate.agent.privacy.pseudonym import KeyStore
 
-__all__ = ["STATE_KEY", "config_change_details", "config_keys", "refusal_reason"]
+__all__ = ["STATE_KEY", "config_change_details", "config_keys", "refusal_reason", "remote_status"]
 
 STATE_KEY = "privacy.config-audit"
 _KEY_BYTES = 32
@@ -102,3 +102,23 @@ def refusal_reason(reason: str) -> str:
             paths.append(path)
     where = ", ".join(paths[:_MAX_LISTED]) or "the whole document"
     return f"{source}: invalid at {where}"[:500]
+
+
+_RELOAD_PROBLEM = "reload refused, running on the previous settings: "
+
+
+def remote_status(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The ``heatgate status`` document as the remote ``status`` command answers it: a refused
+    reload's reason reduced to :func:`refusal_reason` (the local socket keeps the whole text)."""
+    reload = snapshot.get("reload")
+    if not isinstance(reload, dict) or not reload.get("error"):
+        return snapshot
+    result = dict(snapshot)
+    result["reload"] = {**reload, "error": refusal_reason(str(reload["error"]))}
+    result["problems"] = [
+        _RELOAD_PROBLEM + refusal_reason(p.removeprefix(_RELOAD_PROBLEM))
+        if isinstance(p, str) and p.startswith(_RELOAD_PROBLEM)
+        else p
+        for p in snapshot.get("problems", [])
+    ]
+    return result

@@ -172,6 +172,10 @@ class StreamPolicy(_Section, frozen=True, kw_only=True):
     priority: Annotated[int, Meta(ge=0, le=9)]
     route: Annotated[str, Meta(min_length=1, max_length=128)]
     """Topic below the prefix; ``{kind}`` (service) and ``{device_type}`` (analytics) are filled in."""
+    recipients: str = ""
+    """Who sees the stream's records (for the register; not enforced here)."""
+    promises: list[Name] = []
+    """The promises of ``[promises]`` this stream's rules keep."""
 
     def takes_device_type(self, device_type: str) -> bool:
         return any(fnmatchcase(device_type, p) for p in self.device_types) and not any(
@@ -239,6 +243,8 @@ class Policy(_Section, frozen=True, kw_only=True):
     consents: dict[Name, Consent] = {}
     device_types: dict[Name, Annotated[str, Meta(min_length=1)]] = {}
     """Every device type the register decides on, with what it is. Any other is unlisted."""
+    promises: dict[Name, Annotated[str, Meta(min_length=1)]] = {}
+    """The privacy statement's promises that the streams' rules keep, by short name."""
     streams: dict[str, StreamPolicy]
     installer_local: InstallerLocal = InstallerLocal()
 
@@ -373,6 +379,9 @@ def _semantic_issues(policy: Policy) -> list[Issue]:
             if (rule.consent is None) != (rule.consent_window_s is None):
                 issues.append(Issue(f"{where}.windows[{index}]", "give consent and consent_window_s together"))
         issues.extend(_route_issues(name, stream.route, f"{where}.route"))
+        for index, promise in enumerate(stream.promises):
+            if promise not in policy.promises:
+                issues.append(Issue(f"{where}.promises[{index}]", f"unknown promise {promise!r}; see [promises]"))
     for name, stream in policy.streams.items():
         patterns = [("device_types", stream.device_types), ("exclude_device_types", stream.exclude_device_types)]
         patterns += [(f"windows[{i}].device_types", rule.device_types) for i, rule in enumerate(stream.windows)]
