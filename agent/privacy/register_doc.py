@@ -107,7 +107,7 @@ def _window(stream: StreamPolicy) -> str:
 
 
 def _basis(stream: StreamPolicy) -> str:
-    text = stream.legal_basis
+    text: str = stream.legal_basis
     text += "; the customer may object" if stream.objectable else "; no objection"
     text += "; restrictable" if stream.restrictable else "; not restrictable"
     if stream.needs_consent:
