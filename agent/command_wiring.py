@@ -27,6 +27,7 @@ from heatgate.agent.commands.wiring import (
 )
 from heatgate.agent.commands.wiring import answer as answer_message
 from heatgate.agent.config import KeysConfig
+from heatgate.agent.privacy.config_audit import remote_status
 from heatgate.agent.privacy.pipeline import Pipeline
 from heatgate.agent.privacy.state import PrivacyState
 from heatgate.buffer.api import Buffer
@@ -80,7 +81,7 @@ async def build_processor(
         return await target.write_point(device, point, value)
 
     async def status(_ctx: CommandContext) -> dict[str, Any]:
-        return await snapshot()
+        return remote_status(await snapshot())
 
     handlers: Mapping[str, Handler] = {
         "status": status,

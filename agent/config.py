@@ -61,6 +61,17 @@ class GatewayConfig(Section, frozen=True, kw_only=True):
     region: Annotated[str, Meta(min_length=2, max_length=16)]
     """Where the gateway is: a Dutch postcode or a region code. Analytics sees only its region."""
     state_dir: AbsPath = "/var/lib/heatgate"
+    timezone: Annotated[str, Meta(min_length=1, max_length=64)] = "Europe/Amsterdam"
+    """IANA time zone of the household: aggregation windows of a day are its calendar days."""
+
+    def __post_init__(self) -> None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            known = "an IANA name such as Europe/Amsterdam"
+            raise ValueError(f"timezone: unknown time zone {self.timezone!r} ({known})") from None
 
 
 class MqttConfig(Section, frozen=True, kw_only=True):
@@ -191,7 +202,8 @@ class Config(Section, frozen=True, kw_only=True):
 
 @dataclass(frozen=True, slots=True)
 class LoadedConfig:
-    """A validated config and where it came from (its fingerprint goes into the audit log)."""
+    """A validated config and where it came from (``sha256``: for local display only; the audit
+    log records which keys changed, see :mod:`agent.privacy.config_audit`)."""
 
     config: Config
     path: Path

@@ -46,6 +46,7 @@ from heatgate.agent.health import (
     source_status,
 )
 from heatgate.agent.health import problems as health_problems
+from heatgate.agent.privacy.config_audit import config_change_details, refusal_reason
 from heatgate.agent.privacy.policy import Policy
 from heatgate.agent.privacy.state import PrivacyStateError
 from heatgate.agent.reload import plan_reload
@@ -225,7 +226,11 @@ class Agent:
                 "agent.start",
                 "agent",
                 "info",
-                details={"version": __version__, "config_sha256": self.loaded.sha256, "sources": len(self._slots)},
+                details={
+                    "version": __version__,
+                    "sources": len(self._slots),
+                    **await config_change_details(parts.buffer, self.config),
+                },
             )
         )
         exit_code = 0
@@ -434,7 +439,7 @@ class Agent:
                 "agent",
                 "ok",
                 details={
-                    "config_sha256": plan.loaded.sha256,
+                    **await config_change_details(parts.buffer, plan.loaded.config),
                     "policy_changed": plan.policy_changed,
                     "restart_needed": restart,
                 },
@@ -449,7 +454,7 @@ class Agent:
     def _reload_refused(self, reason: str) -> bool:
         self._reload.error = reason
         log.error("daemon.reload_refused", kept="the previous settings", reason=reason)
-        self._record(self.parts.pipeline.audit("agent.reload", "agent", "refused", reason=reason[:500]))
+        self._record(self.parts.pipeline.audit("agent.reload", "agent", "refused", reason=refusal_reason(reason)))
         return False
 
     async def _status_loop(self) -> None:

@@ -351,21 +351,30 @@ def check_broker(config: Config, timeout_s: float = 10.0) -> Check:
     )
 
 
-def check_policy(config: Config) -> Check:
-    from heatgate.agent.privacy.policy import load_policy
+def check_policy(config: Config) -> list[Check]:
+    """The policy loads; each device type of the sources and the rule it falls under (a type the
+    policy does not list gets the most restrictive treatment: shown, so that it is a decision)."""
+    from heatgate.agent.privacy.device_types import device_type_report
+    from heatgate.agent.privacy.policy import UNLISTED, load_policy
     from heatgate.typedload import ConfigError
 
     try:
         policy = load_policy(config.policy_path)
     except ConfigError as exc:
-        return Check("privacy policy", False, exc.render().splitlines()[1], f"fix {config.policy_path}")
-    return Check("privacy policy", True, f"{config.policy_path}: {len(policy.streams)} streams")
+        return [Check("privacy policy", False, exc.render().splitlines()[1], f"fix {config.policy_path}")]
+    checks = [Check("privacy policy", True, f"{config.policy_path}: {len(policy.streams)} streams")]
+    for entry in device_type_report(policy, config.sources):
+        rules = "; ".join(f"{stream}: {rule}" for stream, rule in entry.rules.items())
+        listed = "" if entry.listed else f"{UNLISTED} (not in [device_types]: the most restrictive rules); "
+        detail = f"{listed}{', '.join(entry.producers)} -> {rules}"
+        checks.append(Check(f"device type {entry.device_type}", True, detail))
+    return checks
 
 
 def run_checks(loaded: LoadedConfig, *, probe_timeout_s: float = 15.0) -> list[Check]:
     config = loaded.config
     checks = [Check("config", True, f"{loaded.path} is valid ({len(config.sources)} sources)")]
-    checks.append(check_policy(config))
+    checks.extend(check_policy(config))
     checks.extend(check_key_files(config))
     checks.append(check_clock(config))
     checks.extend(check_certificate(config))

@@ -6,6 +6,13 @@ generated from them (``python -m heatgate.agent.schemas``), and ``heatgate tail`
 A buffered record's plaintext payload is the JSON of one *body*. The publisher packs several
 records of one stream into one :class:`Message`, each with its own unique, stable ``id``.
 Times are UTC, ISO 8601 with a ``Z``.
+
+Aggregates merge. Every telemetry and analytics record carries its sample count (``samples``)
+and, for measurements, the whole summary of its window (``sum``, ``min``, ``max``), so that two
+records of the same subject, point and window (e.g. before and after a restart) combine
+exactly: ``samples`` and ``sum`` add, ``mean = sum / samples``, ``min`` of the mins, ``max`` of
+the maxes; ``delta`` and ``count`` add; ``last`` is the value of the record with the greater
+id (ids are time-ordered). docs/privacy.md has the recipe.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import msgspec
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 SCHEMA_VERSION = 1
 
@@ -59,23 +66,50 @@ class StatusBody(_Body, tag="status", frozen=True, kw_only=True):
     at: str
 
 
+Samples = Annotated[
+    int,
+    Meta(
+        ge=0,
+        description="Good readings aggregated into this record (fault count: occurrences). Merge: add.",
+    ),
+]
+Sum = Annotated[
+    float | int | None,
+    Meta(description="Measurements: sum of the window's good readings. Merge: add; mean = sum / samples."),
+]
+Min = Annotated[float | int | None, Meta(description="Measurements: the window's smallest reading. Merge: min.")]
+Max = Annotated[float | int | None, Meta(description="Measurements: the window's largest reading. Merge: max.")]
+
+
 class TelemetryBody(_Body, tag="telemetry", frozen=True, kw_only=True):
-    """Telemetry stream: one point aggregated over one window for the customer's monitoring."""
+    """Telemetry stream: one point aggregated over one window for the customer's monitoring.
+
+    Merging two records of one device, point, agg and window: ``samples`` add; ``delta`` and
+    ``count`` values add; a measurement's ``sum``, ``min``, ``max`` merge by add, min, max and its
+    mean is ``sum / samples``; ``last``: the record with the greater id."""
 
     device: str
     device_type: str
     point: str
     unit: str | None = None
-    agg: Literal["mean", "min", "max", "last", "delta"]
+    agg: Literal["mean", "min", "max", "last", "delta", "count"]
     value: float | int | None
     window_start: str
+    """Start of the window (UTC). Windows of a day follow the gateway's time zone."""
     window_s: int
-    samples: int
+    """Length of the window in seconds: 23 or 25 hours on the days the clocks change."""
+    samples: Samples
+    sum: Sum = None
+    min: Min = None
+    max: Max = None
     quality: Literal["ok", "partial", "bad"] = "ok"
 
 
 class AnalyticsBody(_Body, tag="analytics", frozen=True, kw_only=True):
-    """Analytics stream: minimal, pseudonymised, coarse. No gateway id, no device name."""
+    """Analytics stream: minimal, pseudonymised, coarse. No gateway id, no device name.
+
+    Merging two records of one subject, point, agg and hour: as telemetry (``samples`` add,
+    ``mean = sum / samples``, ``min``/``max`` of the two, ``delta``/``count`` add)."""
 
     subject: str
     """Keyed pseudonym of the device within the analytics domain and the current epoch."""
@@ -86,6 +120,10 @@ class AnalyticsBody(_Body, tag="analytics", frozen=True, kw_only=True):
     value: float | int | str | None
     hour: str
     """Start of the hour (or coarser window) the value covers."""
+    samples: Samples
+    sum: Sum = None
+    min: Min = None
+    max: Max = None
 
 
 class AuditBody(_Body, tag="audit", frozen=True, kw_only=True):
@@ -94,7 +132,7 @@ class AuditBody(_Body, tag="audit", frozen=True, kw_only=True):
     event: str
     actor: str
     """``local-cli``, ``remote:<key id>``, ``agent``."""
-    outcome: Literal["accepted", "refused", "done", "failed", "info"]
+    outcome: Literal["accepted", "refused", "done", "failed", "info", "ok"]
     reason: str | None = None
     details: dict[str, str | int | float | bool | None] = {}
     at: str

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import string
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from heatgate.agent.config import Config, GatewayConfig
+from heatgate.agent.privacy.config_audit import config_change_details
+from heatgate.buffer.api import NewRecord
 from heatgate.drivers.reading import PointKind, Quality, Reading
+from tests.support.dictionary import Published, attack, postcode_neighbourhood, postcode_spellings
+from tests.support.leaks import run_async
+from tests.support.memory_state import MemoryState
 from tests.support.privacy import T0, make_pipeline
 
 FAULT_VALUES: list[int | str] = [0, 0, 7, 12, "E42"]
@@ -106,34 +114,88 @@ def scenario(draw: st.DrawFn) -> tuple[list[Reading], list[str], str]:
     return readings, canaries, postcode
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenario(), st.integers(1, 7))
-def test_no_canary_in_any_record_in_any_form(case: tuple[list[Reading], list[str], str], chunk: int) -> None:
-    readings, canaries, postcode = case
-    gateway_id = "gw-canary-7781"
-    pipeline = make_pipeline(region=postcode, gateway_id=gateway_id)
+GATEWAY_ID = "gw-canary-7781"
+
+
+def _config(postcode: str) -> Config:
+    return Config(gateway=GatewayConfig(id=GATEWAY_ID, region=postcode))
+
+
+def _published(readings: list[Reading], postcode: str, chunk: int) -> list[NewRecord]:
+    """Every record the pipeline makes of ``readings``, and two agent.start audits with the
+    config details (first start, then unchanged)."""
+    store = MemoryState()
+    pipeline = make_pipeline(region=postcode, gateway_id=GATEWAY_ID, store=store)
     records = []
     for start in range(0, len(readings), chunk):
         records.extend(pipeline.process(readings[start : start + chunk]))
     records.extend(pipeline.flush(T0 + 10 * 86400))
     records.extend(pipeline.flush(force=True))
-    records.append(pipeline.audit("agent.start", "agent", "info", details={"sources": 3}))
+    for _run in range(2):
+        details = run_async(config_change_details(store, _config(postcode)))
+        records.append(pipeline.audit("agent.start", "agent", "info", details={"sources": 3, **details}))
     records.append(pipeline.connectivity("source_down", "src0", "timeout"))
+    return records
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario(), st.integers(1, 7))
+def test_no_canary_in_any_record_in_any_form(case: tuple[list[Reading], list[str], str], chunk: int) -> None:
+    readings, canaries, postcode = case
+    records = _published(readings, postcode, chunk)
     assert records, "the scenario produced no records at all"
     forms = {form for canary in canaries for form in _forms(canary)}
-    forms.add(gateway_id.lower())
+    forms.add(GATEWAY_ID.lower())
     for record in records:
         haystack = (record.route + "\n").encode().lower() + record.payload.lower()
         for form in forms:
             assert form.encode() not in haystack, f"{form!r} leaked in {record.stream} {record.route}"
         body = json.loads(record.payload)
         if record.stream == "analytics":
-            assert set(body) <= {"type", "subject", "device_type", "region", "point", "agg", "value", "hour"}
+            assert set(body) <= {
+                *("type", "subject", "device_type", "region", "point", "agg", "value", "hour"),
+                *("samples", "sum", "min", "max"),
+            }
             assert body["region"] in {postcode[:2], "unknown"}
             assert body["hour"].endswith(":00:00Z")
             assert "/" not in record.route.removeprefix("analytics/")
         if record.stream == "service":
             assert body["device"].startswith("dev")
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario())
+def test_no_postcode_by_dictionary_attack_on_any_published_byte(case: tuple[list[Reading], list[str], str]) -> None:
+    """As the outside review did: hash every candidate of the planted postcode's neighbourhood
+    (its spellings, and the config document with the candidate in it) with the common digests
+    and HMACs under keys an attacker knows; no form of any digest is in any published byte."""
+    readings, _canaries, postcode = case
+    records = _published(readings, postcode, 3)
+    published = Published(r.route.encode() + b"\n" + r.payload for r in records)
+    document = msgspec.json.encode(_config(postcode))
+    neighbourhood = postcode_neighbourhood(postcode, digit_radius=1)
+    assert postcode in neighbourhood
+
+    def preimages(candidate: str) -> list[bytes]:
+        return [*postcode_spellings(candidate), document.replace(postcode.encode(), candidate.encode())]
+
+    assert attack(published, neighbourhood, preimages, hmac_keys=[b"", GATEWAY_ID.encode()]) == []
+
+
+def test_the_dictionary_attack_finds_an_unkeyed_digest() -> None:
+    """The attack is sharp: the SHA-256 of the config (what agent.start once carried), or a
+    truncated hash of the postcode, is found."""
+    postcode = "3511 AB"
+    document = msgspec.json.encode(_config(postcode))
+    neighbourhood = postcode_neighbourhood(postcode, digit_radius=1)
+
+    def preimages(candidate: str) -> list[bytes]:
+        return [*postcode_spellings(candidate), document.replace(postcode.encode(), candidate.encode())]
+
+    leaked = json.dumps({"details": {"config_sha256": hashlib.sha256(document).hexdigest()}}).encode()
+    assert attack(Published([leaked]), neighbourhood, preimages) == [postcode]
+    truncated = hashlib.md5(b"3511ab").hexdigest()[:16].encode()
+    assert attack(Published([b"subject=" + truncated]), neighbourhood, preimages) == [postcode]
 
 
 def test_canary_forms_cover_what_the_search_claims() -> None:

@@ -48,7 +48,7 @@ def test_rights_through_the_cli(config_file: Path, tmp_path: Path, capsys: pytes
     document = _report(config_file, capsys)
     assert document["choices"]["objections"] == ["analytics"]
     assert document["choices"]["restrictions"] == ["telemetry"]
-    assert document["streams"]["telemetry"]["state"]["effective_windows_s"] == {"smart-meter": 900}
+    assert document["streams"]["telemetry"]["state"]["effective_windows_s"] == {"smart-meter": 900, "gas-meter": 900}
     assert document["streams"]["analytics"]["state"]["intake"] is False
 
     out = tmp_path / "export.json"

@@ -93,9 +93,11 @@ def test_smart_meter_is_daily_by_default_and_15_minutes_with_consent() -> None:
     meter = {"device": "p1", "source": "smartmeter", "device_type": "smart-meter"}
     readings = [reading("energy_kwh", C, 1000.0 + i, T0 + 900 * i, **meter) for i in range(8)]  # type: ignore[arg-type]
     assert pipeline.process(readings) == []
-    assert pipeline.flush(T0 + DAY_S - 1) == []
-    daily = bodies(pipeline.flush(T0 + DAY_S), "telemetry")
-    assert {b["window_s"] for b in daily} == {86400} and daily[0]["window_start"] == "2024-06-01T00:00:00Z"
+    # The Dutch calendar day (CEST, UTC+2 in June): 2024-06-01 runs from 22:00Z to 22:00Z.
+    local_day_end = T0 + DAY_S - 2 * 3600
+    assert pipeline.flush(local_day_end - 1) == []
+    daily = bodies(pipeline.flush(local_day_end), "telemetry")
+    assert {b["window_s"] for b in daily} == {86400} and daily[0]["window_start"] == "2024-05-31T22:00:00Z"
     assert [b["value"] for b in daily if b["agg"] == "delta"] == [7.0]
     assert not any(r.stream == "analytics" for r in pipeline.flush(force=True))  # smart meter: not analytics
 

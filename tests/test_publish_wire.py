@@ -92,7 +92,7 @@ def test_packing_groups_routes_and_drops_the_gateway_on_analytics() -> None:
     fault = FaultBody(device="d", device_type="hp", point="f", code=3, at="2025-01-01T00:00:00Z")
     analytics = (
         b'{"type":"analytics","subject":"ps","device_type":"hp","region":"NL-UT","point":"cop",'
-        b'"agg":"mean","value":3.5,"hour":"2025-01-01T00:00:00Z"}'
+        b'"agg":"mean","value":3.5,"hour":"2025-01-01T00:00:00Z","samples":2,"sum":7.0,"min":3.0,"max":4.0}'
     )
     records = [
         _record("service", "service/fault", body_encoder.encode(fault)),
@@ -122,7 +122,7 @@ def test_a_body_from_another_stream_fails_its_schema() -> None:
 def test_an_analytics_message_naming_the_gateway_fails() -> None:
     analytics = (
         b'{"type":"analytics","subject":"ps","device_type":"hp","region":"NL-UT","point":"cop",'
-        b'"agg":"mean","value":3.5,"hour":"2025-01-01T00:00:00Z"}'
+        b'"agg":"mean","value":3.5,"hour":"2025-01-01T00:00:00Z","samples":2,"sum":7.0,"min":3.0,"max":4.0}'
     )
     message = {
         "schema": "heatgate.analytics/1",

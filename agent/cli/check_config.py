@@ -9,7 +9,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from heatgate.agent.cli.common import add_config_option, load_or_report
+from heatgate.agent.cli.common import add_config_option, load_or_report, print_config_error
 from heatgate.agent.cli.console import output_console
 from heatgate.agent.config import (
     Config,
@@ -21,12 +21,16 @@ from heatgate.agent.config import (
     ZwaveSource,
     to_builtins,
 )
+from heatgate.agent.privacy.device_types import DeviceTypeRules
+from heatgate.agent.privacy.policy import UNLISTED
 
 HELP = "validate a configuration file (exit 0, or 2 with every problem located)"
 DESCRIPTION = """\
 Reads the configuration file, checks every value against its type and range, rejects unknown
 keys (a typo must not pass silently), checks references across entries (duplicate names,
-unknown device profiles) and prints a one-screen summary: the gateway, the broker, the sources.
+unknown device profiles) and the privacy policy it names, and prints a one-screen summary: the
+gateway, the broker, the sources, and the rule of the privacy policy that each device type of the
+sources falls under (a device type the policy does not list gets the most restrictive one).
 
 On any problem it prints every one of them, each with its location in the file, for example:
   /etc/heatgate/heatgate.toml: sources[1].devices[0].unit_id: expected int <= 247, got 300
@@ -50,12 +54,44 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_or_report(args.config)
     if loaded is None:
         return 2
+    from heatgate.agent.privacy.device_types import device_type_report
+    from heatgate.agent.privacy.policy import load_policy
+    from heatgate.typedload import ConfigError
+
+    try:
+        policy = load_policy(loaded.config.policy_path)
+    except ConfigError as exc:
+        print_config_error(exc)
+        return 2
+    report = device_type_report(policy, loaded.config.sources)
     if args.json:
-        json.dump({"config": to_builtins(loaded.config), "sha256": loaded.sha256}, sys.stdout, indent=2)
+        document = {
+            "config": to_builtins(loaded.config),
+            "sha256": loaded.sha256,
+            "device_types": {
+                r.device_type: {"listed": r.listed, "from": r.producers, "rules": r.rules} for r in report
+            },
+        }
+        json.dump(document, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    _summary(loaded.config, str(args.config), output_console())
+    console = output_console()
+    _summary(loaded.config, str(args.config), console)
+    print_device_types(report, console)
     return 0
+
+
+def print_device_types(report: list[DeviceTypeRules], console: Console) -> None:
+    """The privacy rule each device type of the sources falls under, per stream."""
+    table = Table(title="device types and their privacy rules", title_justify="left")
+    table.add_column("device type")
+    table.add_column("from")
+    table.add_column("rules")
+    for entry in report:
+        name = entry.device_type if entry.listed else f"[bold yellow]{entry.device_type}[/] ({UNLISTED})"
+        rules = "\n".join(f"{stream}: {rule}" for stream, rule in entry.rules.items())
+        table.add_row(name, ", ".join(entry.producers), rules)
+    console.print(table)
 
 
 def _devices(source: ModbusTcpSource | ModbusRtuSource | ModbusRtuOverTcpSource) -> str:

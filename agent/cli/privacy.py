@@ -25,8 +25,11 @@ kept on it. Every change is written to the audit log (security stream) with the 
 local-cli; the same rights exist as signed remote commands.
 
   report                    the register: streams, purposes, legal bases, allow-lists,
-                            granularity, retention, topics, with the current consent,
-                            objection and restriction state (--json for machines)
+                            granularity, retention, who sees it, the promises kept, the
+                            rule of each device type of the sources, how to merge
+                            aggregates, with the current consent, objection and
+                            restriction state (--json for machines; --markdown: the
+                            register as docs/privacy.md holds it)
   export [--output FILE]    everything stored about the household, decrypted, as JSON
   erase [--stream S] --yes  crypto-shredding: rows deleted, data keys destroyed
   object STREAM [--withdraw]     stop a stream's intake and destroy its queue (or resume)
@@ -49,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     report = actions.add_parser("report", help="show the register with the current state")
     add_config_option(report)
     report.add_argument("--json", action="store_true", help="print it as JSON")
+    report.add_argument(
+        "--markdown", action="store_true", help="print the register as Markdown (the text of docs/privacy.md)"
+    )
     report.set_defaults(handler=_report)
 
     export = actions.add_parser("export", help="everything stored about the household, as JSON")
@@ -164,12 +170,17 @@ def _busy_sentence(exc: Any) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from heatgate.agent.privacy.device_types import device_type_report
     from heatgate.agent.privacy.region import generalise_region
+    from heatgate.agent.privacy.register_doc import register_markdown
     from heatgate.agent.privacy.rights import register_view
 
     setup = _setup(args)
     if setup is None:
         return 2
+    if args.markdown:
+        sys.stdout.write(register_markdown(setup.policy))
+        return 0
     config = setup.config
     region = generalise_region(config.gateway.region, setup.policy.region)
     epoch_days = config.privacy.pseudonym_epoch_days
@@ -193,6 +204,10 @@ def _report(args: argparse.Namespace) -> int:
     document["gateway"] = config.gateway.id
     document["topic_prefix"] = config.mqtt.topic_prefix
     document["note"] = note
+    document["device_types_of_sources"] = {
+        entry.device_type: {"listed": entry.listed, "from": list(entry.producers), "rules": entry.rules}
+        for entry in device_type_report(setup.policy, config.sources)
+    }
     if args.json:
         json.dump(document, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
@@ -271,7 +286,10 @@ def _render(document: dict[str, Any], console: Console) -> None:
         grid.add_row("fields sent", ", ".join(stream["fields"]))
         grid.add_row("granularity", granularity)
         grid.add_row("retention", f"{_days(stream['retention_s'])} on the device")
+        grid.add_row("who sees it", stream.get("recipients") or "-")
         grid.add_row("topic", topic)
+        promises = document.get("promises", {})
+        grid.add_row("promises kept", "; ".join(f"{p}: {promises.get(p, '?')}" for p in stream.get("promises", [])))
         console.print(grid, markup=False)
     console.print()
     choices = document.get("choices")
@@ -283,7 +301,27 @@ def _render(document: dict[str, Any], console: Console) -> None:
         recorded = "unknown" if choices is None else (f"yes ({given[name]['actor']})" if name in given else "no")
         consents.add_row(name, consent["stream"], consent["description"], recorded)
     console.print(consents)
+    _render_device_types(document, console)
+    from heatgate.agent.privacy.register_doc import MERGING
+
+    console.print()
+    console.print("[bold]Reading and merging aggregates[/]")
+    console.print(MERGING, markup=False)
+    console.print()
     console.print(f"installer-local data: {document['installer_local']['purpose']}: never published")
+
+
+def _render_device_types(document: dict[str, Any], console: Console) -> None:
+    from heatgate.agent.privacy.policy import UNLISTED
+
+    table = Table(title="device types of the configured sources and their rules", title_justify="left")
+    for column in ("device type", "from", "rules"):
+        table.add_column(column, overflow="fold")
+    for device_type, entry in document["device_types_of_sources"].items():
+        name = device_type if entry["listed"] else f"{device_type} ({UNLISTED}: the most restrictive rules)"
+        rules = "\n".join(f"{stream}: {rule}" for stream, rule in entry["rules"].items())
+        table.add_row(name, ", ".join(entry["from"]), rules)
+    console.print(table)
 
 
 # ---- export / erase / changes -----------------------------------------------------------------

@@ -132,6 +132,10 @@ def analytics_record(n: int) -> NewRecord:
         agg="mean",
         value=float(n),
         hour="2025-01-01T00:00:00Z",
+        samples=1,
+        sum=float(n),
+        min=float(n),
+        max=float(n),
     )
     return NewRecord(
         id=new_id(),

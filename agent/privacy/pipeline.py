@@ -42,6 +42,7 @@ from heatgate.agent.privacy.policy import BODY_FIELDS, Policy, StreamPolicy
 from heatgate.agent.privacy.pseudonym import PseudonymKeys
 from heatgate.agent.privacy.region import generalise_region
 from heatgate.agent.privacy.state import PrivacyState
+from heatgate.agent.privacy.windows import WindowClock
 from heatgate.buffer.api import NewRecord
 from heatgate.buffer.ids import new_id
 from heatgate.drivers.reading import PointKind, Quality, Reading
@@ -87,6 +88,7 @@ class _Acc:
         "delta",
         "device",
         "device_type",
+        "end",
         "hi",
         "kind",
         "last",
@@ -101,7 +103,7 @@ class _Acc:
         "window_s",
     )
 
-    def __init__(self, reading: Reading, start: float, window_s: int) -> None:
+    def __init__(self, reading: Reading, start: float, end: float, window_s: int) -> None:
         self.source = reading.source
         self.device = reading.device
         self.device_type = reading.device_type
@@ -109,6 +111,7 @@ class _Acc:
         self.unit = reading.unit
         self.kind = reading.kind
         self.start = start
+        self.end = end
         self.window_s = window_s
         self.prev: Any = None
         self.reset()
@@ -166,6 +169,7 @@ class Pipeline:
         self.state = state
         self._clock = clock
         self._gateway_region = gateway.region
+        self.window_clock = WindowClock(gateway.timezone)
         self.region = generalise_region(gateway.region, policy.region)
         self._streams = {
             name: _Stream(index, name, stream, policy.priority(name))
@@ -191,6 +195,7 @@ class Pipeline:
         out: list[NewRecord] = []
         targets_cache = self._targets
         accs = self._accs
+        bounds = self.window_clock.bounds
         for r in readings:
             kind = r.kind
             if kind is _IDENTIFIER:
@@ -213,18 +218,20 @@ class Pipeline:
                 if window_s is None:
                     window_s = self._window(stream, r.device_type)
                 ts = r.ts
-                start = ts - ts % window_s
                 key = (stream.index, r.source, r.device, r.point)
                 acc = accs.get(key)
                 if acc is None:
-                    acc = accs[key] = _Acc(r, start, window_s)
-                elif start != acc.start:
+                    start, end = bounds(ts, window_s)
+                    acc = accs[key] = _Acc(r, start, end, window_s)
+                elif not acc.start <= ts < acc.end or window_s != acc.window_s:
+                    start, end = bounds(ts, window_s)
                     if start < acc.start and (acc.n or acc.bad):
                         self.counts["late"] += 1
                         continue
                     if acc.n or acc.bad:
                         out.extend(self._close(stream, acc))
                     acc.start = start
+                    acc.end = end
                     acc.window_s = window_s
                 if not good:
                     acc.bad += 1
@@ -255,14 +262,14 @@ class Pipeline:
                 continue
             if stream.name in objected or (p.needs_consent and p.needs_consent not in consents):
                 continue
-            if p.takes_device_type(device_type) and p.takes_point(point):
+            if self.policy.takes_device_type(stream.name, device_type) and p.takes_point(point):
                 chosen.append(stream)
         result = tuple(chosen)
         self._targets[(kind, device_type, point)] = result
         return result
 
     def _window(self, stream: _Stream, device_type: str) -> int:
-        window_s = stream.policy.window_s(device_type, self.state.consents_given())
+        window_s = self.policy.window_s(stream.name, device_type, self.state.consents_given())
         stream.windows[device_type] = window_s
         return window_s
 
@@ -281,7 +288,7 @@ class Pipeline:
             p = stream.policy
             if stream.name in objected or (p.needs_consent and p.needs_consent not in consents):
                 del self._accs[key]
-            elif acc.window_s < p.window_s(acc.device_type, consents):
+            elif acc.window_s < self.policy.window_s(stream.name, acc.device_type, consents):
                 acc.reset()  # made under a consent now withdrawn: never sent
         for fault_key in list(self._fault_counts):
             if by_index[fault_key[0]].name in objected:
@@ -349,13 +356,13 @@ class Pipeline:
                     out.append(self._record(stream, body, stream.route(kind="fault")))
             if "count" in aggs:
                 window_s = stream.windows.get(r.device_type) or self._window(stream, r.device_type)
-                start = r.ts - r.ts % window_s
+                start, end = self.window_clock.bounds(r.ts, window_s)
                 for code, active in events:
                     if active:
                         ckey = (stream.index, r.source, r.device, r.point, str(code), start)
                         entry = self._fault_counts.get(ckey)
                         if entry is None:
-                            self._fault_counts[ckey] = [1, r.device_type, window_s]
+                            self._fault_counts[ckey] = [1, r.device_type, end]
                         else:
                             entry[0] += 1
 
@@ -381,17 +388,19 @@ class Pipeline:
                 out.append(self._record(stream, body, stream.route(kind="status")))
             if "last" in aggs:
                 window_s = stream.windows.get(r.device_type) or self._window(stream, r.device_type)
-                start = r.ts - r.ts % window_s
                 akey = (stream.index, r.source, r.device, r.point)
                 acc = self._accs.get(akey)
                 if acc is None:
-                    acc = self._accs[akey] = _Acc(r, start, window_s)
-                elif start != acc.start:
+                    start, end = self.window_clock.bounds(r.ts, window_s)
+                    acc = self._accs[akey] = _Acc(r, start, end, window_s)
+                elif not acc.start <= r.ts < acc.end or window_s != acc.window_s:
+                    start, end = self.window_clock.bounds(r.ts, window_s)
                     if start < acc.start and acc.n:
                         continue
                     if acc.n:
                         out.extend(self._close(stream, acc))
                     acc.start = start
+                    acc.end = end
                     acc.window_s = window_s
                 acc.n += 1
                 acc.last = r.value
@@ -407,11 +416,11 @@ class Pipeline:
         out: list[NewRecord] = []
         by_index = {s.index: s for s in self._streams.values()}
         for acc_key, acc in list(self._accs.items()):
-            if (acc.n or acc.bad) and (force or acc.start + acc.window_s <= now):
+            if (acc.n or acc.bad) and (force or acc.end <= now):
                 out.extend(self._close(by_index[acc_key[0]], acc))
-        for ckey, (count, device_type, window_s) in list(self._fault_counts.items()):
+        for ckey, (count, device_type, end) in list(self._fault_counts.items()):
             start = ckey[5]
-            if force or start + window_s <= now:
+            if force or end <= now:
                 del self._fault_counts[ckey]
                 stream = by_index[ckey[0]]
                 if stream.name == "analytics":
@@ -423,6 +432,7 @@ class Pipeline:
                         agg="count",
                         value=count,
                         hour=self._iso_of(start),
+                        samples=count,
                     )
                     out.append(self._record(stream, body, stream.route(device_type=device_type)))
                 else:
@@ -430,10 +440,10 @@ class Pipeline:
                         device=ckey[2],
                         device_type=device_type,
                         point=f"{ckey[3]}#{ckey[4]}",
-                        agg="count",  # type: ignore[arg-type]
+                        agg="count",
                         value=count,
                         window_start=self._iso_of(start),
-                        window_s=window_s,
+                        window_s=round(end - start),
                         samples=count,
                     )
                     out.append(self._record(stream, body, stream.route()))
@@ -450,6 +460,9 @@ class Pipeline:
             return records
         window_start = self._iso_of(acc.start)
         digits = stream.digits
+        summary: dict[str, Any] = {}
+        if acc.kind is _MEASUREMENT and n:
+            summary = {"sum": _round(acc.total, digits), "min": _round(acc.lo, digits), "max": _round(acc.hi, digits)}
         for agg in kind_aggs:
             value: Any
             if n == 0:
@@ -473,6 +486,8 @@ class Pipeline:
                     agg=agg,  # type: ignore[arg-type]
                     value=value,
                     hour=window_start,
+                    samples=n,
+                    **summary,
                 )
                 route = stream.route(device_type=acc.device_type)
             else:
@@ -484,9 +499,10 @@ class Pipeline:
                     agg=agg,  # type: ignore[arg-type]
                     value=value,
                     window_start=window_start,
-                    window_s=acc.window_s,
+                    window_s=round(acc.end - acc.start),
                     samples=n,
                     quality=quality,  # type: ignore[arg-type]
+                    **summary,
                 )
                 route = stream.route()
             records.append(self._record(stream, body, route))
@@ -569,7 +585,7 @@ def _round(value: Any, digits: int) -> Any:
 def _drop_fields(body: Any, dropped: frozenset[str] | set[str]) -> Any:
     changes: dict[str, Any] = {}
     for field in msgspec.structs.fields(type(body)):
-        if field.name in dropped:
+        if field.encode_name in dropped:
             if field.default is not msgspec.NODEFAULT:
                 changes[field.name] = field.default
             elif field.default_factory is not msgspec.NODEFAULT:

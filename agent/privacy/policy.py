@@ -8,7 +8,15 @@ Others use:
 
 - ``Policy.retention_s() -> dict[str, float]``: on-device retention per stream (for the buffer);
 - ``Policy.priority(stream) -> int``: the stream's lane (service 0 = published first);
-- ``Policy.streams[name]``: a :class:`StreamPolicy` (purpose, legal basis, allow-lists, ...).
+- ``Policy.streams[name]``: a :class:`StreamPolicy` (purpose, legal basis, allow-lists, ...);
+- ``Policy.takes_device_type(stream, device_type)`` and ``Policy.window_s(stream, device_type,
+  consents)``: what a stream does with a device type, the register's ``[device_types]`` applied.
+
+Deny by default for device types: a device type that the register's ``[device_types]`` does not
+list is *unlisted* and gets the most restrictive treatment whatever the stream patterns say
+(``"*"`` matches listed types only): only the streams whose legal basis is the contract take it
+(service, telemetry: never analytics), in the stream's coarsest window, with no consent making
+it finer. :func:`device_type_rules` says which rule each device type falls under.
 """
 
 from __future__ import annotations
@@ -29,18 +37,27 @@ __all__ = [
     "AGGREGATIONS",
     "BODY_FIELDS",
     "STREAMS",
+    "UNLISTED",
+    "UNLISTED_LEGAL_BASES",
     "Aggregation",
     "Consent",
     "Policy",
     "RegionPolicy",
     "StreamPolicy",
     "WindowRule",
+    "device_type_rules",
     "load_policy",
     "parse_policy",
 ]
 
 STREAMS: tuple[str, ...] = ("service", "telemetry", "analytics", "security", "connectivity")
 """Every stream the agent knows, in the order the register lists them."""
+
+UNLISTED = "unlisted"
+"""The rule of a device type that the register does not list: the most restrictive treatment."""
+
+UNLISTED_LEGAL_BASES: frozenset[str] = frozenset({"contract"})
+"""The only streams an unlisted device type enters: those needed to fulfil the contract."""
 
 LegalBasis = Literal["contract", "legal-obligation", "legitimate-interest", "consent"]
 Agg = Literal["mean", "min", "max", "last", "delta", "count", "change"]
@@ -66,13 +83,18 @@ AGGREGATIONS: dict[str, dict[str, frozenset[str]]] = {
     "connectivity": {},
 }
 
+# What a measurement aggregate carries besides its value so that records merge exactly.
+_MERGE_FIELDS = frozenset({"sum", "min", "max"})
+
 # The body fields each stream's records can carry (the allow-list chooses among them).
 BODY_FIELDS: dict[str, frozenset[str]] = {
     "service": frozenset({"device", "device_type", "point", "code", "text", "active", "value", "at"}),
     "telemetry": frozenset(
         {"device", "device_type", "point", "unit", "agg", "value", "window_start", "window_s", "samples", "quality"}
+        | _MERGE_FIELDS
     ),
-    "analytics": frozenset({"subject", "device_type", "region", "point", "agg", "value", "hour"}),
+    "analytics": frozenset({"subject", "device_type", "region", "point", "agg", "value", "hour", "samples"})
+    | _MERGE_FIELDS,
     "security": frozenset({"event", "actor", "outcome", "reason", "details", "at"}),
     "connectivity": frozenset({"event", "target", "reason", "at"}),
 }
@@ -81,7 +103,7 @@ BODY_FIELDS: dict[str, frozenset[str]] = {
 _REQUIRED_FIELDS: dict[str, frozenset[str]] = {
     "service": frozenset({"point", "code", "value", "at"}),
     "telemetry": frozenset({"point", "agg", "value", "window_start", "window_s", "samples"}),
-    "analytics": frozenset({"subject", "point", "agg", "value", "hour"}),
+    "analytics": frozenset({"subject", "point", "agg", "value", "hour", "samples"}),
     "security": frozenset({"event", "actor", "outcome", "at"}),
     "connectivity": frozenset({"event", "target", "at"}),
 }
@@ -150,6 +172,10 @@ class StreamPolicy(_Section, frozen=True, kw_only=True):
     priority: Annotated[int, Meta(ge=0, le=9)]
     route: Annotated[str, Meta(min_length=1, max_length=128)]
     """Topic below the prefix; ``{kind}`` (service) and ``{device_type}`` (analytics) are filled in."""
+    recipients: str = ""
+    """Who sees the stream's records (for the register; not enforced here)."""
+    promises: list[Name] = []
+    """The promises of ``[promises]`` this stream's rules keep."""
 
     def takes_device_type(self, device_type: str) -> bool:
         return any(fnmatchcase(device_type, p) for p in self.device_types) and not any(
@@ -162,13 +188,26 @@ class StreamPolicy(_Section, frozen=True, kw_only=True):
         )
 
     def window_s(self, device_type: str, consents: frozenset[str]) -> int:
-        """The window (granularity) for a device type, given the consents now recorded."""
-        for rule in self.windows:
+        """The window (granularity) for a listed device type, given the consents now recorded
+        (:meth:`Policy.window_s` also handles unlisted ones)."""
+        rule = self.window_rule(device_type)
+        if rule is None:
+            return self.time_granularity_s
+        _index, found = rule
+        if found.consent and found.consent in consents and found.consent_window_s:
+            return found.consent_window_s
+        return found.window_s
+
+    def window_rule(self, device_type: str) -> tuple[int, WindowRule] | None:
+        """The first window rule naming ``device_type`` (with its index), or None."""
+        for index, rule in enumerate(self.windows):
             if any(fnmatchcase(device_type, p) for p in rule.device_types):
-                if rule.consent and rule.consent in consents and rule.consent_window_s:
-                    return rule.consent_window_s
-                return rule.window_s
-        return self.time_granularity_s
+                return index, rule
+        return None
+
+    def coarsest_window_s(self) -> int:
+        """The longest window this stream has for any device type (consent windows aside)."""
+        return max([self.time_granularity_s, *(rule.window_s for rule in self.windows)])
 
 
 class Consent(_Section, frozen=True, kw_only=True):
@@ -202,8 +241,29 @@ class Policy(_Section, frozen=True, kw_only=True):
     controller: str = ""
     region: RegionPolicy = RegionPolicy()
     consents: dict[Name, Consent] = {}
+    device_types: dict[Name, Annotated[str, Meta(min_length=1)]] = {}
+    """Every device type the register decides on, with what it is. Any other is unlisted."""
+    promises: dict[Name, Annotated[str, Meta(min_length=1)]] = {}
+    """The privacy statement's promises that the streams' rules keep, by short name."""
     streams: dict[str, StreamPolicy]
     installer_local: InstallerLocal = InstallerLocal()
+
+    def listed(self, device_type: str) -> bool:
+        return device_type in self.device_types
+
+    def takes_device_type(self, stream: str, device_type: str) -> bool:
+        """Whether ``stream`` takes readings of ``device_type`` (unlisted: contract streams only)."""
+        policy = self.streams[stream]
+        if device_type not in self.device_types and policy.legal_basis not in UNLISTED_LEGAL_BASES:
+            return False
+        return policy.takes_device_type(device_type)
+
+    def window_s(self, stream: str, device_type: str, consents: frozenset[str]) -> int:
+        """The window of ``device_type`` in ``stream`` (unlisted: the stream's coarsest, always)."""
+        policy = self.streams[stream]
+        if device_type not in self.device_types:
+            return policy.coarsest_window_s()
+        return policy.window_s(device_type, consents)
 
     def retention_s(self) -> dict[str, float]:
         """On-device retention per stream, in seconds (the buffer enforces it)."""
@@ -215,6 +275,38 @@ class Policy(_Section, frozen=True, kw_only=True):
 
     def stream(self, name: str) -> StreamPolicy:
         return self.streams[name]
+
+
+def device_type_rules(policy: Policy, device_type: str) -> dict[str, str]:
+    """Which rule ``device_type`` falls under in each stream that aggregates or routes readings,
+    in words: ``{"telemetry": "86400 s (900 s with consent p1-15min) by streams.telemetry.windows[0]",
+    "analytics": "excluded by streams.analytics.exclude_device_types", ...}``."""
+    rules: dict[str, str] = {}
+    listed = policy.listed(device_type)
+    for name, stream in policy.streams.items():
+        if not stream.kinds:
+            continue
+        where = f"streams.{name}"
+        if not listed and stream.legal_basis not in UNLISTED_LEGAL_BASES:
+            rules[name] = f"excluded: {UNLISTED} (not in [device_types]; legal basis {stream.legal_basis})"
+            continue
+        if not any(fnmatchcase(device_type, p) for p in stream.device_types):
+            rules[name] = f"excluded: not matched by {where}.device_types"
+            continue
+        if any(fnmatchcase(device_type, p) for p in stream.exclude_device_types):
+            rules[name] = f"excluded by {where}.exclude_device_types"
+            continue
+        if not listed:
+            rules[name] = f"{stream.coarsest_window_s()} s, the coarsest: {UNLISTED} (not in [device_types])"
+            continue
+        found = stream.window_rule(device_type)
+        if found is None:
+            rules[name] = f"{stream.time_granularity_s} s by {where}.time_granularity_s"
+            continue
+        index, rule = found
+        finer = f" ({rule.consent_window_s} s with consent {rule.consent})" if rule.consent else ""
+        rules[name] = f"{rule.window_s} s{finer} by {where}.windows[{index}]"
+    return rules
 
 
 def load_policy(path: Path) -> Policy:
@@ -287,6 +379,21 @@ def _semantic_issues(policy: Policy) -> list[Issue]:
             if (rule.consent is None) != (rule.consent_window_s is None):
                 issues.append(Issue(f"{where}.windows[{index}]", "give consent and consent_window_s together"))
         issues.extend(_route_issues(name, stream.route, f"{where}.route"))
+        for index, promise in enumerate(stream.promises):
+            if promise not in policy.promises:
+                issues.append(Issue(f"{where}.promises[{index}]", f"unknown promise {promise!r}; see [promises]"))
+    for name, stream in policy.streams.items():
+        patterns = [("device_types", stream.device_types), ("exclude_device_types", stream.exclude_device_types)]
+        patterns += [(f"windows[{i}].device_types", rule.device_types) for i, rule in enumerate(stream.windows)]
+        for field_name, values in patterns:
+            for index, pattern in enumerate(values):
+                if not any(ch in pattern for ch in "*?[") and pattern not in policy.device_types:
+                    issues.append(
+                        Issue(
+                            f"streams.{name}.{field_name}[{index}]",
+                            f"device type {pattern!r} is not in [device_types] (list it, or it is treated as unlisted)",
+                        )
+                    )
     for name, consent in policy.consents.items():
         if consent.stream not in STREAMS:
             issues.append(Issue(f"consents.{name}.stream", f"unknown stream {consent.stream!r}"))
