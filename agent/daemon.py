@@ -127,7 +127,7 @@ class Agent:
     async def _open(self) -> None:
         from heatgate.agent.privacy.policy import load_policy
         from heatgate.buffer.adapter import open_buffer
-        from heatgate.buffer.api import BufferError
+        from heatgate.buffer.errors import BufferFault
         from heatgate.buffer.keys import load_master_key
         from heatgate.typedload import ConfigError
 
@@ -138,7 +138,7 @@ class Agent:
             raise StartupError(exc.render(), exit_code=2) from None
         try:
             master_key = load_master_key(config.master_key_path, config.keys.master_key_credential)
-        except BufferError as exc:
+        except BufferFault as exc:
             raise StartupError(str(exc), exit_code=2) from None
         try:
             self.buffer = await open_buffer(
@@ -149,7 +149,7 @@ class Agent:
                 cipher=config.buffer.cipher,
                 retention_s=self.policy.retention_s(),
             )
-        except BufferError as exc:
+        except BufferFault as exc:
             raise StartupError(str(exc), exit_code=2) from None
         finally:
             del master_key

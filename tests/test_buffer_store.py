@@ -15,9 +15,9 @@ from cryptography.exceptions import InvalidTag
 
 from heatgate.buffer.adapter import AsyncBuffer, open_buffer
 from heatgate.buffer.aead import RecordCipher, associated_data
+from heatgate.buffer.data_keys import key_ad
 from heatgate.buffer.epochs import default_epoch_s
 from heatgate.buffer.keys import DerivedKeys
-from heatgate.buffer.store import _key_ad
 from tests.buffer_support import RETENTION_S, T0, Clock, integrity, raw_bytes, records, sql
 from tests.support.leaks import run_async
 
@@ -248,7 +248,7 @@ def _current_data_keys(db: Path) -> dict[int, bytes]:
     ):
         out[int(number)] = keys.unwrap(
             bytes(wrapped),
-            _key_ad(
+            key_ad(
                 int(number),
                 str(stream),
                 float(start_s),  # type: ignore[arg-type]
