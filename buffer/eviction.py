@@ -22,7 +22,7 @@ The rules (docs/buffer.md, "Cap, eviction, full disk, corruption"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -94,26 +94,28 @@ def plan_eviction(
     # incoming records.
     levels = set(inventory.priorities(protected=False)) | {c.priority for c in unprotected_incoming}
     for priority in sorted(levels, reverse=True):
-        for row in inventory.oldest_first(priority, protected=False):
-            if freed >= need:
-                return
-            yield row
-            freed += row.size_bytes
-        for record in sorted((c for c in unprotected_incoming if c.priority == priority), key=lambda c: c.created_s):
-            if freed >= need:
-                return
-            yield record
-            freed += record.size_bytes
+        freed = yield from _until_freed(inventory.oldest_first(priority, protected=False), freed, need)
+        records = sorted((c for c in unprotected_incoming if c.priority == priority), key=lambda c: c.created_s)
+        freed = yield from _until_freed(records, freed, need)
+        if freed >= need:
+            return
     if freed >= need:
         return
-    # Nothing of any other stream is left: protected rows, within the rule 4 limit.
-    if for_incoming:
-        if not protected_incoming:
-            return
+    # Nothing of any other stream is left: protected rows, within the limit of rule 4.
+    if for_incoming:  # no protected record incoming: none goes
         need = min(need, freed + sum(c.size_bytes for c in protected_incoming))
     for priority in sorted(set(inventory.priorities(protected=True)), reverse=True):
-        for row in inventory.oldest_first(priority, protected=True):
-            if freed >= need:
-                return
-            yield row
-            freed += row.size_bytes
+        freed = yield from _until_freed(inventory.oldest_first(priority, protected=True), freed, need)
+
+
+def _until_freed(candidates: Iterable[Candidate], freed: int, need: int) -> Generator[Candidate, None, int]:
+    """Yield candidates until ``freed`` reaches ``need`` (not reading one more than that takes);
+    returns what is freed then."""
+    if freed >= need:
+        return freed
+    for candidate in candidates:
+        yield candidate
+        freed += candidate.size_bytes
+        if freed >= need:
+            break
+    return freed

@@ -1,9 +1,15 @@
 """The synchronous store: one SQLite connection, used only by the buffer's writer thread.
 
-Nothing here is thread-safe or async; :mod:`buffer.adapter` owns the one thread that calls it.
+Nothing here is thread-safe or async; :mod:`heatgate.buffer.adapter` owns the one thread that calls it.
 Transactions are explicit: the adapter opens one with the first write, and commits it when the
 commit interval is up (or at once for immediate streams, purges, erasure and state changes).
 Committed records are the only ones :meth:`Store.take` hands out.
+
+Here: put/take/ack/release, the retention sweep, purge and erasure, the cap and full-disk
+recovery, the counters and stats. It composes :mod:`~heatgate.buffer.sqlite_open` (opening,
+modes, quarantine), :mod:`~heatgate.buffer.eviction` (which rows go: a pure planner; the store
+reads it the rows and deletes what it names), :mod:`~heatgate.buffer.data_keys` (the
+per-epoch data keys) and :mod:`~heatgate.buffer.sealed_state` (the encrypted key-value state).
 """
 
 from __future__ import annotations
