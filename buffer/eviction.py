@@ -69,9 +69,10 @@ class Inventory(Protocol):
         superset will do: a priority without such rows yields nothing below)."""
         ...
 
-    def oldest_first(self, priority: int, *, protected: bool) -> Iterable[Candidate]:
+    def oldest_first(self, priority: int, *, protected: bool, want_bytes: int) -> Iterable[Candidate]:
         """Stored rows of that priority of protected (or unprotected) streams, oldest first (ties
-        by ``key``)."""
+        by ``key``). ``want_bytes`` is what the planner still needs: a hint of how far it will
+        read (it may stop earlier, or read on)."""
         ...
 
 
@@ -94,7 +95,9 @@ def plan_eviction(
     # incoming records.
     levels = set(inventory.priorities(protected=False)) | {c.priority for c in unprotected_incoming}
     for priority in sorted(levels, reverse=True):
-        freed = yield from _until_freed(inventory.oldest_first(priority, protected=False), freed, need)
+        freed = yield from _until_freed(
+            inventory.oldest_first(priority, protected=False, want_bytes=need - freed), freed, need
+        )
         records = sorted((c for c in unprotected_incoming if c.priority == priority), key=lambda c: c.created_s)
         freed = yield from _until_freed(records, freed, need)
         if freed >= need:
@@ -105,7 +108,9 @@ def plan_eviction(
     if for_incoming:  # no protected record incoming: none goes
         need = min(need, freed + sum(c.size_bytes for c in protected_incoming))
     for priority in sorted(set(inventory.priorities(protected=True)), reverse=True):
-        freed = yield from _until_freed(inventory.oldest_first(priority, protected=True), freed, need)
+        freed = yield from _until_freed(
+            inventory.oldest_first(priority, protected=True, want_bytes=need - freed), freed, need
+        )
 
 
 def _until_freed(candidates: Iterable[Candidate], freed: int, need: int) -> Generator[Candidate, None, int]:

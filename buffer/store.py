@@ -736,12 +736,12 @@ class Store:
 
 
 class _StoredRows:
-    """The stored rows as :class:`heatgate.buffer.eviction.Inventory`: read a page at a time
-    (growing pages, keyset order on the ``records_lane`` index), never a live cursor across a
-    page, so that the store may delete what the planner named while it plans on."""
+    """The stored rows as :class:`heatgate.buffer.eviction.Inventory`, read in pages in keyset
+    order on the ``records_lane`` index. A page is read to its end (or to ``want_bytes``) and
+    its cursor closed before any row is handed out: the store deletes what the planner names
+    while the planner goes on, and never under a live cursor."""
 
-    _FIRST_PAGE = 32
-    _MAX_PAGE = 1024
+    _PAGE_ROWS = 1000
 
     def __init__(self, conn: sqlite3.Connection, protected_streams: frozenset[str]) -> None:
         self._conn = conn
@@ -757,20 +757,28 @@ class _StoredRows:
         # without a look-up of each row's stream.
         return [int(p) for (p,) in self._conn.execute("SELECT DISTINCT priority FROM records")]
 
-    def oldest_first(self, priority: int, *, protected: bool) -> Iterator[Candidate]:
+    def oldest_first(self, priority: int, *, protected: bool, want_bytes: int) -> Iterator[Candidate]:
         sql = (
             "SELECT seq, stream, created_s, length(sealed) FROM records"
             " WHERE priority = ? AND (created_s, seq) > (?, ?)"
             + self._stream_filter(protected)
-            + " ORDER BY created_s, seq LIMIT ?"
+            + f" ORDER BY created_s, seq LIMIT {self._PAGE_ROWS}"
         )
         after: tuple[float, int] = (float("-inf"), -1)
-        page = self._FIRST_PAGE
         while True:
-            rows = self._conn.execute(sql, [priority, *after, *self._streams, page]).fetchall()
-            for seq, stream, created_s, size in rows:
-                yield Candidate(seq, stream, priority, created_s, size + ROW_OVERHEAD_BYTES)
-            if len(rows) < page:
-                return
-            after = (rows[-1][2], rows[-1][0])
-            page = min(page * 4, self._MAX_PAGE)
+            page: list[Candidate] = []
+            acc = 0
+            cursor = self._conn.execute(sql, [priority, *after, *self._streams])
+            try:
+                for seq, stream, created_s, size in cursor:
+                    page.append(Candidate(seq, stream, priority, created_s, size + ROW_OVERHEAD_BYTES))
+                    acc += size + ROW_OVERHEAD_BYTES
+                    if acc >= want_bytes:
+                        break
+            finally:
+                cursor.close()
+            yield from page
+            if not page or (acc < want_bytes and len(page) < self._PAGE_ROWS):
+                return  # nothing more stored
+            after = (page[-1].created_s, page[-1].key)
+            want_bytes = max(1, want_bytes - acc)

@@ -27,7 +27,7 @@ class ListInventory:
     def priorities(self, *, protected: bool) -> set[int]:
         return {r.priority for r in self.rows if (r.stream in self.protected) == protected}
 
-    def oldest_first(self, priority: int, *, protected: bool) -> Iterator[Candidate]:
+    def oldest_first(self, priority: int, *, protected: bool, want_bytes: int) -> Iterator[Candidate]:
         chosen = [r for r in self.rows if r.priority == priority and (r.stream in self.protected) == protected]
         for row in sorted(chosen, key=lambda r: (r.created_s, r.key)):
             self.rows_read += 1
