@@ -35,7 +35,7 @@ from heatgate.agent.privacy.state import PrivacyState
 from heatgate.agent.publish.publisher import Publisher
 from heatgate.agent.status import StatusServer
 from heatgate.buffer.adapter import AsyncBuffer, open_buffer
-from heatgate.buffer.api import BufferError
+from heatgate.buffer.errors import BufferFault
 from heatgate.buffer.keys import load_master_key
 from heatgate.drivers.modbus.settings import ModbusRtuOverTcpSource, ModbusRtuSource, ModbusTcpSource
 from heatgate.drivers.p1.settings import P1Source
@@ -173,7 +173,7 @@ async def assemble(loaded: LoadedConfig, hooks: AgentHooks) -> Parts:
 async def _open_buffer(config: Config, policy: Policy) -> AsyncBuffer:
     try:
         master_key = load_master_key(config.master_key_path, config.keys.master_key_credential)
-    except BufferError as exc:
+    except BufferFault as exc:
         raise StartupError(str(exc), exit_code=2) from None
     try:
         return await open_buffer(
@@ -184,7 +184,7 @@ async def _open_buffer(config: Config, policy: Policy) -> AsyncBuffer:
             cipher=config.buffer.cipher,
             retention_s=policy.retention_s(),
         )
-    except BufferError as exc:
+    except BufferFault as exc:
         raise StartupError(str(exc), exit_code=2) from None
     finally:
         del master_key

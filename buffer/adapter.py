@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from heatgate.buffer.aead import DEFAULT_CIPHER, check_cipher
-from heatgate.buffer.api import BufferError, BufferStats, NewRecord, StoredRecord
-from heatgate.buffer.errors import BufferClosed, RecordsNotStored
+from heatgate.buffer.api import BufferStats, NewRecord, StoredRecord
+from heatgate.buffer.errors import BufferClosed, BufferFault, RecordsNotStored, StoreError
 from heatgate.buffer.store import Store
 
 __all__ = ["AsyncBuffer", "open_buffer"]
@@ -74,15 +74,15 @@ async def open_buffer(
     a short-lived process (the CLI) that may write while the agent runs; it goes ahead of the
     agent's writer until it closes the buffer (see :mod:`buffer.turnstile`).
 
-    Raises :class:`buffer.errors.MasterKeyMismatch` (database untouched) for a wrong key,
-    :class:`buffer.errors.UnknownCipher`, :class:`buffer.schema.SchemaTooNew`,
-    :class:`buffer.store.StoreError`, or :class:`buffer.errors.BufferBusy` (another process kept
-    the buffer locked); all are :class:`buffer.api.BufferError`. A corrupt file
+    Raises (all from :mod:`heatgate.buffer.errors`, all :class:`BufferFault`)
+    :class:`MasterKeyMismatch` (database untouched) for a wrong key, :class:`UnknownCipher`,
+    :class:`SchemaTooNew`, :class:`StoreError`, or :class:`BufferBusy` (another process kept
+    the buffer locked). A corrupt file
     does not raise: it is renamed aside and reported in ``stats().alarms``.
     """
     check_cipher(cipher)
     if cap_bytes < 64 * 1024:
-        raise BufferError(f"cap_bytes {cap_bytes} is too small (at least 65536)")
+        raise StoreError("open", f"cap_bytes {cap_bytes} is too small (at least 65536)")
 
     def opener() -> Store:
         store = Store.open(
@@ -294,7 +294,7 @@ class AsyncBuffer:
                 try:
                     store.commit()
                     settle_waiting(None)
-                except BufferError as exc:
+                except BufferFault as exc:
                     settle_waiting(exc)
                 deadline = None
                 if op is None:
@@ -322,7 +322,7 @@ class AsyncBuffer:
             if store.in_tx and failure is None and (commit_now or self._commit_interval_s <= 0):
                 try:
                     store.commit()
-                except BufferError as exc:
+                except BufferFault as exc:
                     failure = exc
             if not store.in_tx:
                 # Committed (or rolled back, if something failed) as a side effect of the op.

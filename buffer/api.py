@@ -5,6 +5,8 @@ methods hand work to the one writer thread that owns the connection.
 
 Records hold plaintext only in memory; on disk each payload is AEAD ciphertext whose
 associated data binds the record id, the stream and the key epoch.
+
+The errors it raises are in :mod:`heatgate.buffer.errors` (root :class:`~heatgate.buffer.errors.BufferFault`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,7 @@ from typing import Protocol
 
 import msgspec
 
-__all__ = ["Buffer", "BufferError", "BufferStats", "NewRecord", "StoredRecord", "StreamStats"]
-
-
-class BufferError(Exception):
-    """Root of buffer errors."""
+__all__ = ["Buffer", "BufferStats", "NewRecord", "StoredRecord", "StreamStats"]
 
 
 class NewRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):

@@ -1,23 +1,31 @@
-"""Buffer exceptions. All derive from :class:`buffer.api.BufferError`; each carries its fields."""
+"""Every exception the buffer raises on purpose. All derive from :class:`BufferFault` (itself a
+:class:`heatgate.errors.HeatgateError`); each carries its fields. The set is flat: a caller at a
+task's boundary catches :class:`BufferFault`, or one of these by name."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from heatgate.buffer.api import BufferError
+from heatgate.errors import HeatgateError
 
 __all__ = [
     "BufferBusy",
     "BufferClosed",
-    "BufferError",
-    "KeyFileError",
+    "BufferFault",
+    "MasterKeyFileError",
     "MasterKeyMismatch",
     "RecordsNotStored",
+    "SchemaTooNew",
+    "StoreError",
     "UnknownCipher",
 ]
 
 
-class KeyFileError(BufferError):
+class BufferFault(HeatgateError):
+    """Root of the buffer's errors."""
+
+
+class MasterKeyFileError(BufferFault):
     """The master key cannot be used: missing, unreadable, readable by group/others, wrong size.
     Callers exit 2."""
 
@@ -27,7 +35,7 @@ class KeyFileError(BufferError):
         self.reason = reason
 
 
-class MasterKeyMismatch(BufferError):
+class MasterKeyMismatch(BufferFault):
     """The master key does not match the one the database was created with. The database is
     left untouched. Callers exit 2."""
 
@@ -39,13 +47,32 @@ class MasterKeyMismatch(BufferError):
         self.db_path = db_path
 
 
-class UnknownCipher(BufferError):
+class UnknownCipher(BufferFault):
     def __init__(self, name: str) -> None:
         super().__init__(f"unknown cipher {name!r}: use 'chacha20-poly1305' or 'aes-256-gcm'")
         self.name = name
 
 
-class BufferClosed(BufferError):
+class SchemaTooNew(BufferFault):
+    """The database was written by a newer heatgate (``PRAGMA user_version`` beyond ours)."""
+
+    def __init__(self, found: int, supported: int) -> None:
+        super().__init__(f"buffer schema version {found} is newer than this heatgate understands ({supported})")
+        self.found = found
+        self.supported = supported
+
+
+class StoreError(BufferFault):
+    """SQLite failed in a way the buffer cannot absorb (not a full disk that eviction can fix),
+    or the arguments cannot work (``operation`` says which step)."""
+
+    def __init__(self, operation: str, detail: str) -> None:
+        super().__init__(f"buffer {operation}: {detail}")
+        self.operation = operation
+        self.detail = detail
+
+
+class BufferClosed(BufferFault):
     """An operation was asked of a buffer that is closed (or whose writer thread died)."""
 
     def __init__(self, reason: str = "closed") -> None:
@@ -53,7 +80,7 @@ class BufferClosed(BufferError):
         self.reason = reason
 
 
-class RecordsNotStored(BufferError):
+class RecordsNotStored(BufferFault):
     """The disk is full and no room could be made for these records by the eviction policy
     (they belong to a protected stream such as ``service``, and nothing evictable is left).
     They were **not** committed; the put that carried them raises this. Counted per stream as
@@ -66,7 +93,7 @@ class RecordsNotStored(BufferError):
         self.per_stream = per_stream
 
 
-class BufferBusy(BufferError):
+class BufferBusy(BufferFault):
     """Another process kept the buffer locked for longer than this one would wait (``holder``
     says who, as far as it is known). Nothing of the operation that needed the lock was done.
     Callers exit 1."""

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from heatgate.buffer.errors import KeyFileError
+from heatgate.buffer.errors import MasterKeyFileError
 
 __all__ = [
     "MASTER_KEY_BYTES",
@@ -43,7 +43,7 @@ def load_master_key(path: Path, credential_name: str | None = None) -> bytes:
     that neither group nor others can read or write.
 
     The file holds either the 32 raw bytes or 64 hex digits (a trailing newline is allowed).
-    Raises :class:`KeyFileError` (carrying the path and the reason) on any problem.
+    Raises :class:`MasterKeyFileError` (carrying the path and the reason) on any problem.
     """
     credentials_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     if credentials_dir and credential_name:
@@ -56,15 +56,15 @@ def _read_key(path: Path, *, check_mode: bool) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise KeyFileError(path, "does not exist (run `heatgate provision`)") from None
+        raise MasterKeyFileError(path, "does not exist (run `heatgate provision`)") from None
     except OSError as exc:
-        raise KeyFileError(path, f"cannot be opened: {exc.strerror}") from None
+        raise MasterKeyFileError(path, f"cannot be opened: {exc.strerror}") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise KeyFileError(path, "is not a regular file")
+            raise MasterKeyFileError(path, "is not a regular file")
         if check_mode and info.st_mode & 0o077:
-            raise KeyFileError(
+            raise MasterKeyFileError(
                 path,
                 f"mode {stat.S_IMODE(info.st_mode):04o} lets group or others access it; run: chmod 600 {path}",
             )
@@ -83,7 +83,7 @@ def _parse_key(path: Path, raw: bytes) -> bytes:
             return bytes.fromhex(text.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
             pass
-    raise KeyFileError(path, f"must hold {MASTER_KEY_BYTES} raw bytes or {2 * MASTER_KEY_BYTES} hex digits")
+    raise MasterKeyFileError(path, f"must hold {MASTER_KEY_BYTES} raw bytes or {2 * MASTER_KEY_BYTES} hex digits")
 
 
 def create_master_key(path: Path, *, force: bool = False) -> bool:

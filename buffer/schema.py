@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from heatgate.buffer.api import BufferError
+from heatgate.buffer.errors import SchemaTooNew
 
-__all__ = ["SCHEMA_VERSION", "SchemaTooNew", "migrate"]
+__all__ = ["SCHEMA_VERSION", "migrate"]
 
 _V1 = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
@@ -58,17 +58,11 @@ _MIGRATIONS: tuple[str, ...] = (_V1,)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
-class SchemaTooNew(BufferError):
-    def __init__(self, found: int) -> None:
-        super().__init__(f"buffer schema version {found} is newer than this heatgate understands ({SCHEMA_VERSION})")
-        self.found = found
-
-
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema up to date, each step in its own transaction; returns the old version."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     if version > SCHEMA_VERSION:
-        raise SchemaTooNew(version)
+        raise SchemaTooNew(version, SCHEMA_VERSION)
     for target in range(version + 1, SCHEMA_VERSION + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:

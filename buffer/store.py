@@ -1,100 +1,52 @@
 """The synchronous store: one SQLite connection, used only by the buffer's writer thread.
 
-Nothing here is thread-safe or async; :mod:`buffer.adapter` owns the one thread that calls it.
+Nothing here is thread-safe or async; :mod:`heatgate.buffer.adapter` owns the one thread that calls it.
 Transactions are explicit: the adapter opens one with the first write, and commits it when the
 commit interval is up (or at once for immediate streams, purges, erasure and state changes).
 Committed records are the only ones :meth:`Store.take` hands out.
+
+Here: put/take/ack/release, the retention sweep, purge and erasure, the cap and full-disk
+recovery, the counters and stats. It composes :mod:`~heatgate.buffer.sqlite_open` (opening,
+modes, quarantine), :mod:`~heatgate.buffer.eviction` (which rows go: a pure planner; the store
+reads it the rows and deletes what it names), :mod:`~heatgate.buffer.data_keys` (the
+per-epoch data keys) and :mod:`~heatgate.buffer.sealed_state` (the encrypted key-value state).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import sqlite_utils
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from heatgate.buffer.aead import RecordCipher, associated_data, check_cipher
-from heatgate.buffer.api import BufferError, BufferStats, NewRecord, StoredRecord, StreamStats
-from heatgate.buffer.epochs import default_epoch_s, epoch_window
-from heatgate.buffer.errors import BufferBusy, MasterKeyMismatch, RecordsNotStored
-from heatgate.buffer.keys import DerivedKeys
-from heatgate.buffer.schema import migrate
+from heatgate.buffer.aead import associated_data, check_cipher
+from heatgate.buffer.api import BufferStats, NewRecord, StoredRecord, StreamStats
+from heatgate.buffer.data_keys import DataKeys
+from heatgate.buffer.epochs import default_epoch_s
+from heatgate.buffer.errors import BufferBusy, RecordsNotStored, StoreError
+from heatgate.buffer.eviction import ROW_OVERHEAD_BYTES, Candidate, need_bytes, plan_eviction, record_bytes
+from heatgate.buffer.sealed_state import SealedState
+from heatgate.buffer.sqlite_open import BUSY_TIMEOUT_S, TURNSTILE_WAIT_S, is_busy, is_disk_full, open_database
 from heatgate.buffer.turnstile import Turnstile
 from heatgate.logs import get_logger
 
 log = get_logger("heatgate.buffer")
 
-__all__ = ["BUSY_TIMEOUT_S", "ROW_OVERHEAD_BYTES", "TURNSTILE_WAIT_S", "Store", "StoreError", "is_disk_full"]
+__all__ = ["Store"]
 
-ROW_OVERHEAD_BYTES = 120
-"""Estimated bytes a row costs beyond its ciphertext (clear columns, two indexes, the id index)."""
-
-BUSY_TIMEOUT_S = 5.0
-"""How long a connection waits for another process's write transaction before giving up."""
-
-TURNSTILE_WAIT_S = 30.0
-"""How long the agent's writer waits for a local command to finish with the buffer (see
-:mod:`buffer.turnstile`), and how long a local command waits for another one."""
-
-_FILE_MODE = 0o600
-_SQLITE_BUSY = 5
-_SQLITE_FULL = 13
-_SQLITE_CORRUPT = 11
-_SQLITE_NOTADB = 26
 _COUNTERS = ("published", "evicted", "expired", "purged", "auth_failures", "rejected")
 _SELECT_COLUMNS = "seq, id, stream, route, priority, created_s, epoch, sealed"
-
-
-class StoreError(BufferError):
-    """SQLite failed in a way the buffer cannot absorb (not a full disk)."""
-
-    def __init__(self, operation: str, detail: str) -> None:
-        super().__init__(f"buffer {operation}: {detail}")
-        self.operation = operation
-        self.detail = detail
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno == 28:
-        return True
-    if not isinstance(exc, sqlite3.Error):
-        return False
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None and code & 0xFF == _SQLITE_FULL:
-        return True
-    return "database or disk is full" in str(exc)
-
-
-def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
-    """Only a damaged file is quarantined: not an I/O error, a full disk (a WAL database cannot
-    even be opened without room for its -shm file) or a permission problem."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
-    text = str(exc)
-    return "malformed" in text or "not a database" in text
+_DELETE_BATCH = 1000
+"""Evicted rows deleted per statement batch: memory stays flat however much is evicted."""
 
 
 def _record_bytes(record: NewRecord) -> int:
     """What a record is estimated to take on disk (ciphertext, nonce and tag, row overhead)."""
-    return len(record.payload) + 28 + ROW_OVERHEAD_BYTES
-
-
-@dataclass
-class _Epoch:
-    epoch: int
-    stream: str
-    start_s: float
-    end_s: float
-    cipher: RecordCipher | None
-    """None when the wrapped key failed to authenticate: its rows go to quarantine."""
+    return record_bytes(len(record.payload))
 
 
 @dataclass
@@ -109,13 +61,12 @@ class Store:
     def __init__(
         self,
         path: Path,
-        db: sqlite_utils.Database,
-        keys: DerivedKeys,
+        conn: sqlite3.Connection,
+        data_keys: DataKeys,
+        state: SealedState,
         *,
         cap_bytes: int,
-        cipher: str,
         retention_s: Mapping[str, float],
-        epoch_s: Mapping[str, float],
         protected_streams: frozenset[str],
         clock: Callable[[], float],
         alarms: list[str],
@@ -123,18 +74,14 @@ class Store:
     ) -> None:
         self.path = path
         self._turnstile = turnstile
-        self._db = db
-        self.conn: sqlite3.Connection = db.conn
-        self._keys = keys
+        self.conn = conn
+        self._data_keys = data_keys
+        self._state = state
         self.cap_bytes = cap_bytes
-        self._cipher_name = cipher
         self._retention_s = dict(retention_s)
-        self._epoch_s = dict(epoch_s)
         self._protected = protected_streams
         self._clock = clock
         self.alarms = alarms
-        self._epochs: dict[int, _Epoch] = {}
-        self._current: dict[str, _Epoch] = {}
         self._counters: dict[tuple[str, str], int] = {}
         self._unsaved: dict[tuple[str, str], int] = {}
         """Counts that a full disk kept out of the file; written at the next commit that works."""
@@ -147,14 +94,11 @@ class Store:
         # The WAL's share: 1/16 of the cap or of what the file system can hold, whichever is less.
         room_bytes = min(cap_bytes, self.file_bytes() + self._free_disk_bytes())
         self.wal_budget_bytes = min(8 << 20, max(128 << 10, room_bytes // 16))
-        self._state_aead = ChaCha20Poly1305(keys.state_key)
         self.conn.execute(f"PRAGMA journal_size_limit = {self.wal_budget_bytes // 2}")
         self.conn.execute(f"PRAGMA wal_autocheckpoint = {max(16, self.wal_budget_bytes // 2 // self._page_size)}")
         self._load()
         self.committed_seq = self._max_seq()
         self._data_version = self._read_data_version()
-
-    # ---- opening ------------------------------------------------------------------------
 
     @classmethod
     def open(
@@ -170,96 +114,38 @@ class Store:
         clock: Callable[[], float],
         local_command: bool = False,
     ) -> Store:
-        """Open or create the database at ``path``.
+        """Open or create the database at ``path`` (see
+        :func:`heatgate.buffer.sqlite_open.open_database`: file modes, the turnstile, the
+        master-key check, the quarantine of a corrupt file).
 
         ``local_command``: this is a short-lived process writing while the agent may run (the
-        CLI): it holds the turnstile (:mod:`buffer.turnstile`) until :meth:`close`, so that the
-        agent's writer lets it in; :class:`BufferBusy` if another local command holds it for
-        longer than :data:`TURNSTILE_WAIT_S`.
-
-        Every file of the buffer (the database, its -wal and -shm, quarantined copies, the
-        turnstile) is mode 0600 whatever the umask.
-
-        A file that is not a database or fails ``quick_check`` is renamed aside to
-        ``<name>.corrupt-<UTC timestamp>`` (with its -wal/-shm) and a fresh one is started; an
-        alarm says so. A database created with another master key raises
-        :class:`MasterKeyMismatch` before anything is written to it.
+        CLI): it holds the turnstile (:mod:`heatgate.buffer.turnstile`) until :meth:`close`, so
+        that the agent's writer lets it in; :class:`BufferBusy` if another local command holds it
+        for longer than :data:`~heatgate.buffer.sqlite_open.TURNSTILE_WAIT_S`.
         """
         check_cipher(cipher)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            turnstile = Turnstile(path)
-        except OSError as exc:
-            raise StoreError("open", f"cannot create {path}-turnstile: {exc}") from exc
-        try:
-            if local_command:
-                turnstile.hold(TURNSTILE_WAIT_S)
-            store = cls._open_with(
-                path,
-                master_key,
-                turnstile,
-                cap_bytes=cap_bytes,
-                cipher=cipher,
-                retention_s=retention_s,
-                epoch_s=epoch_s,
-                protected_streams=protected_streams,
-                clock=clock,
-            )
-        except BaseException:
-            turnstile.close()
-            raise
-        return store
-
-    @classmethod
-    def _open_with(
-        cls,
-        path: Path,
-        master_key: bytes,
-        turnstile: Turnstile,
-        *,
-        cap_bytes: int,
-        cipher: str,
-        retention_s: Mapping[str, float],
-        epoch_s: Mapping[str, float] | None,
-        protected_streams: frozenset[str],
-        clock: Callable[[], float],
-    ) -> Store:
-        alarms: list[str] = []
-        conn: sqlite3.Connection | None = None
-        if path.exists():
-            conn, reason = _try_open_existing(path)
-            if conn is None:
-                aside = _quarantine_file(path)
-                alarms.append(f"corrupt_db_quarantined:{aside.name}")
-                log.error("buffer_corrupt_quarantined", path=str(path), moved_to=aside.name, reason=reason)
-        if conn is None:
-            conn = _connect(path)
-        try:
-            keys = _check_or_init_keys(conn, path, master_key)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise StoreError("open", str(exc)) from exc
-        except BaseException:
-            conn.close()
-            raise
-        _set_pragmas(conn)
+        opened = open_database(path, master_key, local_command=local_command)
         epochs = dict(epoch_s or {})
         for stream, retention in retention_s.items():
             epochs.setdefault(stream, default_epoch_s(retention))
-        return cls(
-            path,
-            sqlite_utils.Database(conn),
-            keys,
-            cap_bytes=cap_bytes,
-            cipher=cipher,
-            retention_s=retention_s,
-            epoch_s=epochs,
-            protected_streams=protected_streams,
-            clock=clock,
-            alarms=alarms,
-            turnstile=turnstile,
-        )
+        try:
+            return cls(
+                path,
+                opened.conn,
+                DataKeys(opened.conn, opened.keys, cipher=cipher, retention_s=retention_s, epoch_s=epochs),
+                SealedState(opened.conn, opened.keys.state_key),
+                cap_bytes=cap_bytes,
+                retention_s=retention_s,
+                protected_streams=protected_streams,
+                clock=clock,
+                alarms=list(opened.alarms),
+                turnstile=opened.turnstile,
+            )
+        except BaseException:
+            opened.conn.close()
+            opened.turnstile.close()
+            raise
 
     def _load(self) -> None:
         self._counters = {
@@ -268,8 +154,7 @@ class Store:
         }
         for key, value in self._unsaved.items():
             self._counters[key] = self._counters.get(key, 0) + value
-        self._epochs.clear()
-        self._current.clear()
+        self._data_keys.clear()
 
     def _max_seq(self) -> int:
         # AUTOINCREMENT: a seq is never reused, so "seq <= committed_seq" means "committed" even
@@ -285,11 +170,11 @@ class Store:
         if self.in_tx:
             return
         if not self._turnstile.pass_through(TURNSTILE_WAIT_S):
-            log.warning("buffer_turnstile_held", waited_s=TURNSTILE_WAIT_S)
+            log.warning("buffer.turnstile_held", waited_s=TURNSTILE_WAIT_S)
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != _SQLITE_BUSY:
+            if not is_busy(exc):
                 raise
             raise BufferBusy(self.path, BUSY_TIMEOUT_S, "another process") from exc
         self.in_tx = True
@@ -386,7 +271,7 @@ class Store:
         rows = []
         expired: dict[str, int] = {}
         for record in records:
-            epoch = self._epoch_for(record.stream, record.created_s, now_s)
+            epoch = self._data_keys.for_record(record.stream, record.created_s, now_s)
             if epoch is None:
                 expired[record.stream] = expired.get(record.stream, 0) + 1
                 continue
@@ -410,64 +295,6 @@ class Store:
         )
         for stream, count in expired.items():
             self._count(stream, "expired", count)
-
-    def _epoch_for(self, stream: str, created_s: float, now_s: float) -> _Epoch | None:
-        current = self._current.get(stream)
-        if current is not None and current.start_s <= created_s < current.end_s:
-            return current
-        retention = self._retention_s.get(stream)
-        row = self.conn.execute(
-            "SELECT epoch, start_s, end_s, cipher, wrapped FROM data_keys"
-            " WHERE stream = ? AND start_s <= ? AND end_s > ? ORDER BY epoch DESC LIMIT 1",
-            (stream, created_s, created_s),
-        ).fetchone()
-        if row is not None:
-            epoch = self._epoch_from_row(stream, *row)
-            if epoch.cipher is None:
-                row = None  # a key that fails to unwrap is not used for new records
-        if row is None:
-            start_s, end_s = epoch_window(created_s, self._epoch_s.get(stream) or default_epoch_s(retention))
-            if retention is not None and start_s + retention <= now_s:
-                return None  # already past retention: never stored
-            data_key = os.urandom(32)
-            cur = self.conn.execute(
-                "INSERT INTO data_keys (stream, start_s, end_s, cipher, wrapped) VALUES (?, ?, ?, ?, x'')",
-                (stream, start_s, end_s, self._cipher_name),
-            )
-            number = int(cur.lastrowid or 0)
-            wrapped = self._keys.wrap(data_key, _key_ad(number, stream, start_s, end_s, self._cipher_name))
-            self.conn.execute("UPDATE data_keys SET wrapped = ? WHERE epoch = ?", (wrapped, number))
-            epoch = _Epoch(number, stream, start_s, end_s, RecordCipher(self._cipher_name, data_key))
-            self._epochs[number] = epoch
-        if current is None or epoch.start_s >= current.start_s:
-            self._current[stream] = epoch
-        return epoch
-
-    def _epoch_from_row(
-        self, stream: str, number: int, start_s: float, end_s: float, cipher: str, wrapped: bytes
-    ) -> _Epoch:
-        cached = self._epochs.get(number)
-        if cached is not None:
-            return cached
-        try:
-            data_key = self._keys.unwrap(wrapped, _key_ad(number, stream, start_s, end_s, cipher))
-            epoch = _Epoch(number, stream, start_s, end_s, RecordCipher(cipher, data_key))
-        except (InvalidTag, ValueError):
-            epoch = _Epoch(number, stream, start_s, end_s, None)
-        self._epochs[number] = epoch
-        return epoch
-
-    def _epoch(self, number: int) -> _Epoch | None:
-        cached = self._epochs.get(number)
-        if cached is not None:
-            return cached
-        row = self.conn.execute(
-            "SELECT stream, start_s, end_s, cipher, wrapped FROM data_keys WHERE epoch = ?", (number,)
-        ).fetchone()
-        if row is None:
-            return None
-        stream, start_s, end_s, cipher, wrapped = row
-        return self._epoch_from_row(stream, number, start_s, end_s, cipher, wrapped)
 
     # ---- take / ack / release -----------------------------------------------------------
 
@@ -507,7 +334,7 @@ class Store:
     def _open(
         self, rid: str, stream: str, route: str, priority: int, created_s: float, number: int, sealed: bytes
     ) -> bytes | None:
-        epoch = self._epoch(number)
+        epoch = self._data_keys.by_number(number)
         if epoch is None or epoch.cipher is None or epoch.stream != stream:
             return None
         try:
@@ -585,9 +412,7 @@ class Store:
         rids = [r for (r,) in self.conn.execute("SELECT id FROM records WHERE epoch = ?", (number,))]
         self.conn.execute("DELETE FROM records WHERE epoch = ?", (number,))
         self.conn.execute("DELETE FROM data_keys WHERE epoch = ?", (number,))
-        epoch = self._epochs.pop(number, None)
-        if epoch is not None and self._current.get(epoch.stream) is epoch:
-            del self._current[epoch.stream]
+        self._data_keys.forget(number)
         self._inflight.difference_update(rids)
         return len(rids)
 
@@ -601,7 +426,7 @@ class Store:
         for (rid,) in self.conn.execute("DELETE FROM records WHERE stream = ? RETURNING id", (stream,)).fetchall():
             self._inflight.discard(rid)
             count += 1
-        self._current.pop(stream, None)
+        self._data_keys.forget_stream(stream)
         if count:
             self._count(stream, "purged", count)
         self.commit()
@@ -659,9 +484,9 @@ class Store:
         those of them that are to be inserted."""
         cap_budget = self.db_budget_bytes()
         disk_budget = self.disk_budget_bytes()
-        budget = min(cap_budget, disk_budget)
-        target = budget - extra_bytes - budget // 100
-        need = self.used_bytes() - target
+        need = need_bytes(
+            used_bytes=self.used_bytes(), budget_bytes=min(cap_budget, disk_budget), extra_bytes=extra_bytes
+        )
         if need <= 0:
             return list(incoming)
         self._raise_alarm("disk_full" if disk_budget < cap_budget else "over_cap_evicting")
@@ -670,96 +495,54 @@ class Store:
 
     def evict(self, need_bytes: int) -> int:
         """Delete stored records worth about ``need_bytes`` by policy (see
-        :meth:`_evict_by_policy`). Counted per stream as ``evicted``. Returns rows deleted."""
+        :mod:`heatgate.buffer.eviction`). Counted per stream as ``evicted``. Returns rows deleted."""
         _, deleted = self._evict_by_policy(need_bytes, (), for_incoming=False)
         return deleted
 
     def _evict_by_policy(
         self, need_bytes: int, incoming: Sequence[NewRecord], *, for_incoming: bool
     ) -> tuple[list[NewRecord], int]:
-        """Make ``need_bytes`` of room, taking stored rows and ``incoming`` records (not yet
-        inserted: the newest) as one population. Unprotected streams first: lowest priority
-        (highest number) first, within a priority the stored rows oldest first, then incoming
-        records oldest first. Protected (service) rows go only when no record of any other stream
-        is left, stored or incoming, and then at most as many bytes of them as the incoming
-        protected records take (the oldest fault makes room for the newest, one for one; never
-        more, whatever the budget estimate says), or, without ``for_incoming``, to bring an
-        over-cap file back under the cap. Incoming protected records are never dropped here.
-        Every row deleted and every incoming record dropped is counted as ``evicted``. Returns
-        the incoming records to insert and the rows deleted."""
+        """Make ``need_bytes`` of room by the policy of :func:`heatgate.buffer.eviction.plan_eviction`,
+        taking stored rows and ``incoming`` records (not yet inserted: the newest) as one
+        population. Every row deleted and every incoming record dropped is counted as
+        ``evicted``. Returns the incoming records to insert and the rows deleted."""
         self.begin()
-        freed = 0
-        deleted = 0
-        kept = list(incoming)
-        for protected in (False, True):
-            if protected and for_incoming:
-                if not kept:
-                    break  # nothing is coming in any more: no reason to touch service rows
-                need_bytes = min(need_bytes, freed + sum(_record_bytes(r) for r in kept))
-            levels = {p for (p,) in self.conn.execute("SELECT DISTINCT priority FROM records")}
-            if not protected:
-                levels |= {r.priority for r in kept if r.stream not in self._protected}
-            for priority in sorted(levels, reverse=True):
-                while freed < need_bytes:
-                    rows = self._eviction_candidates(priority, protected, need_bytes - freed)
-                    if not rows:
-                        break
-                    freed_now, per_stream = self._delete_rows(rows)
-                    freed += freed_now
-                    deleted += len(rows)
-                    for stream, count in per_stream.items():
-                        self._count(stream, "evicted", count)
-                if not protected and freed < need_bytes:
-                    dropped: dict[str, int] = {}
-                    for record in sorted(
-                        (r for r in kept if r.priority == priority and r.stream not in self._protected),
-                        key=lambda r: r.created_s,
-                    ):
-                        if freed >= need_bytes:
-                            break
-                        kept.remove(record)
-                        freed += _record_bytes(record)
-                        dropped[record.stream] = dropped.get(record.stream, 0) + 1
-                    for stream, count in dropped.items():
-                        self._count(stream, "evicted", count)
-                if freed >= need_bytes:
-                    break
-            if freed >= need_bytes:
-                break
-        return kept, deleted
-
-    def _eviction_candidates(self, priority: int, protected: bool, need_bytes: int) -> list[tuple[int, str, int]]:
-        sql = "SELECT seq, stream, length(sealed) FROM records WHERE priority = ?"
-        params: list[object] = [priority]
-        if not protected and self._protected:
-            sql += f" AND stream NOT IN ({','.join('?' * len(self._protected))})"
-            params.extend(sorted(self._protected))
-        sql += " ORDER BY created_s LIMIT 1000"
-        chosen: list[tuple[int, str, int]] = []
-        acc = 0
-        for seq, stream, size in self.conn.execute(sql, params):
-            chosen.append((seq, stream, size))
-            acc += size + ROW_OVERHEAD_BYTES
-            if acc >= need_bytes:
-                break
-        return chosen
-
-    def _delete_rows(self, rows: Sequence[tuple[int, str, int]]) -> tuple[int, dict[str, int]]:
-        per_stream: dict[str, int] = {}
-        freed = 0
-        seqs = [(seq,) for seq, _, _ in rows]
-        ids = [
-            rid
-            for (rid,) in self.conn.execute(
-                f"SELECT id FROM records WHERE seq IN ({','.join('?' * len(seqs))})", [s for (s,) in seqs]
-            )
+        candidates = [
+            Candidate(index, r.stream, r.priority, r.created_s, _record_bytes(r), incoming=True)
+            for index, r in enumerate(incoming)
         ]
-        self.conn.executemany("DELETE FROM records WHERE seq = ?", seqs)
+        dropped: set[int] = set()
+        evicted: dict[str, int] = {}
+        batch: list[int] = []
+        deleted = 0
+        plan = plan_eviction(
+            _StoredRows(self.conn, self._protected),
+            candidates,
+            need_bytes,
+            protected_streams=self._protected,
+            for_incoming=for_incoming,
+        )
+        for victim in plan:
+            evicted[victim.stream] = evicted.get(victim.stream, 0) + 1
+            if victim.incoming:
+                dropped.add(victim.key)
+                continue
+            batch.append(victim.key)
+            if len(batch) >= _DELETE_BATCH:
+                deleted += self._delete_seqs(batch)
+                batch = []
+        deleted += self._delete_seqs(batch)
+        for stream, count in evicted.items():
+            self._count(stream, "evicted", count)
+        return [r for index, r in enumerate(incoming) if index not in dropped], deleted
+
+    def _delete_seqs(self, seqs: Sequence[int]) -> int:
+        if not seqs:
+            return 0
+        marks = ",".join("?" * len(seqs))
+        ids = [rid for (rid,) in self.conn.execute(f"DELETE FROM records WHERE seq IN ({marks}) RETURNING id", seqs)]
         self._inflight.difference_update(ids)
-        for _, stream, size in rows:
-            per_stream[stream] = per_stream.get(stream, 0) + 1
-            freed += size + ROW_OVERHEAD_BYTES
-        return freed, per_stream
+        return len(seqs)
 
     def _recover_full(self) -> None:
         """The disk is full: roll back, make room, give space back, replay the transaction.
@@ -817,7 +600,7 @@ class Store:
         if any(r.stream in self._protected for r in batch):
             self._raise_alarm("disk_full_records_rejected")
         log.error(
-            "buffer_disk_full_records_not_stored",
+            "buffer.disk_full_records_not_stored",
             records=len(batch),
             rejected=sum(r.stream in self._protected for r in batch),
         )
@@ -858,23 +641,11 @@ class Store:
     # ---- state, export, stats -----------------------------------------------------------
 
     def get_state(self, key: str) -> bytes | None:
-        row = self.conn.execute("SELECT sealed FROM state WHERE name = ?", (key,)).fetchone()
-        if row is None:
-            return None
-        sealed = bytes(row[0])
-        try:
-            return self._state_aead.decrypt(sealed[:12], sealed[12:], _state_ad(key))
-        except InvalidTag:
-            raise StoreError("get_state", f"state entry {key!r} failed authentication") from None
+        return self._state.read(key)
 
     def set_state(self, key: str, value: bytes | None) -> None:
         self.begin()
-        if value is None:
-            self.conn.execute("DELETE FROM state WHERE name = ?", (key,))
-        else:
-            nonce = os.urandom(12)
-            sealed = nonce + self._state_aead.encrypt(nonce, value, _state_ad(key))
-            self.conn.execute("INSERT OR REPLACE INTO state (name, sealed) VALUES (?, ?)", (key, sealed))
+        self._state.write(key, value)
         self.commit()
 
     def export_all(self) -> list[StoredRecord]:
@@ -964,95 +735,50 @@ class Store:
             self.alarms.remove(alarm)
 
 
-def _key_ad(number: int, stream: str, start_s: float, end_s: float, cipher: str) -> bytes:
-    return associated_data("data-key", stream, cipher, 0, start_s, number) + repr(end_s).encode()
+class _StoredRows:
+    """The stored rows as :class:`heatgate.buffer.eviction.Inventory`, read in pages in keyset
+    order on the ``records_lane`` index. A page is read to its end (or to ``want_bytes``) and
+    its cursor closed before any row is handed out: the store deletes what the planner names
+    while the planner goes on, and never under a live cursor."""
 
+    _PAGE_ROWS = 1000
 
-def _state_ad(key: str) -> bytes:
-    return b"heatgate-state\x00" + key.encode()
+    def __init__(self, conn: sqlite3.Connection, protected_streams: frozenset[str]) -> None:
+        self._conn = conn
+        self._streams = sorted(protected_streams)
 
+    def _stream_filter(self, protected: bool) -> str:
+        if not self._streams:
+            return " AND 0" if protected else ""
+        return f" AND stream {'IN' if protected else 'NOT IN'} ({','.join('?' * len(self._streams))})"
 
-def _connect(path: Path) -> sqlite3.Connection:
-    """Connect with a busy timeout, the files 0600 first: SQLite creates the -wal and -shm with
-    the database file's mode, so a database that is 0600 before the first write never has a
-    wider -wal or -shm, whatever the umask (and older wider files are narrowed here)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
-    try:
-        os.fchmod(fd, _FILE_MODE)
-    finally:
-        os.close(fd)
-    for suffix in ("-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(f"{path}{suffix}", _FILE_MODE)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True, timeout=BUSY_TIMEOUT_S)
-    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-    return conn
+    def priorities(self, *, protected: bool) -> list[int]:
+        # Every stored priority (a superset, as the protocol allows): a scan of the lane index,
+        # without a look-up of each row's stream.
+        return [int(p) for (p,) in self._conn.execute("SELECT DISTINCT priority FROM records")]
 
-
-def _try_open_existing(path: Path) -> tuple[sqlite3.Connection | None, str]:
-    """Open ``path`` and run ``quick_check``; ``(None, reason)`` when the file is corrupt."""
-    conn: sqlite3.Connection | None = None
-    try:
-        conn = _connect(path)
-        result = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
-        if result != ["ok"]:
-            conn.close()
-            return None, "; ".join(str(r) for r in result[:5])
-        return conn, ""
-    except sqlite3.DatabaseError as exc:
-        if conn is not None:
-            conn.close()
-        if not _is_corruption(exc):
-            raise StoreError("open", f"{exc} (is the disk full?)" if "I/O" in str(exc) else str(exc)) from exc
-        return None, str(exc)
-
-
-def _quarantine_file(path: Path) -> Path:
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    os.replace(path, aside)
-    with contextlib.suppress(OSError):
-        os.chmod(aside, _FILE_MODE)
-    for suffix in ("-wal", "-shm"):
-        side = Path(f"{path}{suffix}")
-        if side.exists():
-            os.replace(side, Path(f"{aside}{suffix}"))
-            with contextlib.suppress(OSError):
-                os.chmod(f"{aside}{suffix}", _FILE_MODE)
-    return aside
-
-
-def _set_pragmas(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA journal_mode = WAL").fetchone()
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA secure_delete = ON")
-    conn.execute("PRAGMA temp_store = MEMORY")
-    conn.execute("PRAGMA cache_size = -4096")  # 4 MiB: memory does not follow the backlog
-
-
-def _check_or_init_keys(conn: sqlite3.Connection, path: Path, master_key: bytes) -> DerivedKeys:
-    """Compare the master key with the stored key-check value, before any write; a fresh
-    database gets its schema, salt and key-check value."""
-    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if "meta" in tables:
-        meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-        if "salt" in meta and "key_check" in meta:
-            keys = DerivedKeys(master_key, bytes(meta["salt"]))
-            if not keys.matches(bytes(meta["key_check"])):
-                raise MasterKeyMismatch(path)
-            migrate(conn)
-            return keys
-    if tables - {"meta", "sqlite_sequence"} and "records" in tables:
-        raise StoreError("open", f"{path} has records but no key-check value; refusing to guess")
-    # A fresh database: auto_vacuum must be chosen before the first table exists.
-    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    conn.execute("PRAGMA journal_mode = WAL").fetchone()
-    migrate(conn)
-    salt = os.urandom(16)
-    keys = DerivedKeys(master_key, salt)
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute(
-        "INSERT OR REPLACE INTO meta (name, value) VALUES ('salt', ?), ('key_check', ?)", (salt, keys.check_value)
-    )
-    conn.execute("COMMIT")
-    return keys
+    def oldest_first(self, priority: int, *, protected: bool, want_bytes: int) -> Iterator[Candidate]:
+        sql = (
+            "SELECT seq, stream, created_s, length(sealed) FROM records"
+            " WHERE priority = ? AND (created_s, seq) > (?, ?)"
+            + self._stream_filter(protected)
+            + f" ORDER BY created_s, seq LIMIT {self._PAGE_ROWS}"
+        )
+        after: tuple[float, int] = (float("-inf"), -1)
+        while True:
+            page: list[Candidate] = []
+            acc = 0
+            cursor = self._conn.execute(sql, [priority, *after, *self._streams])
+            try:
+                for seq, stream, created_s, size in cursor:
+                    page.append(Candidate(seq, stream, priority, created_s, size + ROW_OVERHEAD_BYTES))
+                    acc += size + ROW_OVERHEAD_BYTES
+                    if acc >= want_bytes:
+                        break
+            finally:
+                cursor.close()
+            yield from page
+            if not page or (acc < want_bytes and len(page) < self._PAGE_ROWS):
+                return  # nothing more stored
+            after = (page[-1].created_s, page[-1].key)
+            want_bytes = max(1, want_bytes - acc)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from heatgate.buffer.adapter import AsyncBuffer, open_buffer
-from heatgate.buffer.api import BufferError, BufferStats
-from heatgate.buffer.errors import RecordsNotStored
+from heatgate.buffer.api import BufferStats
+from heatgate.buffer.errors import BufferFault, RecordsNotStored
 from heatgate.buffer.ids import IdGenerator
 from tests.support.buffer import RETENTION_S, T0, Clock, integrity, records, sql
 from tests.support.leaks import run_async
@@ -166,7 +166,7 @@ def test_a_put_that_cannot_be_stored_raises_and_is_counted(small_fs: Path) -> No
 
 def test_a_healthy_database_on_a_full_disk_is_not_quarantined(small_fs: Path) -> None:
     """Opening needs a few KiB (the -shm file). On a full disk that fails with an I/O error,
-    which is not corruption: open raises a BufferError, the file stays where it is, untouched,
+    which is not corruption: open raises a BufferFault, the file stays where it is, untouched,
     and opens normally once there is room."""
     db = small_fs / "b.db"
     filler = small_fs / "filler"
@@ -181,7 +181,7 @@ def test_a_healthy_database_on_a_full_disk_is_not_quarantined(small_fs: Path) ->
     run_async(fill())
     before = db.read_bytes()
     _fill(filler)
-    with pytest.raises(BufferError, match=r"full|I/O"):
+    with pytest.raises(BufferFault, match=r"full|I/O"):
         run_async(_open(db))
     # (b.db-turnstile, the empty lock file of buffer/turnstile.py, is not a database file)
     assert sorted(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from heatgate.buffer.adapter import open_buffer
-from heatgate.buffer.errors import KeyFileError, MasterKeyMismatch
+from heatgate.buffer.errors import MasterKeyFileError, MasterKeyMismatch
 from heatgate.buffer.keys import create_master_key, load_master_key
 from tests.support.buffer import RETENTION_S, T0, Clock, records, sql
 from tests.support.leaks import run_async
@@ -33,19 +33,19 @@ def test_key_readable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
     key_path = tmp_path / "master.key"
     create_master_key(key_path)
     os.chmod(key_path, mode)
-    with pytest.raises(KeyFileError) as caught:
+    with pytest.raises(MasterKeyFileError) as caught:
         load_master_key(key_path)
     assert caught.value.path == key_path
     assert "chmod 600" in caught.value.reason
 
 
 def test_key_file_problems_are_located(tmp_path: Path) -> None:
-    with pytest.raises(KeyFileError, match="does not exist"):
+    with pytest.raises(MasterKeyFileError, match="does not exist"):
         load_master_key(tmp_path / "missing.key")
     short = tmp_path / "short.key"
     short.write_bytes(b"abc")
     os.chmod(short, 0o600)
-    with pytest.raises(KeyFileError, match="32 raw bytes or 64 hex"):
+    with pytest.raises(MasterKeyFileError, match="32 raw bytes or 64 hex"):
         load_master_key(short)
     raw = tmp_path / "raw.key"
     raw.write_bytes(bytes(range(32)))
@@ -53,7 +53,7 @@ def test_key_file_problems_are_located(tmp_path: Path) -> None:
     assert load_master_key(raw) == bytes(range(32))
     link = tmp_path / "link.key"
     link.symlink_to(raw)
-    with pytest.raises(KeyFileError, match="cannot be opened"):
+    with pytest.raises(MasterKeyFileError, match="cannot be opened"):
         load_master_key(link)
 
 

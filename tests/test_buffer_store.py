@@ -10,14 +10,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 from cryptography.exceptions import InvalidTag
 
 from heatgate.buffer.adapter import AsyncBuffer, open_buffer
 from heatgate.buffer.aead import RecordCipher, associated_data
+from heatgate.buffer.data_keys import key_ad
 from heatgate.buffer.epochs import default_epoch_s
 from heatgate.buffer.keys import DerivedKeys
-from heatgate.buffer.store import _key_ad
+from heatgate.buffer.store import Store
 from tests.support.buffer import RETENTION_S, T0, Clock, integrity, raw_bytes, records, sql
 from tests.support.leaks import run_async
 
@@ -248,7 +250,7 @@ def _current_data_keys(db: Path) -> dict[int, bytes]:
     ):
         out[int(number)] = keys.unwrap(
             bytes(wrapped),
-            _key_ad(
+            key_ad(
                 int(number),
                 str(stream),
                 float(start_s),
@@ -364,3 +366,40 @@ def test_integer_creation_time_survives_a_reopen(tmp_path: Path) -> None:
 
     with_buffer(db, put)
     assert with_buffer(db, read) == [b'{"v":1}']
+
+
+def test_eviction_reads_rows_in_pages_without_skipping_or_repeating(tmp_path: Path) -> None:
+    """The store reads its rows for the eviction planner a page at a time (32, 128, 512, 1024
+    rows), deleting between pages: 3000 rows of one creation time (all ties, so only the seq
+    orders them) go oldest first, each once, and the counts add up."""
+    db = tmp_path / "b.db"
+    store = Store.open(
+        db,
+        KEY,
+        cap_bytes=64 << 20,
+        cipher="chacha20-poly1305",
+        retention_s=RETENTION_S,
+        epoch_s=None,
+        protected_streams=frozenset({"service"}),
+        clock=Clock(),
+    )
+    try:
+        batch = [msgspec.structs.replace(r, created_s=T0) for r in records("telemetry", 3000, size=60)]
+        store.put(batch)
+        store.put(records("service", 10, created_s=T0 - 100))
+        store.commit()
+        seqs = [int(str(s)) for (s,) in store.conn.execute("SELECT seq FROM records WHERE stream = 'telemetry'")]
+        row_bytes = int(store.conn.execute("SELECT max(length(sealed)) FROM records").fetchone()[0]) + 120
+        deleted = store.evict(row_bytes * 2500 - 1)  # 2500 rows' worth
+        store.commit()
+        left = [int(str(s)) for (s,) in store.conn.execute("SELECT seq FROM records WHERE stream = 'telemetry'")]
+        assert deleted == 2500
+        assert left == sorted(seqs)[2500:], "the oldest (lowest seq among ties) go first, none twice"
+        assert store.stats().streams["telemetry"].evicted == 2500
+        assert store.count("service") == 10, "service stays while telemetry is left"
+        assert store.evict(10**9) == 510  # everything, service last
+        store.commit()
+        stats = store.stats()
+        assert (stats.streams["telemetry"].evicted, stats.streams["service"].evicted) == (3000, 10)
+    finally:
+        store.close()

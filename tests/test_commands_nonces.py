@@ -13,7 +13,7 @@ from heatgate.agent.commands.envelope import encode_envelope
 from heatgate.agent.commands.nonces import STATE_KEY, NonceStore, NonceStoreError
 from heatgate.agent.commands.sign import sign_envelope
 from heatgate.buffer.adapter import open_buffer
-from heatgate.buffer.api import BufferError
+from heatgate.buffer.errors import BufferFault
 from tests.support.commands import GATEWAY, NOW_S, Clock, Keys, answered, make_processor
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
@@ -115,11 +115,11 @@ class BrokenState(MemoryState):
 
     async def get_state(self, key: str) -> bytes | None:
         if self.fail_get:
-            raise BufferError("disk gone")
+            raise BufferFault("disk gone")
         return await super().get_state(key)
 
     async def set_state(self, key: str, value: bytes | None) -> None:
-        raise BufferError("disk full")
+        raise BufferFault("disk full")
 
 
 def test_unpersistable_nonce_means_the_command_does_not_run() -> None:

@@ -19,15 +19,11 @@ from heatgate.drivers.reading import DriverError
 from heatgate.errors import HeatgateError
 from heatgate.typedload import ConfigError
 
-# The buffer's errors are being moved under the root (and its BufferError renamed) on their own
-# branch; this exclusion goes when that lands.
-PENDING = ("heatgate.buffer",)
-
 
 def _exception_classes() -> list[type[BaseException]]:
     found: dict[str, type[BaseException]] = {}
     for info in pkgutil.walk_packages(heatgate.__path__, "heatgate."):
-        if info.name.rsplit(".", 1)[-1] == "__main__" or info.name.startswith(PENDING):
+        if info.name.rsplit(".", 1)[-1] == "__main__":
             continue
         module = importlib.import_module(info.name)
         for _, value in inspect.getmembers(module, inspect.isclass):

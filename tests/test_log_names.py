@@ -15,9 +15,6 @@ from heatgate.logs import EVENT_NAME, LOGGER_NAME
 
 PACKAGE = Path(heatgate.__file__).resolve().parent
 LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
-# The buffer's log calls are renamed to this scheme on the buffer's own branch; this exclusion
-# goes when that lands.
-PENDING = ("buffer",)
 # A helper that logs for its owner builds the event from the owner's area: f"{prefix}.port_lost".
 EVENT_TAIL = re.compile(r"^\.[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 
@@ -78,8 +75,7 @@ def problems(source: str) -> list[str]:
 def _modules() -> list[Path]:
     paths = [p for p in PACKAGE.glob("*.py")]
     for folder in ("agent", "drivers", "buffer"):
-        if folder not in PENDING:
-            paths.extend(sorted((PACKAGE / folder).rglob("*.py")))
+        paths.extend(sorted((PACKAGE / folder).rglob("*.py")))
     return paths
 
 

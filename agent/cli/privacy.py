@@ -119,8 +119,7 @@ async def _with_buffer(setup: _Setup, work: Callable[[Any, Any, Any], Awaitable[
     from heatgate.agent.privacy.pseudonym import PseudonymError, PseudonymKeys
     from heatgate.agent.privacy.state import PrivacyState, PrivacyStateError
     from heatgate.buffer.adapter import open_buffer
-    from heatgate.buffer.api import BufferError
-    from heatgate.buffer.errors import BufferBusy
+    from heatgate.buffer.errors import BufferBusy, BufferFault
     from heatgate.buffer.keys import load_master_key
 
     config = setup.config
@@ -138,7 +137,7 @@ async def _with_buffer(setup: _Setup, work: Callable[[Any, Any, Any], Awaitable[
     except BufferBusy as exc:
         _err(_busy_sentence(exc))
         return 1
-    except BufferError as exc:
+    except BufferFault as exc:
         _err(f"cannot open the buffer {config.buffer_path}: {exc}")
         return 1
     finally:
@@ -154,11 +153,11 @@ async def _with_buffer(setup: _Setup, work: Callable[[Any, Any, Any], Awaitable[
     except BufferBusy as exc:
         _err(_busy_sentence(exc))
         return 1
-    except BufferError as exc:
+    except BufferFault as exc:
         _err(f"the buffer {config.buffer_path} failed: {exc}")
         return 1
     finally:
-        with contextlib.suppress(BufferError):
+        with contextlib.suppress(BufferFault):
             await buffer.close()
 
 

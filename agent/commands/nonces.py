@@ -22,7 +22,7 @@ from typing import Final, Protocol
 import msgspec
 
 from heatgate.agent.commands.errors import CommandError
-from heatgate.buffer.api import BufferError
+from heatgate.buffer.errors import BufferFault
 
 __all__ = ["NonceStore", "NonceStoreError", "StateStore"]
 
@@ -83,7 +83,7 @@ class NonceStore:
         caller must not accept commands without knowing which nonces were used."""
         try:
             raw = await state.get_state(key)
-        except BufferError as exc:
+        except BufferFault as exc:
             raise NonceStoreError(f"reading the nonce store failed: {exc}") from exc
         document = _Document()
         if raw is not None:
@@ -132,5 +132,5 @@ class NonceStore:
     async def _save(self) -> None:
         try:
             await self._state.set_state(self._key, msgspec.json.encode(self._doc))
-        except BufferError as exc:
+        except BufferFault as exc:
             raise NonceStoreError(f"writing the nonce store failed: {exc}") from exc

@@ -22,6 +22,7 @@ from pathlib import Path
 from heatgate.buffer.adapter import open_buffer
 from heatgate.buffer.api import NewRecord
 from heatgate.buffer.ids import new_id
+from heatgate.errors import HeatgateError
 
 __all__ = ["RETENTION_S", "WriterError", "integrity_check", "payload_for", "run_and_kill"]
 
@@ -33,7 +34,7 @@ WRITER_MODULE = "heatgate.agent.devtools.crash_writer"
 ID_LINE_CHARS = 28  # "P " + a 26-character record id
 
 
-class WriterError(Exception):
+class WriterError(HeatgateError):
     """The writer did not run as expected (it died early or printed too little)."""
 
     def __init__(self, message: str, *, returncode: int | None, stderr_tail: str) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 from heatgate.agent.devtools.demo import listening, stop_process
 from heatgate.agent.provision import Answers, provision
 from heatgate.agent.status import StatusError, query_status
+from heatgate.errors import HeatgateError
 
 __all__ = [
     "GATEWAY_ID",
@@ -53,7 +54,7 @@ __all__ = [
 GATEWAY_ID = "gw-fault-0001"
 
 
-class HarnessError(Exception):
+class HarnessError(HeatgateError):
     """The harness could not bring something up; the message says what, with the log tail."""
 
 

@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from heatgate.agent.devtools.localbroker import free_port
+from heatgate.errors import HeatgateError
 
 __all__ = ["NatsCluster", "NatsError", "NatsNode", "nats_binary", "nats_cluster", "nats_server"]
 
 CLUSTER_NAME = "heatgate"
 
 
-class NatsError(Exception):
+class NatsError(HeatgateError):
     """nats-server could not be started; ``log_tail`` is the end of its log."""
 
     def __init__(self, message: str, *, log_tail: str = "") -> None:
