@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 LOCK := requirements/lock.txt
 PYTEST_ARGS ?=
 
-.PHONY: test lint typecheck pytest install system-deps demo bench schemas clean lock
+.PHONY: test lint typecheck pytest install system-deps demo bench schemas clean lock deb deb-deps
 
 install: $(STAMP)
 
@@ -52,6 +52,22 @@ system-deps:
 		echo "nats-server is not installed; run: sudo apt-get install nats-server" >&2; exit 1; \
 	fi
 
+# Debian packages for the gateways: dist/heatgate_<version>-1_amd64.deb and _arm64.deb (built here
+# from binary wheels for each target; see packaging/build_deb.py). DEB_ARGS="--arch arm64" for one.
+deb: install deb-deps
+	$(PY) packaging/build_deb.py $(DEB_ARGS)
+	lintian --fail-on error,warning dist/heatgate_*.deb
+
+# dpkg-deb comes with dpkg; lintian (and dpkg-dev's tools) from Debian's packages, as root, if missing.
+deb-deps:
+	@if command -v lintian >/dev/null 2>&1 && command -v dpkg-architecture >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing dpkg-dev and lintian from Debian's packages"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dpkg-dev lintian >/dev/null; \
+	else \
+		echo "lintian is not installed; run: sudo apt-get install dpkg-dev lintian" >&2; exit 1; \
+	fi
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -61,7 +77,7 @@ lint: install
 typecheck: install
 	$(PY) tools/typecheck.py
 
-pytest: install system-deps
+pytest: install system-deps deb-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: install system-deps lint typecheck pytest
@@ -77,4 +93,4 @@ schemas: install
 	$(PY) -m heatgate.agent.schemas --write
 
 clean:
-	rm -rf build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -89,6 +89,57 @@ def check_key_files(config: Config) -> list[Check]:
     return checks
 
 
+def check_state_dir(config: Config) -> Check:
+    """The state directory: 0700 and owned by the user running doctor (the service user)."""
+    state = config.state_dir
+    if not state.is_dir():
+        return Check("state directory", False, f"{state} does not exist", "run heatgate provision --owner heatgate")
+    info = state.stat()
+    if info.st_uid != os.geteuid():
+        return Check(
+            "state directory",
+            False,
+            f"{state} is owned by uid {info.st_uid}, not by the user running doctor (uid {os.geteuid()})",
+            f"run doctor as the service user (sudo -u heatgate heatgate doctor …), or: chown -R heatgate: {state}",
+        )
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        return Check(
+            "state directory", False, f"{state} is mode {stat.S_IMODE(info.st_mode):04o}", f"chmod 700 {state}"
+        )
+    return Check("state directory", True, f"{state} (mode 0700)")
+
+
+def check_master_key_opens_buffer(config: Config) -> Check:
+    """The master key the agent will load must be the one the buffer was created with."""
+    from heatgate.agent.keycheck import probe_buffer
+    from heatgate.buffer.errors import BufferFault
+    from heatgate.buffer.keys import load_master_key
+
+    name = "master key opens the buffer"
+    path = config.buffer_path
+    if not path.exists():
+        return Check(name, True, f"{path} not created yet (the agent creates it with this key)")
+    try:
+        key = load_master_key(config.master_key_path, config.keys.master_key_credential)
+    except BufferFault as exc:
+        return Check(name, False, str(exc), "run doctor as the service user, with the key file provisioned")
+    probe = probe_buffer(path, key)
+    if probe.error:
+        return Check(name, False, f"{path}: {probe.error}", "restart the agent: it quarantines a corrupt buffer")
+    if not probe.has_key_check:
+        return Check(name, True, f"{path} has no key-check value yet (the agent sets it at start)")
+    if not probe.matches:
+        return Check(
+            name,
+            False,
+            f"{path} was created with another master key (replaced by `provision --force`?): "
+            f"the agent will refuse to start, and its {probe.records} record(s) are unreadable",
+            f"put the previous key back at {config.master_key_path}, or delete the buffer: "
+            "heatgate provision --force --discard-buffer (its records are lost)",
+        )
+    return Check(name, True, f"{path}: key-check value matches ({probe.records} record(s) waiting)")
+
+
 def check_clock(config: Config, now: dt.datetime | None = None) -> Check:
     now = now or dt.datetime.now(dt.UTC)
     if not PLAUSIBLE_AFTER <= now <= PLAUSIBLE_BEFORE:
@@ -375,7 +426,9 @@ def run_checks(loaded: LoadedConfig, *, probe_timeout_s: float = 15.0) -> list[C
     config = loaded.config
     checks = [Check("config", True, f"{loaded.path} is valid ({len(config.sources)} sources)")]
     checks.extend(check_policy(config))
+    checks.append(check_state_dir(config))
     checks.extend(check_key_files(config))
+    checks.append(check_master_key_opens_buffer(config))
     checks.append(check_clock(config))
     checks.extend(check_certificate(config))
     checks.extend(check_serial_ports(config))

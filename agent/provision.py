@@ -1,7 +1,15 @@
 """Provisioning a gateway: state directory, keys, certificate request, pinned keys, config.
 
 Idempotent: run it again and it keeps what exists (keys are never overwritten without
-``force``), creates what is missing, and says which is which.
+``force``), creates what is missing, and says which is which. ``force`` never replaces the
+master key of a state directory whose buffer it would make unreadable, unless
+``discard_buffer`` says to delete that buffer.
+
+Ownership, with ``owner`` (the service user, as root): the state directory and keys belong to
+the user (0700/0600); the config is ``root:<owner's group>`` 0640 in a ``root:<group>`` 0750
+directory, so that the service and ``sudo -u heatgate heatgate doctor`` can read it and only
+root can change it. Where ``systemd-creds`` exists, the master key is also sealed as the
+``heatgate-master-key`` credential and a unit drop-in makes systemd hand it to the agent.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +35,24 @@ class ProvisionError(HeatgateError):
     """Provisioning cannot go on; the message says what to fix."""
 
 
+class BufferAtStake(ProvisionError):
+    """``force`` would replace the master key of a buffer that still holds records."""
+
+    def __init__(self, buffer_path: Path, records: int) -> None:
+        super().__init__(
+            f"{buffer_path} holds {records} record(s) encrypted under the current master key; a new key "
+            "would make them unreadable. Run without --force to keep the key (it replaces nothing else "
+            f"that works), or add --discard-buffer to delete the buffer and its {records} record(s)"
+        )
+        self.buffer_path = buffer_path
+        self.records = records
+
+
+CREDENTIAL_NAME = "heatgate-master-key"
+DEFAULT_CREDSTORE = Path("/etc/credstore.encrypted")
+DEFAULT_UNIT_DROPIN_DIR = Path("/etc/systemd/system/heatgate.service.d")
+
+
 @dataclass(frozen=True)
 class Answers:
     gateway_id: str
@@ -39,6 +66,10 @@ class Answers:
     owner: str | None = None
     sources_toml: str = ""
     """Extra ``[[sources]]`` tables appended to the written config, as TOML text."""
+    seal_credential: bool = True
+    """Seal the master key with ``systemd-creds`` for the unit (only as root with ``owner``)."""
+    credstore_dir: Path = DEFAULT_CREDSTORE
+    unit_dropin_dir: Path = DEFAULT_UNIT_DROPIN_DIR
 
 
 @dataclass
@@ -86,11 +117,23 @@ def _load_ed25519_public(path: Path, what: str) -> bytes:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def provision(answers: Answers, *, force: bool = False) -> ProvisionReport:
+def provision(answers: Answers, *, force: bool = False, discard_buffer: bool = False) -> ProvisionReport:
     """Create or complete an installation from ``answers``; see the module docstring."""
+    from heatgate.agent.keycheck import buffer_files, probe_buffer
     from heatgate.buffer.keys import create_master_key
 
     report = ProvisionReport()
+    master = answers.state_dir / "keys" / "master.key"
+    if force and master.exists():
+        buffer_path = _buffer_path(answers)
+        probe = probe_buffer(buffer_path)
+        if probe.exists and probe.records and not discard_buffer:
+            raise BufferAtStake(buffer_path, probe.records)
+        if probe.exists:
+            for path in buffer_files(buffer_path):
+                path.unlink()
+            report.created.append(f"discarded buffer {buffer_path} ({probe.records} record(s) destroyed)")
+
     ids = _owner_ids(answers.owner)
     state = answers.state_dir
     keys = state / "keys"
@@ -101,10 +144,10 @@ def provision(answers: Answers, *, force: bool = False) -> ProvisionReport:
         _chown(directory, ids)
         report.note(not existed, f"directory {directory} (0700)")
 
-    master = keys / "master.key"
     wrote = create_master_key(master, force=force)
     _chown(master, ids)
     report.note(wrote, f"master key {master} (0600)")
+    _seal_master_key(answers, master, report)
 
     device_key = keys / "device.key"
     if force or not device_key.exists():
@@ -171,11 +214,14 @@ def provision(answers: Answers, *, force: bool = False) -> ProvisionReport:
         report.kept.append(f"config {config} (differs from the answers; --force rewrites it)")
     else:
         changed = not config.exists() or config.read_text() != config_text
-        config.parent.mkdir(parents=True, exist_ok=True)
+        if not config.parent.exists():
+            config.parent.mkdir(parents=True, mode=0o750)
+            _chown_config(config.parent, ids)
         if changed:
             config.write_text(config_text)
-            os.chmod(config, 0o640)
         report.note(changed, f"config {config}")
+    os.chmod(config, 0o640)
+    _chown_config(config, ids)
 
     if not (keys / "device.crt").exists():
         report.next_steps.append(
@@ -183,6 +229,67 @@ def provision(answers: Answers, *, force: bool = False) -> ProvisionReport:
         )
     report.next_steps.append(f"heatgate doctor --config {config}")
     return report
+
+
+def _chown_config(path: Path, ids: tuple[int, int] | None) -> None:
+    """root:<owner's group> as root; the owner's group only (keeping the user) otherwise."""
+    if ids is not None:
+        os.chown(path, 0 if os.geteuid() == 0 else -1, ids[1])
+
+
+def _buffer_path(answers: Answers) -> Path:
+    """The buffer the current config names (``[buffer] path``), else the state dir's default."""
+    import tomllib
+
+    try:
+        with answers.config_path.open("rb") as handle:
+            named = tomllib.load(handle).get("buffer", {}).get("path")
+    except (OSError, tomllib.TOMLDecodeError):
+        named = None
+    return Path(named) if isinstance(named, str) and named else answers.state_dir / "buffer.db"
+
+
+def _seal_master_key(answers: Answers, master: Path, report: ProvisionReport) -> None:
+    """Seal the key for the unit with ``systemd-creds`` where that is possible; say so either way."""
+    creds = shutil.which("systemd-creds")
+    if not answers.seal_credential:
+        return
+    if answers.owner is None or os.geteuid() != 0 or creds is None:
+        why = "systemd-creds is not installed" if creds is None else "not root, or no --owner"
+        report.kept.append(f"master key stays in {master} only ({why}): the agent reads the 0600 file")
+        return
+    sealed = answers.credstore_dir / CREDENTIAL_NAME
+    key = master.read_bytes()
+    unchanged = False
+    if sealed.exists():
+        current = subprocess.run(
+            [creds, f"--name={CREDENTIAL_NAME}", "decrypt", str(sealed), "-"], capture_output=True, check=False
+        )
+        unchanged = current.returncode == 0 and current.stdout == key
+    if not unchanged:
+        answers.credstore_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        result = subprocess.run(
+            [creds, f"--name={CREDENTIAL_NAME}", "encrypt", str(master), str(sealed)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ProvisionError(f"systemd-creds encrypt failed: {result.stderr.strip()} (or use --no-credential)")
+        os.chmod(sealed, 0o400)
+    report.note(not unchanged, f"sealed master key {sealed} (systemd credential {CREDENTIAL_NAME})")
+    dropin = answers.unit_dropin_dir / "10-master-key.conf"
+    text = (
+        "# Written by `heatgate provision`: systemd decrypts the sealed master key for the agent.\n"
+        f"[Service]\nLoadCredentialEncrypted={CREDENTIAL_NAME}:{sealed}\n"
+    )
+    changed = not dropin.exists() or dropin.read_text() != text
+    if changed:
+        answers.unit_dropin_dir.mkdir(parents=True, exist_ok=True)
+        dropin.write_text(text)
+        os.chmod(dropin, 0o644)
+        report.next_steps.append("systemctl daemon-reload (the unit now loads the sealed master key)")
+    report.note(changed, f"unit drop-in {dropin}")
 
 
 def _existing_csr(path: Path) -> x509.CertificateSigningRequest | None:

@@ -150,3 +150,64 @@ def test_doctor_healthy_then_broken(tmp_path: Path, broker_factory: Callable[...
     assert broken.returncode == 1
     assert "chmod 600" in broken.stdout
     assert "✘ broker" in broken.stdout
+
+
+def _buffer_with_records(state: Path, count: int) -> Path:
+    """A buffer made by the buffer itself, under the provisioned master key, holding ``count`` records."""
+    import asyncio
+    import time
+
+    from heatgate.buffer.adapter import open_buffer
+    from heatgate.buffer.api import NewRecord
+    from heatgate.buffer.keys import load_master_key
+
+    path = state / "buffer.db"
+
+    async def fill() -> None:
+        buffer = await open_buffer(
+            path, load_master_key(state / "keys" / "master.key"), cap_bytes=2**24, retention_s={"telemetry": 3600}
+        )
+        records = [
+            NewRecord(
+                id=f"r{i}", stream="telemetry", route="telemetry", priority=2, created_s=time.time(), payload=b"{}"
+            )
+            for i in range(count)
+        ]
+        await buffer.put(records)
+        await buffer.close()
+
+    asyncio.run(fill())
+    return path
+
+
+def test_force_refuses_to_orphan_a_buffer_and_doctor_catches_a_replaced_key(tmp_path: Path) -> None:
+    assert _provision(tmp_path, "mqtt://127.0.0.1:1").returncode == 0
+    state, config = tmp_path / "state", str(tmp_path / "heatgate.toml")
+    buffer = _buffer_with_records(state, 3)
+    key_before = (state / "keys" / "master.key").read_bytes()
+
+    opens = heatgate("doctor", "--config", config, "--probe-timeout-s", "1")
+    assert "✔ master key opens the buffer" in opens.stdout and "3 record(s) waiting" in opens.stdout, opens.stdout
+
+    refused = _provision(tmp_path, "mqtt://127.0.0.1:1", "--force")
+    assert refused.returncode == 2
+    assert "holds 3 record(s)" in refused.stderr and "--discard-buffer" in refused.stderr, refused.stderr
+    assert (state / "keys" / "master.key").read_bytes() == key_before and buffer.exists()
+
+    # A key replaced behind provision's back (a restored backup, a copy from another gateway).
+    (state / "keys" / "master.key").write_text(os.urandom(32).hex() + "\n")
+    mismatch = heatgate("doctor", "--config", config, "--probe-timeout-s", "1")
+    assert mismatch.returncode == 1
+    assert "✘ master key opens the buffer" in mismatch.stdout, mismatch.stdout
+    assert "created with another master key" in mismatch.stdout and "--discard-buffer" in mismatch.stdout
+    assert "all" not in mismatch.stdout.splitlines()[-1]
+
+    discarded = _provision(tmp_path, "mqtt://127.0.0.1:1", "--force", "--discard-buffer")
+    assert discarded.returncode == 0, discarded.stderr
+    assert "discarded buffer" in discarded.stdout and "3 record(s) destroyed" in discarded.stdout
+    assert not buffer.exists() and not Path(f"{buffer}-wal").exists()
+
+
+def test_discard_buffer_needs_force(tmp_path: Path) -> None:
+    result = _provision(tmp_path, "mqtt://127.0.0.1:1", "--discard-buffer")
+    assert result.returncode == 2 and "only goes with --force" in result.stderr

@@ -17,11 +17,15 @@ from heatgate.typedload import ConfigError
 DESCRIPTION = """\
 Prepares this gateway, in the order an installer needs it:
   1. the state directory (mode 0700, owned by the service user with --owner);
-  2. the 256-bit master key that wraps every data key (0600; never overwritten without --force);
+  2. the 256-bit master key that wraps every data key (0600; never overwritten without --force,
+     and not even then while the buffer holds records, unless --discard-buffer); as root with
+     --owner and where systemd-creds exists, also sealed as the systemd credential
+     heatgate-master-key in /etc/credstore.encrypted, with a unit drop-in that loads it;
   3. the device's own key pair and a certificate signing request whose subject is the gateway
      id and nothing else, for the service company's CA;
   4. the backend's command-verification and approval public keys, pinned;
-  5. the configuration file, from the flags or from answers at the prompt.
+  5. the configuration file, from the flags or from answers at the prompt (root:<group of
+     --owner> 0640, so that the service user can read it and only root can change it).
 Running it again keeps what exists and completes what is missing. Pseudonymisation keys are
 made on the device at the agent's first start and never leave it.
 
@@ -57,6 +61,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--sources", type=Path, help="a TOML file of [[sources]] tables to include")
     parser.add_argument("--owner", help="user that runs the agent (files are chowned to it; needs root)")
     parser.add_argument("--force", action="store_true", help="replace existing keys and config")
+    parser.add_argument(
+        "--discard-buffer",
+        action="store_true",
+        help="with --force: delete the buffer and the records in it, which the new master key could not read",
+    )
+    parser.add_argument(
+        "--no-credential",
+        action="store_true",
+        help="do not seal the master key with systemd-creds: the agent reads the 0600 key file",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -101,9 +115,13 @@ def run(args: argparse.Namespace) -> int:
         approval_public_key=args.approval_key,
         owner=args.owner,
         sources_toml=sources_toml,
+        seal_credential=not args.no_credential,
     )
+    if args.discard_buffer and not args.force:
+        err.print("[bold red]error[/]: --discard-buffer only goes with --force")
+        return 2
     try:
-        report = provision(answers, force=args.force)
+        report = provision(answers, force=args.force, discard_buffer=args.discard_buffer)
     except ProvisionError as exc:
         err.print(f"[bold red]error[/]: {exc}")
         return 2
