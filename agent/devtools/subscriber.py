@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 
@@ -41,7 +42,7 @@ class Subscriber:
         password: str | None = None,
         client_id: str | None = None,
         clean_start: bool = True,
-        protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv5,
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
         session_expiry_s: int = 0,
     ) -> None:
         """``clean_start=False`` with ``session_expiry_s`` > 0 (MQTT 5): the broker keeps the
