@@ -130,8 +130,13 @@ async function main() {
 		if (!node) throw new Error(`no node ${nodeId}`);
 		let frame = command;
 		if (endpoint) {
-			frame.endpointIndex = endpoint;
-			frame = cc.MultiChannelCC.encapsulate(frame);
+			// From the node's endpoint (source) to the controller's root (destination 0).
+			frame = new cc.MultiChannelCCCommandEncapsulation({
+				nodeId: controller.ownNodeId,
+				endpointIndex: endpoint,
+				destination: 0,
+				encapsulated: frame,
+			});
 		}
 		const highest = node.encodingContext.getHighestSecurityClass?.(node.id);
 		if (node.securityManagers.securityManager2 && highest !== undefined && highest !== core.SecurityClass.None) {
@@ -167,7 +172,17 @@ async function main() {
 		count++;
 		try {
 			if (m.op === "include") {
-				controller.nodePendingInclusion = { ...nodeOptions({ id: m.node, capabilities: m.capabilities }) };
+				// The node's key pair is made now, so that its DSK (its label) is known before the
+				// inclusion starts; the mock node created at inclusion time takes it over.
+				const keyPair = await core.generateECDHKeyPair();
+				controller.nodePendingInclusion = {
+					...nodeOptions({ id: m.node, capabilities: m.capabilities }),
+					setup: (node) => {
+						node.ecdhKeyPair = keyPair;
+						nodes.set(node.id, node);
+					},
+				};
+				console.log(`dsk ${m.node} ${core.dskToString(keyPair.publicKey.subarray(0, 16))}`);
 			} else {
 				await send(m.node, m.endpoint ?? 0, ops[m.op](m));
 			}
