@@ -13,7 +13,13 @@ import pytest
 
 from heatgate.drivers.reading import PointKind, Reading
 from heatgate.drivers.zwavejs.client import ZwaveJsClient
-from heatgate.drivers.zwavejs.inclusion import EventInbox, include, provision_smartstart, provisioning_entries
+from heatgate.drivers.zwavejs.inclusion import (
+    EventInbox,
+    include,
+    provision_smartstart,
+    provisioning_entries,
+    unprovision_smartstart,
+)
 from heatgate.drivers.zwavejs.settings import ZwaveJsNode, ZwaveJsSource
 from heatgate.drivers.zwavejs.source import ZwaveJsRunner
 from tests.support.privacy import bodies, make_pipeline
@@ -119,7 +125,8 @@ class Collected:
             self._changed.clear()
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
-                raise AssertionError(f"no matching reading; got {[(r.device, r.point, r.value) for r in self.readings]}")
+                got = [(r.device, r.point, r.value) for r in self.readings]
+                raise AssertionError(f"no matching reading; got {got}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
 
@@ -209,19 +216,6 @@ def test_multichannel_endpoints_get_their_own_points(network: MockNetwork) -> No
     asyncio.run(scenario())
 
 
-def test_smartstart_entry_is_added_and_listed(network: MockNetwork) -> None:
-    dsk = "11111-22222-33333-44444-55555-12345-23456-34567"
-
-    async def scenario() -> list[dict[str, object]]:
-        async with ZwaveJsClient.connect(network.url) as client:
-            await provision_smartstart(client, smartstart_qr(dsk))
-            return await provisioning_entries(client)
-
-    entries = asyncio.run(scenario())
-    assert [entry["dsk"] for entry in entries] == [dsk]
-    assert sorted(entries[0]["securityClasses"]) == [0, 1]  # type: ignore[call-overload]
-
-
 def test_s2_node_is_included_with_its_dsk(network: MockNetwork) -> None:
     new_node = 9
     network.inject(
@@ -247,7 +241,39 @@ def test_s2_node_is_included_with_its_dsk(network: MockNetwork) -> None:
     assert low is False
 
 
-def test_server_going_away_and_coming_back(network: MockNetwork) -> None:
+def test_smartstart_entry_is_added_and_listed(network: MockNetwork) -> None:
+    dsk = "11111-22222-33333-44444-55555-12345-23456-34567"
+
+    async def scenario() -> list[dict[str, object]]:
+        async with ZwaveJsClient.connect(network.url) as client:
+            await provision_smartstart(client, smartstart_qr(dsk))
+            listed = await provisioning_entries(client)
+            # Leave the network as it was: a pending SmartStart entry keeps the mock controller
+            # in SmartStart listening, where it takes no classic inclusion.
+            await unprovision_smartstart(client, dsk)
+            assert await provisioning_entries(client) == []
+            return listed
+
+    entries = asyncio.run(scenario())
+    assert [entry["dsk"] for entry in entries] == [dsk]
+    assert sorted(entries[0]["securityClasses"]) == [0, 1]  # type: ignore[call-overload]
+
+
+@pytest.fixture
+def small_network(tmp_path: Path) -> Iterator[MockNetwork]:
+    """A network of its own (the sensor only), for the test that stops and starts the server."""
+    net = MockNetwork(tmp_path / "zwavejs", [NODES[0]], home_id=HOME_ID)
+    try:
+        net.start()
+        asyncio.run(_wait_all_ready(net.url, {SENSOR}))
+        yield net
+    finally:
+        net.stop()
+
+
+def test_server_going_away_and_coming_back(small_network: MockNetwork) -> None:
+    network = small_network
+
     async def scenario() -> None:
         runner = ZwaveJsRunner(_config(network.url))
         async with running(runner) as got:

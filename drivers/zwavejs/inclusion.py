@@ -25,6 +25,7 @@ __all__ = [
     "normalise_dsk",
     "provision_smartstart",
     "provisioning_entries",
+    "unprovision_smartstart",
 ]
 
 INCLUSION_STRATEGY_S2 = 4
@@ -160,6 +161,11 @@ async def provision_smartstart(client: ZwaveJsClient, qr: str) -> None:
     """Add the device of a SmartStart QR code to the provisioning list: it joins by itself,
     securely, when it is powered within range."""
     await client.command("controller.provision_smart_start_node", entry=qr.strip())
+
+
+async def unprovision_smartstart(client: ZwaveJsClient, dsk: str) -> None:
+    """Remove the SmartStart entry of ``dsk`` (the device, if included, stays)."""
+    await client.command("controller.unprovision_smart_start_node", dskOrNodeId=dsk)
 
 
 async def provisioning_entries(client: ZwaveJsClient) -> list[dict[str, Any]]:

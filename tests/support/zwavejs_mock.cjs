@@ -191,6 +191,9 @@ async function main() {
 			console.log(`error ${count} ${e && e.message}`);
 		}
 	});
+	// A host that goes away mid-exchange leaves the mock waiting for an ACK that never comes;
+	// a real stick does not die of that, so neither does the mock.
+	process.on("unhandledRejection", (e) => console.error(`unhandled: ${e && e.message}`));
 	process.stdin.on("end", () => process.exit(0));
 	process.on("SIGTERM", () => process.exit(0));
 }
