@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from heatgate.agent.provision import Answers, provision
 from heatgate.drivers.reading import PointKind, Reading
 from heatgate.drivers.zwavejs.client import ZwaveJsClient
 from heatgate.drivers.zwavejs.inclusion import (
@@ -289,6 +293,57 @@ def test_server_going_away_and_coming_back(small_network: MockNetwork) -> None:
             assert runner.health()["state"] == "connected"
 
     asyncio.run(scenario())
+
+
+def _heatgate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "heatgate", *args], capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+def test_cli_lists_nodes_and_audits_a_smartstart_entry(network: MockNetwork, tmp_path: Path) -> None:
+    config = tmp_path / "heatgate.toml"
+    source = f'''
+[[sources]]
+type = "zwave-js"
+name = "zw"
+url = "{network.url}"
+nodes = [{{ node_id = {SENSOR}, name = "living-room", device_type = "room-sensor" }}]
+'''
+    provision(
+        Answers(
+            gateway_id="gw-zwave-0001",
+            region="3511 AB",
+            state_dir=tmp_path / "state",
+            config_path=config,
+            broker_url="mqtt://127.0.0.1:1883",
+            sources_toml=source,
+        )
+    )
+    listed = _heatgate("zwave", "nodes", "--json", "--config", str(config))
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["node_id"]: row for row in json.loads(listed.stdout)}
+    assert rows[SENSOR]["name"] == "living-room" and rows[SENSOR]["security"].startswith("S2_")
+    assert rows[LEAK]["security"] == "none" and rows[LEAK]["status"] == "alive"
+
+    dsk = "22222-33333-44444-55555-12345-23456-34567-45678"
+    added = _heatgate("zwave", "include", "--qr", smartstart_qr(dsk), "--config", str(config))
+    assert added.returncode == 0, added.stderr
+    bad = _heatgate("zwave", "include", "--s2-dsk", "1234", "--config", str(config))
+    assert bad.returncode == 2 and "--s2-dsk" in bad.stderr
+
+    async def cleanup() -> None:
+        async with ZwaveJsClient.connect(network.url) as client:
+            await unprovision_smartstart(client, dsk)
+
+    asyncio.run(cleanup())
+    exported = _heatgate("privacy", "export", "--config", str(config))
+    assert exported.returncode == 0, exported.stderr
+    audits = [r["body"] for r in json.loads(exported.stdout)["records"] if r["stream"] == "security"]
+    provisioned = [a for a in audits if a.get("event") == "zwave.provision"]
+    assert provisioned and provisioned[0]["outcome"] == "done" and provisioned[0]["actor"] == "local-cli"
+    # The DSK identifies the device: it is never written to the audit log.
+    assert dsk not in exported.stdout and dsk.replace("-", "") not in exported.stdout
 
 
 def test_no_node_js_reason_is_a_sentence(tmp_path: Path) -> None:
