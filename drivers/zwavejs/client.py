@@ -36,7 +36,7 @@ from heatgate.drivers.zwavejs.messages import (
     encode_command,
 )
 
-__all__ = ["CommandFailed", "ServerGone", "ZwaveJsClient", "ZwaveJsError"]
+__all__ = ["ServerCommandFailed", "ServerGone", "ZwaveJsClient", "ZwaveJsError"]
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 """The state of a large network (every node's values and metadata) is several MB."""
@@ -56,7 +56,7 @@ class ServerGone(ZwaveJsError):
     """The server could not be reached, refused the schema, or closed the connection."""
 
 
-class CommandFailed(ZwaveJsError):
+class ServerCommandFailed(ZwaveJsError):
     """The server answered a command with ``success: false`` (or did not answer in time)."""
 
     def __init__(self, message: str, *, url: str, command: str, error_code: str | None) -> None:
@@ -173,7 +173,7 @@ class ZwaveJsClient:
 
     async def command(self, command: str, *, timeout_s: float | None = None, **args: Any) -> dict[str, Any]:
         """Send ``command`` with ``args``; its ``result`` (``{}`` if none). Raises
-        :class:`CommandFailed` or :class:`ServerGone`."""
+        :class:`ServerCommandFailed` or :class:`ServerGone`."""
         if self._closed.is_set():
             raise ServerGone(self._close_reason or "closed", url=self.url)
         message_id = str(next(self._ids))
@@ -185,12 +185,14 @@ class ZwaveJsClient:
         except ConnectionClosed as exc:
             raise ServerGone(f"connection lost: {exc}", url=self.url) from None
         except TimeoutError:
-            raise CommandFailed("no answer in time", url=self.url, command=command, error_code="timeout") from None
+            raise ServerCommandFailed(
+                "no answer in time", url=self.url, command=command, error_code="timeout"
+            ) from None
         finally:
             self._pending.pop(message_id, None)
         if not result.success:
             detail = result.zwaveErrorMessage or result.message or result.errorCode or "failed"
-            raise CommandFailed(detail, url=self.url, command=command, error_code=result.errorCode)
+            raise ServerCommandFailed(detail, url=self.url, command=command, error_code=result.errorCode)
         return result.result or {}
 
     async def start_listening(self) -> ServerState:
