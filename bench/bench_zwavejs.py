@@ -18,7 +18,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from tests.support.zwavejs import MockNetwork, node_missing_reason
+from heatgate.agent.devtools.zwavejs_mock import MockNetwork, node_missing_reason
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
