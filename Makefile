@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 LOCK := requirements/lock.txt
 PYTEST_ARGS ?=
 
-.PHONY: test lint typecheck pytest install system-deps demo bench schemas clean lock deb deb-deps
+.PHONY: test lint typecheck pytest install system-deps zwave-js demo bench schemas clean lock deb deb-deps
 
 install: $(STAMP)
 
@@ -68,6 +68,22 @@ deb-deps:
 		echo "lintian is not installed; run: sudo apt-get install dpkg-dev lintian" >&2; exit 1; \
 	fi
 
+# The Z-Wave JS server (packaging/zwave-js), exactly as locked, for the zwave-js tests. Without
+# Node >= 20 `make test` stops here and says so.
+ZWAVE_JS := packaging/zwave-js
+ZWAVE_JS_STAMP := $(ZWAVE_JS)/node_modules/.installed-stamp
+
+zwave-js: $(ZWAVE_JS_STAMP)
+
+$(ZWAVE_JS_STAMP): $(ZWAVE_JS)/package.json $(ZWAVE_JS)/package-lock.json
+	@if ! command -v node >/dev/null 2>&1; then \
+		echo "Node.js is not installed; the Z-Wave JS tests need Node >= 20 (e.g. apt-get install nodejs npm)" >&2; exit 1; \
+	elif [ "$$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then \
+		echo "Node.js $$(node --version) is older than 20; the Z-Wave JS tests need Node >= 20" >&2; exit 1; \
+	else \
+		cd $(ZWAVE_JS) && npm ci --omit=dev --no-audit --no-fund --loglevel=error && touch node_modules/.installed-stamp; \
+	fi
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -77,7 +93,7 @@ lint: install
 typecheck: install
 	$(PY) tools/typecheck.py
 
-pytest: install system-deps deb-deps
+pytest: install system-deps deb-deps zwave-js
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: install system-deps lint typecheck pytest

@@ -41,6 +41,7 @@ from heatgate.drivers.modbus.settings import ModbusRtuOverTcpSource, ModbusRtuSo
 from heatgate.drivers.p1.settings import P1Source
 from heatgate.drivers.reading import Source
 from heatgate.drivers.zwave.settings import ZwaveSource
+from heatgate.drivers.zwavejs.settings import ZwaveJsSource
 from heatgate.errors import HeatgateError
 from heatgate.typedload import ConfigError
 
@@ -125,8 +126,23 @@ def _zwave(config: SourceConfig, state_dir: Path | None) -> BuiltSource:
     return BuiltSource(config.name, source_type(config), ZwaveRunner(config))
 
 
+def _zwavejs(config: SourceConfig, state_dir: Path | None) -> BuiltSource:
+    from heatgate.drivers.zwavejs.source import ZwaveJsRunner
+
+    if not isinstance(config, ZwaveJsSource):
+        raise TypeError(f"not a Z-Wave JS source: {config!r}")
+    return BuiltSource(config.name, source_type(config), ZwaveJsRunner(config))
+
+
 SOURCE_FACTORIES: Mapping[str, SourceFactory] = MappingProxyType(
-    {"modbus-tcp": _modbus, "modbus-rtu": _modbus, "modbus-rtu-over-tcp": _modbus, "p1": _p1, "zwave": _zwave}
+    {
+        "modbus-tcp": _modbus,
+        "modbus-rtu": _modbus,
+        "modbus-rtu-over-tcp": _modbus,
+        "p1": _p1,
+        "zwave": _zwave,
+        "zwave-js": _zwavejs,
+    }
 )
 """Source type -> the factory of its driver (which imports the driver when called)."""
 

@@ -25,6 +25,7 @@ from heatgate.config import data_path
 from heatgate.drivers.modbus.settings import ModbusDevice, ModbusRtuOverTcpSource, ModbusRtuSource, ModbusTcpSource
 from heatgate.drivers.p1.settings import P1Source
 from heatgate.drivers.zwave.settings import ZwaveNode, ZwaveSource
+from heatgate.drivers.zwavejs.settings import ZwaveJsNode, ZwaveJsSource
 from heatgate.settings import AbsPath, Section
 from heatgate.typedload import ConfigError, Issue, convert, load_toml
 
@@ -43,6 +44,8 @@ __all__ = [
     "PrivacyConfig",
     "SourceConfig",
     "StatusConfig",
+    "ZwaveJsNode",
+    "ZwaveJsSource",
     "ZwaveNode",
     "ZwaveSource",
     "load_config",
@@ -160,7 +163,7 @@ class StatusConfig(Section, frozen=True, kw_only=True):
     """Default: ``<state_dir>/status.sock`` (mode 0600)."""
 
 
-SourceConfig = ModbusTcpSource | ModbusRtuSource | ModbusRtuOverTcpSource | P1Source | ZwaveSource
+SourceConfig = ModbusTcpSource | ModbusRtuSource | ModbusRtuOverTcpSource | P1Source | ZwaveSource | ZwaveJsSource
 
 
 class Config(Section, frozen=True, kw_only=True):

@@ -149,6 +149,12 @@ def provision(answers: Answers, *, force: bool = False, discard_buffer: bool = F
     report.note(wrote, f"master key {master} (0600)")
     _seal_master_key(answers, master, report)
 
+    from heatgate.drivers.zwavejs.keys import write_server_config
+
+    # Kept even with --force: new Z-Wave keys orphan every securely included device.
+    zwave_config, wrote = write_server_config(keys, owner_ids=ids)
+    report.note(wrote, f"Z-Wave network keys {zwave_config} (0600, for heatgate-zwave.service)")
+
     device_key = keys / "device.key"
     if force or not device_key.exists():
         private = ec.generate_private_key(ec.SECP256R1())

@@ -40,6 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "heatgate.agent.cli.tail",
     "heatgate.agent.cli.keys",
     "heatgate.agent.cli.cmd",
+    "heatgate.agent.cli.zwave",
 )
 
 DESCRIPTION = """\
