@@ -543,8 +543,7 @@ class Store:
     def _refuse(self, record: NewRecord) -> None:
         """A protected record there is no room for: counted as ``rejected``, and its put raises
         :class:`RecordsNotStored` (:meth:`take_not_stored`)."""
-        if record.id not in self._not_stored:
-            self._count(record.stream, "rejected", 1)
+        self._count(record.stream, "rejected", 1)  # in the transaction: a rollback undoes it with the rest
         self._not_stored[record.id] = record.stream
         self._raise_alarm("disk_full_records_rejected")
 
