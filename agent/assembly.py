@@ -31,7 +31,8 @@ from heatgate.agent.config import Config, LoadedConfig, SourceConfig
 from heatgate.agent.privacy.pipeline import Pipeline
 from heatgate.agent.privacy.policy import Policy, load_policy
 from heatgate.agent.privacy.pseudonym import PseudonymKeys
-from heatgate.agent.privacy.state import PrivacyState
+from heatgate.agent.privacy.service_ledger import LEDGER_KEY, ServiceLedger
+from heatgate.agent.privacy.state import PrivacyState, PrivacyStateError
 from heatgate.agent.publish.publisher import Publisher
 from heatgate.agent.status import StatusServer
 from heatgate.buffer.adapter import AsyncBuffer, open_buffer
@@ -43,6 +44,7 @@ from heatgate.drivers.reading import Source
 from heatgate.drivers.zwave.settings import ZwaveSource
 from heatgate.drivers.zwavejs.settings import ZwaveJsSource
 from heatgate.errors import HeatgateError
+from heatgate.logs import get_logger
 from heatgate.typedload import ConfigError
 
 __all__ = [
@@ -55,6 +57,8 @@ __all__ = [
     "build_source",
     "source_type",
 ]
+
+log = get_logger("heatgate.assembly")
 
 
 class StartupError(HeatgateError):
@@ -209,7 +213,20 @@ async def _open_buffer(config: Config, policy: Policy) -> AsyncBuffer:
 async def _assemble_over(config: Config, policy: Policy, buffer: AsyncBuffer, hooks: AgentHooks) -> Parts:
     privacy_state = await PrivacyState.load(buffer)
     keys = await PseudonymKeys.load(buffer, epoch_days=config.privacy.pseudonym_epoch_days)
-    pipeline = Pipeline(policy, gateway=config.gateway, keys=keys, state=privacy_state)
+    try:
+        ledger = ServiceLedger.decode(await buffer.get_state(LEDGER_KEY))
+    except PrivacyStateError as exc:
+        # What was published is unknown: start afresh (faults and status are published again).
+        log.error("assembly.service_ledger_unreadable", reason=exc.reason, kept="an empty ledger")
+        ledger = ServiceLedger()
+    pipeline = Pipeline(
+        policy,
+        gateway=config.gateway,
+        keys=keys,
+        state=privacy_state,
+        ledger=ledger,
+        late_grace_s=config.privacy.late_grace_s,
+    )
     publisher = Publisher(
         config.mqtt,
         config.gateway.id,

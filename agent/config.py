@@ -66,6 +66,9 @@ class GatewayConfig(Section, frozen=True, kw_only=True):
     state_dir: AbsPath = "/var/lib/heatgate"
     timezone: Annotated[str, Meta(min_length=1, max_length=64)] = "Europe/Amsterdam"
     """IANA time zone of the household: aggregation windows of a day are its calendar days."""
+    unavailable_after_s: Annotated[float, Meta(ge=1, le=86400)] = 300.0
+    """A source or device not answering this long (without a break) is published as a service
+    status record ``availability: unavailable`` (and ``available`` when it answers again)."""
 
     def __post_init__(self) -> None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -156,6 +159,9 @@ class PrivacyConfig(Section, frozen=True, kw_only=True):
     policy_file: AbsPath | None = None
     """Default: the shipped ``config/privacy.toml``."""
     pseudonym_epoch_days: Annotated[int, Meta(ge=1, le=3650)] = 90
+    late_grace_s: Annotated[float, Meta(ge=0, le=3600)] = 60.0
+    """How long after its end an aggregation window waits for late readings (at most a quarter
+    of the window); later ones go into the next window, counted as ``late``."""
 
 
 class StatusConfig(Section, frozen=True, kw_only=True):

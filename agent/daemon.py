@@ -33,6 +33,7 @@ from msgspec import to_builtins
 
 from heatgate import __version__
 from heatgate.agent.assembly import BuiltSource, Parts, StartupError, assemble
+from heatgate.agent.availability import AvailabilityTracker, Down, Target, down_targets
 from heatgate.agent.config import LoadedConfig
 from heatgate.agent.health import (
     CounterRate,
@@ -47,14 +48,16 @@ from heatgate.agent.health import (
 )
 from heatgate.agent.health import problems as health_problems
 from heatgate.agent.privacy.config_audit import config_change_details, refusal_reason
+from heatgate.agent.privacy.pipeline import AVAILABILITY_POINT
 from heatgate.agent.privacy.policy import Policy
+from heatgate.agent.privacy.service_ledger import LEDGER_KEY
 from heatgate.agent.privacy.state import PrivacyStateError
 from heatgate.agent.reload import plan_reload
 from heatgate.agent.sdnotify import LoopWatchdog, Notifier, watchdog_interval_s
 from heatgate.agent.statelock import StateLock, StateLocked
 from heatgate.backoff import Backoff
 from heatgate.buffer.api import NewRecord
-from heatgate.buffer.errors import RecordsNotStored
+from heatgate.buffer.errors import BufferFault, RecordsNotStored
 from heatgate.drivers.reading import DriverError, Reading
 from heatgate.logs import get_logger
 from heatgate.typedload import ConfigError
@@ -81,24 +84,37 @@ class RecordStore(Protocol):
     async def put(self, records: Sequence[NewRecord]) -> None: ...
 
 
+Settle = Callable[[Sequence[str], frozenset[str]], frozenset[str]]
+"""(ids of a committed batch, those of them the buffer refused) -> the refused ids the caller takes
+back (:meth:`heatgate.agent.privacy.service_ledger.ServiceLedger.settle`)."""
+
+
 class Committer:
     """Commits records. What a full disk leaves unstored (records of a protected stream, with
     nothing left to evict) is kept in memory, at most ``max_waiting`` of them (the oldest are
     dropped and counted beyond that), and offered again with the next batch: the agent goes on
-    and says so in its status."""
+    and says so in its status. Refused records that ``settle`` takes back (fault and status
+    records: the service ledger coalesces them) are not kept."""
 
-    def __init__(self, *, max_waiting: int = UNSTORED_MAX) -> None:
+    def __init__(self, *, max_waiting: int = UNSTORED_MAX, settle: Settle | None = None) -> None:
         self.max_waiting = max_waiting
         self.waiting: list[NewRecord] = []
         self.dropped = 0
+        self.settle = settle
 
     async def commit(self, store: RecordStore, records: Sequence[NewRecord]) -> None:
         batch = [*self.waiting, *records]
         self.waiting = []
+        not_stored: frozenset[str] = frozenset()
         try:
             await store.put(batch)
         except RecordsNotStored as exc:
-            kept = [r for r in batch if r.id in exc.ids]
+            not_stored = exc.ids
+        taken = self.settle([r.id for r in batch], not_stored) if self.settle is not None else frozenset()
+        if taken:
+            log.warning("daemon.service_records_coalescing", refused=len(taken))
+        if not_stored - taken:
+            kept = [r for r in batch if r.id in not_stored and r.id not in taken]
             overflow = max(0, len(kept) - self.max_waiting)
             self.dropped += overflow
             self.waiting = kept[overflow:]
@@ -106,7 +122,6 @@ class Committer:
                 "daemon.disk_full_records_held",
                 waiting=len(self.waiting),
                 dropped=self.dropped,
-                streams=exc.per_stream,
             )
 
 
@@ -121,6 +136,8 @@ class _SourceSlot:
     last_reading_ts: float | None = None
     quality: dict[str, int] = field(default_factory=dict)
     first_reading_monotonic: float | None = None
+    device_types: dict[str, str] = field(default_factory=dict)
+    """Device -> its device type, as its readings say (for availability records)."""
 
     def view(self) -> SourceView:
         return SourceView(
@@ -167,6 +184,7 @@ class Agent:
         self._reload = _ReloadState()
         self._parts: Parts | None = None
         self._policy: Policy | None = None
+        self._availability = AvailabilityTracker(unavailable_after_s=self.config.gateway.unavailable_after_s)
 
     @property
     def parts(self) -> Parts:
@@ -204,6 +222,16 @@ class Agent:
         self._parts = parts
         self._policy = parts.policy
         self._slots = {built.name: _SourceSlot(built) for built in parts.sources}
+        self._committer.settle = parts.pipeline.ledger.settle
+        ledger = parts.pipeline.ledger
+        self._availability = AvailabilityTracker(
+            unavailable_after_s=self.config.gateway.unavailable_after_s,
+            reported_unavailable=[
+                (source, device)
+                for source, device, _ in ledger.keys(AVAILABILITY_POINT)
+                if source in self._slots and ledger.told((source, device, AVAILABILITY_POINT)) == "unavailable"
+            ],
+        )
         if parts.commands is None:
             log.info("daemon.remote_commands_disabled", reason="no command key pinned")
 
@@ -288,6 +316,7 @@ class Agent:
         closing = parts.pipeline.flush(force=True)
         closing.append(parts.pipeline.audit("agent.stop", "agent", "info"))
         await self._store(closing)
+        await self._save_ledger()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(parts.publisher.stop(), timeout=PUBLISHER_STOP_S)
 
@@ -319,9 +348,12 @@ class Agent:
                     slot.first_reading_monotonic = time.monotonic()
                 slot.readings += len(readings)
                 slot.last_reading_ts = time.time()
+                device_types = slot.device_types
                 for reading in readings:
                     key = reading.quality.value
                     slot.quality[key] = slot.quality.get(key, 0) + 1
+                    if reading.device not in device_types:
+                        device_types[reading.device] = reading.device_type
             await self._readings.put(readings)
 
         return sink
@@ -347,7 +379,22 @@ class Agent:
                 return
 
     async def _store(self, records: list[NewRecord]) -> None:
+        # Saved first: the points whose records are about to be committed are saved as
+        # uncertain, so that a kill -9 before the next save makes a restart restate them.
+        await self._save_ledger()
         await self._committer.commit(self.parts.buffer, records)
+
+    async def _save_ledger(self) -> None:
+        """Persist the service ledger (what the backend was told of every fault and status point)
+        if it changed."""
+        ledger = self.parts.pipeline.ledger
+        if not ledger.dirty:
+            return
+        try:
+            await self.parts.buffer.set_state(LEDGER_KEY, ledger.encode())
+        except BufferFault as exc:
+            ledger.dirty = True  # tried again with the next commit
+            log.error("daemon.service_ledger_not_saved", reason=str(exc))
 
     def _record(self, record: NewRecord) -> None:
         """Queue a record made outside the reading path (audit, connectivity)."""
@@ -369,10 +416,38 @@ class Agent:
             await self._reload_privacy_state()
             self._stray_rate.observe(time.monotonic(), parts.publisher.stray_messages)
             records = parts.pipeline.flush()
-            if records:
+            records.extend(self._availability_records(time.time()))
+            if not records:
+                await self._save_ledger()  # what the last commits settled
+            else:
                 self._extra_records.extend(records)
                 with contextlib.suppress(asyncio.QueueFull):
                     self._readings.put_nowait(())
+
+    def _availability_records(self, now_s: float) -> list[NewRecord]:
+        """Service status records for the sources and devices that became unavailable (down for
+        ``[gateway] unavailable_after_s`` without a break) or came back (:mod:`agent.availability`)."""
+        down: dict[Target, Down] = {}
+        for slot in self._slots.values():
+            down.update(down_targets(slot.view()))
+        records: list[NewRecord] = []
+        for transition in self._availability.observe(now_s, down):
+            source, device = transition.target
+            slot = self._slots[source]
+            device_type = slot.device_types.get(device, slot.built.type) if device != source else slot.built.type
+            log.warning(
+                "daemon.availability_changed",
+                source=source,
+                device=device,
+                available=transition.available,
+                reason=transition.reason,
+            )
+            records.extend(
+                self.parts.pipeline.availability(
+                    source, device, device_type, transition.available, transition.at_s, transition.reason
+                )
+            )
+        return records
 
     async def _sweep_loop(self) -> None:
         parts = self.parts

@@ -13,6 +13,18 @@ records of the same subject, point and window (e.g. before and after a restart) 
 exactly: ``samples`` and ``sum`` add, ``mean = sum / samples``, ``min`` of the mins, ``max`` of
 the maxes; ``delta`` and ``count`` add; ``last`` is the value of the record with the greater
 id (ids are time-ordered). docs/privacy.md has the recipe.
+
+Windows are published once by a running agent: a reading that comes after its window was
+published is aggregated into the point's next window and counted there in ``late``. Records of
+one window from two runs of the agent (before and after a restart) merge as above.
+
+The service stream states the current state of each point. A fault point's state is given by
+its latest record (by id): ``active`` -> that code is the point's fault; not ``active`` -> the
+point has no fault. A status point's state is the ``value`` of its latest record. Records may
+repeat a state the backend already has (after a restart, or when a full disk made the agent
+coalesce); ``coalesced`` counts the changes folded into a record. A source or device that stops
+answering for longer than ``[gateway] unavailable_after_s`` is a status record of the point
+``availability`` (``unavailable``, then ``available`` when it answers again).
 """
 
 from __future__ import annotations
@@ -42,8 +54,32 @@ class _Body(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_
     pass
 
 
+Coalesced = Annotated[
+    int,
+    Meta(
+        ge=0,
+        description="Changes of this point the agent saw and folded into this record instead of "
+        "publishing each (a full disk: the latest state is kept, history is coalesced). The "
+        "point's records plus their coalesced counts = the changes the agent saw. Absent: 0.",
+    ),
+]
+Late = Annotated[
+    int,
+    Meta(
+        ge=0,
+        description="Readings in this window whose own window had already been published (a "
+        "source whose clock lags by more than the grace period). Absent: 0. Merge: add.",
+    ),
+]
+
+
 class FaultBody(_Body, tag="fault", frozen=True, kw_only=True):
-    """Service stream: a fault code appeared (``active``) or cleared on a device."""
+    """Service stream: a fault code appeared (``active``) or cleared on a device.
+
+    The point's state is its latest record (by id): active -> ``code`` is its fault, else no
+    fault. A code that changes is a clear of the old one and a raise of the new one. After a
+    restart the agent publishes only what changed while it was stopped (a clear for a fault
+    gone, a raise for a new one); a device that does not answer clears nothing."""
 
     device: str
     device_type: str
@@ -51,18 +87,25 @@ class FaultBody(_Body, tag="fault", frozen=True, kw_only=True):
     code: int | str
     text: str | None = None
     active: bool = True
+    coalesced: Coalesced = 0
     at: str
     """When the source saw it (UTC, ISO 8601)."""
 
 
 class StatusBody(_Body, tag="status", frozen=True, kw_only=True):
-    """Service stream: a status point changed."""
+    """Service stream: a status point changed (its state: the latest record's ``value``).
+
+    The point ``availability`` is the agent's own: ``unavailable`` when a source (``device`` =
+    the source's name, ``device_type`` = its type, e.g. ``p1``) or a device stopped answering
+    for longer than ``[gateway] unavailable_after_s``, ``available`` when it answers again;
+    ``text`` says what the agent saw (``port lost``, ``no answer``...)."""
 
     device: str
     device_type: str
     point: str
     value: int | float | str | None
     text: str | None = None
+    coalesced: Coalesced = 0
     at: str
 
 
@@ -102,6 +145,7 @@ class TelemetryBody(_Body, tag="telemetry", frozen=True, kw_only=True):
     sum: Sum = None
     min: Min = None
     max: Max = None
+    late: Late = 0
     quality: Literal["ok", "partial", "bad"] = "ok"
 
 
@@ -124,6 +168,7 @@ class AnalyticsBody(_Body, tag="analytics", frozen=True, kw_only=True):
     sum: Sum = None
     min: Min = None
     max: Max = None
+    late: Late = 0
 
 
 class AuditBody(_Body, tag="audit", frozen=True, kw_only=True):

@@ -10,13 +10,14 @@ The rules (docs/buffer.md, "Cap, eviction, full disk, corruption"):
    incoming records oldest first (they are the newest).
 2. A protected row goes only when nothing of any other stream is left, stored or incoming: a full
    disk never evicts ``service`` while telemetry is left.
-3. Incoming protected records are never dropped here (the store rejects them, counted, when even
-   the last try cannot commit).
-4. When making room for incoming records (``for_incoming``), stored protected rows go at most as
-   far as the incoming protected records take (the oldest fault makes room for the newest, one
-   for one; never more, whatever the budget estimate says); with no protected record incoming,
-   none goes. Without ``for_incoming`` (an over-cap file shrinking back under the cap) protected
-   rows go, oldest first, as far as needed.
+3. Incoming protected records are never *evicted*; when even rule 4 leaves no room, the planner
+   names them (``incoming=True``, newest last) and the store *refuses* them (``rejected``, the put
+   raises :class:`~heatgate.buffer.errors.RecordsNotStored`): the producer keeps them, and the
+   agent coalesces refused service records to the latest state per device and point.
+4. When making room for incoming records (``for_incoming``), stored protected rows never go: a
+   stored service row may be the only record of its point's latest state, which the buffer
+   cannot tell without reading payloads. Without ``for_incoming`` (an over-cap file shrinking
+   back under the cap) protected rows go, oldest first, as far as needed.
 5. Nothing beyond what is needed: the planning stops as soon as the victims free ``need_bytes``.
 """
 
@@ -104,9 +105,10 @@ def plan_eviction(
             return
     if freed >= need:
         return
-    # Nothing of any other stream is left: protected rows, within the limit of rule 4.
-    if for_incoming:  # no protected record incoming: none goes
-        need = min(need, freed + sum(c.size_bytes for c in protected_incoming))
+    # Nothing of any other stream is left.
+    if for_incoming:  # rule 4: the incoming protected records are refused, not stored rows evicted
+        freed = yield from _until_freed(protected_incoming, freed, need)
+        return
     for priority in sorted(set(inventory.priorities(protected=True)), reverse=True):
         freed = yield from _until_freed(
             inventory.oldest_first(priority, protected=True, want_bytes=need - freed), freed, need

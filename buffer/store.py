@@ -523,6 +523,10 @@ class Store:
             for_incoming=for_incoming,
         )
         for victim in plan:
+            if victim.incoming and victim.stream in self._protected:
+                self._refuse(incoming[victim.key])  # rule 4: refused, never stored over another
+                dropped.add(victim.key)
+                continue
             evicted[victim.stream] = evicted.get(victim.stream, 0) + 1
             if victim.incoming:
                 dropped.add(victim.key)
@@ -535,6 +539,13 @@ class Store:
         for stream, count in evicted.items():
             self._count(stream, "evicted", count)
         return [r for index, r in enumerate(incoming) if index not in dropped], deleted
+
+    def _refuse(self, record: NewRecord) -> None:
+        """A protected record there is no room for: counted as ``rejected``, and its put raises
+        :class:`RecordsNotStored` (:meth:`take_not_stored`)."""
+        self._count(record.stream, "rejected", 1)  # in the transaction: a rollback undoes it with the rest
+        self._not_stored[record.id] = record.stream
+        self._raise_alarm("disk_full_records_rejected")
 
     def _delete_seqs(self, seqs: Sequence[int]) -> int:
         if not seqs:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from heatgate.buffer.adapter import AsyncBuffer, open_buffer
+from heatgate.buffer.errors import RecordsNotStored
 from heatgate.buffer.ids import IdGenerator
 from tests.support.buffer import RETENTION_S, T0, Clock, integrity, records, sql
 from tests.support.leaks import run_async
@@ -57,15 +58,25 @@ def test_cap_evicts_lowest_priority_oldest_first_never_service(tmp_path: Path) -
             kept = [r.id for r in await buffer.export_all() if r.stream == "telemetry"]
             assert kept == [r.id for r in telemetry[-len(kept) :]], "oldest evicted first"
             assert len(kept) + stats.streams["telemetry"].evicted == len(telemetry)
-            # With only service left, service is evicted too (oldest first) rather than failing.
+            # With only service left, a stored service row is never evicted for a new one (it
+            # may be the only record of its point's latest state): the new ones are refused, the
+            # put raises with their ids, and the agent coalesces them (eviction.py, rule 4).
             await buffer.purge_stream("telemetry")
+            refused: set[str] = set()
             for i in range(30):
-                await buffer.put(records("service", 50, created_s=T0 + 1000 + i, size=600, ids=ids))
+                batch = records("service", 50, created_s=T0 + 1000 + i, size=600, ids=ids)
+                try:
+                    await buffer.put(batch)
+                except RecordsNotStored as exc:
+                    assert exc.ids <= {r.id for r in batch}
+                    refused |= exc.ids
             stats = await buffer.stats()
             assert stats.file_bytes <= CAP
-            assert stats.streams["service"].evicted > 0
-            remaining = [r.id for r in await buffer.export_all()]
-            assert service[0].id not in remaining
+            assert stats.streams["service"].evicted == 0
+            assert refused and stats.streams["service"].rejected == len(refused)
+            remaining = {r.id for r in await buffer.export_all()}
+            assert {r.id for r in service} <= remaining
+            assert not refused & remaining
         finally:
             await buffer.close()
 

@@ -20,17 +20,20 @@ def test_measurement_window_mean_min_max_and_precision() -> None:
     records = pipeline.process([reading("flow_temp_c", M, v, T0 + 10 * i, unit="°C") for i, v in enumerate(values)])
     assert records == []  # nothing before the window ends
     assert pipeline.flush(T0 + 299) == []
-    out = pipeline.flush(T0 + 300)
+    assert pipeline.flush(T0 + 359) == []  # the grace period for late readings (60 s)
+    out = pipeline.flush(T0 + 360)
     telemetry = {b["agg"]: b for b in bodies(out, "telemetry")}
     assert telemetry["mean"]["value"] == round(sum(values) / 3, 3)
     assert telemetry["min"]["value"] == 19.0 and telemetry["max"]["value"] == 21.5
     assert telemetry["mean"]["window_start"] == "2024-06-01T00:00:00Z" and telemetry["mean"]["window_s"] == 300
     assert telemetry["mean"]["samples"] == 3 and telemetry["mean"]["unit"] == "°C"
-    assert pipeline.flush(T0 + 3600)[0].stream == "analytics"  # the hour closes later
+    assert pipeline.flush(T0 + 3660)[0].stream == "analytics"  # the hour closes later
     assert pipeline.flush(force=True) == []
 
 
-def test_a_later_reading_closes_the_window_and_late_ones_are_dropped() -> None:
+def test_a_later_reading_closes_the_window_and_late_ones_join_the_current_one() -> None:
+    """A window is published once: a reading for a published window is aggregated into the
+    point's current window and counted there as late (before: it was dropped)."""
     pipeline = make_pipeline()
     pipeline.process([reading("power_w", M, 100, T0 + 1)])
     out = pipeline.process([reading("power_w", M, 300, T0 + 301)])
@@ -38,8 +41,13 @@ def test_a_later_reading_closes_the_window_and_late_ones_are_dropped() -> None:
     assert pipeline.process([reading("power_w", M, 999, T0 + 2)]) == []
     assert pipeline.counts["late"] == 1  # too late for telemetry's closed window...
     rest = pipeline.flush(force=True)
-    assert [b["value"] for b in bodies(rest, "telemetry") if b["agg"] == "mean"] == [300]
-    assert [b["value"] for b in bodies(rest, "analytics")] == [round((100 + 300 + 999) / 3, 1)]  # ...not the hour
+    means = [b for b in bodies(rest, "telemetry") if b["agg"] == "mean"]
+    assert [(b["window_start"], b["value"], b["samples"], b["late"]) for b in means] == [
+        ("2024-06-01T00:05:00Z", (300 + 999) / 2, 2, 1)
+    ]
+    analytics = bodies(rest, "analytics")
+    assert [b["value"] for b in analytics] == [round((100 + 300 + 999) / 3, 1)]  # ...not the hour
+    assert "late" not in analytics[0]
 
 
 def test_bad_quality_is_counted_not_averaged() -> None:
@@ -95,8 +103,8 @@ def test_smart_meter_is_daily_by_default_and_15_minutes_with_consent() -> None:
     assert pipeline.process(readings) == []
     # The Dutch calendar day (CEST, UTC+2 in June): 2024-06-01 runs from 22:00Z to 22:00Z.
     local_day_end = T0 + DAY_S - 2 * 3600
-    assert pipeline.flush(local_day_end - 1) == []
-    daily = bodies(pipeline.flush(local_day_end), "telemetry")
+    assert pipeline.flush(local_day_end + 59) == []  # the end of the day and its grace period
+    daily = bodies(pipeline.flush(local_day_end + 60), "telemetry")
     assert {b["window_s"] for b in daily} == {86400} and daily[0]["window_start"] == "2024-05-31T22:00:00Z"
     assert [b["value"] for b in daily if b["agg"] == "delta"] == [7.0]
     assert not any(r.stream == "analytics" for r in pipeline.flush(force=True))  # smart meter: not analytics
@@ -109,7 +117,7 @@ def test_smart_meter_is_daily_by_default_and_15_minutes_with_consent() -> None:
             for i in range(3)
         ]
     )
-    out += pipeline.flush(t1 + 3 * 900)
+    out += pipeline.flush(t1 + 3 * 900 + 60)
     fine = [b for b in bodies(out, "telemetry") if b["agg"] == "delta"]
     assert [b["window_s"] for b in fine] == [900, 900, 900]
     assert fine[0]["window_start"] == "2024-06-02T00:00:00Z"

@@ -55,7 +55,7 @@ def test_every_mistake_located() -> None:
         "streams.analytics.kinds[3]: identifiers never enter a stream in clear",
         "streams.analytics.aggregation.fault[0]: 'change' not allowed here; allowed: count",
         "streams.analytics.carries_gateway_id: analytics is published without the gateway id",
-        "streams.telemetry.fields[13]: unknown field 'serial'",
+        "streams.telemetry.fields[14]: unknown field 'serial'",
         "streams.service.route: unknown placeholder(s) gateway; allowed: {kind}",
         "streams.telemetry.windows[0].consent: unknown consent 'nope'",
         "streams.connectivity: missing required stream",

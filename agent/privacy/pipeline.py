@@ -13,7 +13,16 @@ no device name and no gateway id, a generalised region, and hour-granular window
 
 Fault points hold the current code (0, "" or None: no fault). A change is reported at once on
 the service stream: the new code as ``active``, a code that went away as ``active=False``.
-Status points: every change (and the first value seen) is a service status record.
+Status points: every change (and the first value ever seen) is a service status record. What
+was last published of each fault and status point is kept by a
+:class:`~heatgate.agent.privacy.service_ledger.ServiceLedger` (persisted by the daemon), so that
+a restart publishes only the difference, and a disk that refuses service records makes the
+pipeline coalesce them (:meth:`Pipeline.flush` publishes what is owed).
+
+Windows are published once. A window closes when a reading of a later window arrives, or when
+the clock passes its end by the grace period (``late_grace_s``, at most a quarter of the
+window). A reading whose window was already published goes into the point's current window
+(the open one, else the one after the published) and is counted there as ``late``.
 Counters aggregate to deltas: a decrease is a wrap (16 or 32 bits, integer values near the
 top) or a reset (the counter started again from zero).
 """
@@ -41,13 +50,17 @@ from heatgate.agent.payloads import (
 from heatgate.agent.privacy.policy import BODY_FIELDS, Policy, StreamPolicy
 from heatgate.agent.privacy.pseudonym import PseudonymKeys
 from heatgate.agent.privacy.region import generalise_region
+from heatgate.agent.privacy.service_ledger import Change, ServiceLedger
 from heatgate.agent.privacy.state import PrivacyState
 from heatgate.agent.privacy.windows import WindowClock
 from heatgate.buffer.api import NewRecord
 from heatgate.buffer.ids import new_id
 from heatgate.drivers.reading import PointKind, Quality, Reading
 
-__all__ = ["Pipeline", "counter_increment", "iso_utc"]
+__all__ = ["AVAILABILITY_POINT", "Pipeline", "counter_increment", "iso_utc"]
+
+AVAILABILITY_POINT = "availability"
+"""The status point of a source's or a device's availability (``available``/``unavailable``)."""
 
 _MEASUREMENT = PointKind.MEASUREMENT
 _COUNTER = PointKind.COUNTER
@@ -85,6 +98,7 @@ class _Acc:
 
     __slots__ = (
         "bad",
+        "closed_end",
         "delta",
         "device",
         "device_type",
@@ -92,6 +106,7 @@ class _Acc:
         "hi",
         "kind",
         "last",
+        "late",
         "lo",
         "n",
         "point",
@@ -114,6 +129,8 @@ class _Acc:
         self.end = end
         self.window_s = window_s
         self.prev: Any = None
+        self.closed_end = -math.inf
+        """End of the last window published for this point (none yet: -inf)."""
         self.reset()
 
     def reset(self) -> None:
@@ -124,6 +141,20 @@ class _Acc:
         self.hi = -math.inf
         self.last: Any = None
         self.delta: float = 0
+        self.late = 0
+
+    def place(self, ts: float) -> float:
+        """Where a reading of time ``ts`` goes: its own time, or for a reading whose window was
+        already published (or that is older than the open window) the start of the point's
+        current window (counted as late)."""
+        if self.n or self.bad:
+            if ts < self.start:
+                self.late += 1
+                return self.start
+        elif ts < self.closed_end:
+            self.late += 1
+            return self.closed_end
+        return ts
 
 
 class _Stream:
@@ -163,10 +194,15 @@ class Pipeline:
         keys: PseudonymKeys,
         state: PrivacyState,
         clock: Callable[[], float] = time.time,
+        ledger: ServiceLedger | None = None,
+        late_grace_s: float = 60.0,
     ) -> None:
         self.policy = policy
         self.keys = keys
         self.state = state
+        self.ledger = ledger if ledger is not None else ServiceLedger()
+        """The last published state of every fault and status point (the daemon persists it)."""
+        self.late_grace_s = late_grace_s
         self._clock = clock
         self._gateway_region = gateway.region
         self.window_clock = WindowClock(gateway.timezone)
@@ -178,8 +214,8 @@ class Pipeline:
         self._targets: dict[tuple[PointKind, str, str], tuple[_Stream, ...]] = {}
         self._accs: dict[tuple[int, str, str, str], _Acc] = {}
         self._fault_counts: dict[tuple[int, str, str, str, str, float], list[Any]] = {}
+        self._fault_counts_closed: dict[tuple[int, str, str, str], float] = {}
         self._fault_now: dict[tuple[str, str, str], Any] = {}
-        self._status_now: dict[tuple[str, str, str], Any] = {}
         self._identifiers: dict[tuple[str, str], dict[str, str]] = {}
         self._iso: dict[float, str] = {}
         self._seen_version = -1
@@ -223,16 +259,18 @@ class Pipeline:
                 if acc is None:
                     start, end = bounds(ts, window_s)
                     acc = accs[key] = _Acc(r, start, end, window_s)
-                elif not acc.start <= ts < acc.end or window_s != acc.window_s:
-                    start, end = bounds(ts, window_s)
-                    if start < acc.start and (acc.n or acc.bad):
+                elif ts < acc.closed_end or not acc.start <= ts < acc.end or window_s != acc.window_s:
+                    placed = acc.place(ts)
+                    if placed != ts:
                         self.counts["late"] += 1
-                        continue
-                    if acc.n or acc.bad:
-                        out.extend(self._close(stream, acc))
-                    acc.start = start
-                    acc.end = end
-                    acc.window_s = window_s
+                        ts = placed
+                    if not acc.start <= ts < acc.end or window_s != acc.window_s:
+                        start, end = bounds(ts, window_s)
+                        if acc.n or acc.bad:
+                            out.extend(self._close(stream, acc))
+                        acc.start = start
+                        acc.end = end
+                        acc.window_s = window_s
                 if not good:
                     acc.bad += 1
                     continue
@@ -308,6 +346,7 @@ class Pipeline:
         self._targets.clear()
         self._accs.clear()
         self._fault_counts.clear()
+        self._fault_counts_closed.clear()
         self._seen_version = -1
         return closing
 
@@ -328,100 +367,163 @@ class Pipeline:
         if r.quality is not _OK:
             return
         key = (r.source, r.device, r.point)
+        change = self.ledger.observe(key, "fault", r.device_type, r.value, r.ts, r.text)
+        if change is not None:
+            self._publish(change, targets, out)
+        # Fault counts (analytics) count every raise the agent sees, whatever the service stream does.
         previous = self._fault_now.get(key)
         current = r.value
-        if current == previous or (_no_fault(current) and _no_fault(previous)):
-            self._fault_now[key] = current
-            return
         self._fault_now[key] = current
-        events: list[tuple[Any, bool]] = []
-        if not _no_fault(previous):
-            events.append((previous, False))
-        if not _no_fault(current):
-            events.append((current, True))
+        if current == previous or _no_fault(current):
+            return
         for stream in targets:
-            aggs = stream.aggs[_FAULT]
-            if "change" in aggs:
-                at = self._at(stream, r.ts)
-                for code, active in events:
-                    body = FaultBody(
-                        device=r.device,
-                        device_type=r.device_type,
-                        point=r.point,
-                        code=code,
-                        text=r.text if active else None,
-                        active=active,
-                        at=at,
-                    )
-                    out.append(self._record(stream, body, stream.route(kind="fault")))
-            if "count" in aggs:
-                window_s = stream.windows.get(r.device_type) or self._window(stream, r.device_type)
-                start, end = self.window_clock.bounds(r.ts, window_s)
-                for code, active in events:
-                    if active:
-                        ckey = (stream.index, r.source, r.device, r.point, str(code), start)
-                        entry = self._fault_counts.get(ckey)
-                        if entry is None:
-                            self._fault_counts[ckey] = [1, r.device_type, end]
-                        else:
-                            entry[0] += 1
+            if "count" not in stream.aggs[_FAULT]:
+                continue
+            window_s = stream.windows.get(r.device_type) or self._window(stream, r.device_type)
+            start, end = self.window_clock.bounds(r.ts, window_s)
+            closed_end = self._fault_counts_closed.get((stream.index, *key), -math.inf)
+            if start < closed_end:  # that window was published: the current one takes it
+                start, end = self.window_clock.bounds(closed_end, window_s)
+                self.counts["late"] += 1
+            ckey = (stream.index, r.source, r.device, r.point, str(current), start)
+            entry = self._fault_counts.get(ckey)
+            if entry is None:
+                self._fault_counts[ckey] = [1, r.device_type, end]
+            else:
+                entry[0] += 1
 
     def _status(self, r: Reading, targets: tuple[_Stream, ...], out: list[NewRecord]) -> None:
         if r.quality is not _OK:
             return
-        key = (r.source, r.device, r.point)
-        missing = object()
-        previous = self._status_now.get(key, missing)
-        changed = previous is missing or previous != r.value
-        self._status_now[key] = r.value
+        change = self.ledger.observe((r.source, r.device, r.point), "status", r.device_type, r.value, r.ts, r.text)
+        if change is not None:
+            self._publish(change, targets, out)
         for stream in targets:
-            aggs = stream.aggs[_STATUS]
-            if "change" in aggs and changed:
-                body = StatusBody(
-                    device=r.device,
-                    device_type=r.device_type,
-                    point=r.point,
-                    value=r.value,
-                    text=r.text,
-                    at=self._at(stream, r.ts),
-                )
-                out.append(self._record(stream, body, stream.route(kind="status")))
-            if "last" in aggs:
-                window_s = stream.windows.get(r.device_type) or self._window(stream, r.device_type)
-                akey = (stream.index, r.source, r.device, r.point)
-                acc = self._accs.get(akey)
-                if acc is None:
-                    start, end = self.window_clock.bounds(r.ts, window_s)
-                    acc = self._accs[akey] = _Acc(r, start, end, window_s)
-                elif not acc.start <= r.ts < acc.end or window_s != acc.window_s:
-                    start, end = self.window_clock.bounds(r.ts, window_s)
-                    if start < acc.start and acc.n:
-                        continue
+            if "last" not in stream.aggs[_STATUS]:
+                continue
+            window_s = stream.windows.get(r.device_type) or self._window(stream, r.device_type)
+            akey = (stream.index, r.source, r.device, r.point)
+            acc = self._accs.get(akey)
+            ts = r.ts
+            if acc is None:
+                start, end = self.window_clock.bounds(ts, window_s)
+                acc = self._accs[akey] = _Acc(r, start, end, window_s)
+            elif ts < acc.closed_end or not acc.start <= ts < acc.end or window_s != acc.window_s:
+                ts = acc.place(ts)
+                if not acc.start <= ts < acc.end or window_s != acc.window_s:
+                    start, end = self.window_clock.bounds(ts, window_s)
                     if acc.n:
                         out.extend(self._close(stream, acc))
                     acc.start = start
                     acc.end = end
                     acc.window_s = window_s
-                acc.n += 1
-                acc.last = r.value
+            acc.n += 1
+            acc.last = r.value
+
+    def _publish(self, change: Change, targets: tuple[_Stream, ...], out: list[NewRecord]) -> None:
+        """The records of a fault or status change, in every stream that takes changes; the
+        ledger learns their ids."""
+        _source, device, point = change.key
+        kind = _FAULT if change.kind == "fault" else _STATUS
+        made: list[NewRecord] = []
+        for stream in targets:
+            if "change" not in stream.aggs[kind]:
+                continue
+            made.extend(self._change_records(stream, change, device, point))
+        self.ledger.sent(change, [r.id for r in made])
+        out.extend(made)
+
+    def _change_records(self, stream: _Stream, change: Change, device: str, point: str) -> list[NewRecord]:
+        at = self._at(stream, change.ts)
+        records = []
+        for event in change.events:
+            body: Any
+            if change.kind == "fault":
+                body = FaultBody(
+                    device=device,
+                    device_type=change.device_type,
+                    point=point,
+                    code=event.value,
+                    text=change.text if event.active else None,
+                    active=event.active,
+                    coalesced=event.coalesced,
+                    at=at,
+                )
+            else:
+                body = StatusBody(
+                    device=device,
+                    device_type=change.device_type,
+                    point=point,
+                    value=event.value,
+                    text=change.text,
+                    coalesced=event.coalesced,
+                    at=at,
+                )
+            records.append(self._record(stream, body, stream.route(kind=change.kind)))
+        return records
+
+    def owed(self) -> list[NewRecord]:
+        """The records of the points whose records the buffer refused (disk pressure), coalesced
+        to the difference between what the backend was told and what the devices read now."""
+        out: list[NewRecord] = []
+        if not self.ledger.owes():
+            return out
+        if self.state.version != self._seen_version:
+            self._resync()
+        for change in list(self.ledger.owed()):
+            kind = _FAULT if change.kind == "fault" else _STATUS
+            point = change.key[2]
+            targets = self._targets.get((kind, change.device_type, point))
+            if targets is None:
+                targets = self._compile_targets(kind, change.device_type, point)
+            self._publish(change, targets, out)
+        return out
+
+    def availability(
+        self, source: str, device: str, device_type: str, available: bool, ts: float, reason: str | None = None
+    ) -> list[NewRecord]:
+        """A source or device stopped (or started again) answering: a service status record of
+        the point ``availability`` (``unavailable``/``available``), kept in the ledger like any
+        status point, so that a restart publishes only what changed."""
+        out: list[NewRecord] = []
+        change = self.ledger.observe(
+            (source, device, AVAILABILITY_POINT),
+            "status",
+            device_type,
+            "available" if available else "unavailable",
+            ts,
+            reason,
+        )
+        stream = self._streams.get("service")
+        if change is None:
+            return out
+        if stream is None:
+            self.ledger.sent(change, [])
+            return out
+        out = self._change_records(stream, change, device, AVAILABILITY_POINT)
+        self.ledger.sent(change, [r.id for r in out])
+        return out
 
     # ---- windows ------------------------------------------------------------------------------
 
     def flush(self, now_s: float | None = None, *, force: bool = False) -> list[NewRecord]:
-        """Records of the windows that ended by ``now_s`` (default: the clock); ``force``: of
-        every open window (shutdown)."""
+        """Records of the windows that ended by ``now_s`` (default: the clock) more than their
+        grace period ago; ``force``: of every open window (shutdown). Then what the ledger owes
+        (service records a full disk refused, coalesced)."""
         if self.state.version != self._seen_version:
             self._resync()
         now = self._clock() if now_s is None else now_s
         out: list[NewRecord] = []
         by_index = {s.index: s for s in self._streams.values()}
         for acc_key, acc in list(self._accs.items()):
-            if (acc.n or acc.bad) and (force or acc.end <= now):
+            if (acc.n or acc.bad) and (force or acc.end + self.grace_s(acc.end - acc.start) <= now):
                 out.extend(self._close(by_index[acc_key[0]], acc))
         for ckey, (count, device_type, end) in list(self._fault_counts.items()):
             start = ckey[5]
-            if force or end <= now:
+            if force or end + self.grace_s(end - start) <= now:
                 del self._fault_counts[ckey]
+                closed_key = (ckey[0], ckey[1], ckey[2], ckey[3])
+                self._fault_counts_closed[closed_key] = max(end, self._fault_counts_closed.get(closed_key, end))
                 stream = by_index[ckey[0]]
                 if stream.name == "analytics":
                     body: Any = AnalyticsBody(
@@ -447,7 +549,12 @@ class Pipeline:
                         samples=count,
                     )
                     out.append(self._record(stream, body, stream.route()))
+        out.extend(self.owed())
         return out
+
+    def grace_s(self, window_s: float) -> float:
+        """How long after its end a window of ``window_s`` waits for late readings."""
+        return min(self.late_grace_s, window_s / 4)
 
     def _close(self, stream: _Stream, acc: _Acc) -> list[NewRecord]:
         records: list[NewRecord] = []
@@ -458,6 +565,7 @@ class Pipeline:
         if is_analytics and n == 0:
             acc.reset()
             return records
+        acc.closed_end = acc.end
         window_start = self._iso_of(acc.start)
         digits = stream.digits
         summary: dict[str, Any] = {}
@@ -487,6 +595,7 @@ class Pipeline:
                     value=value,
                     hour=window_start,
                     samples=n,
+                    late=acc.late,
                     **summary,
                 )
                 route = stream.route(device_type=acc.device_type)
@@ -501,6 +610,7 @@ class Pipeline:
                     window_start=window_start,
                     window_s=round(acc.end - acc.start),
                     samples=n,
+                    late=acc.late,
                     quality=quality,  # type: ignore[arg-type]
                     **summary,
                 )
@@ -573,7 +683,12 @@ class Pipeline:
         return self._record(stream, body, stream.route())
 
     def describe(self) -> dict[str, Any]:
-        return {"region": self.region, "open_windows": len(self._accs) + len(self._fault_counts), **self.counts}
+        return {
+            "region": self.region,
+            "open_windows": len(self._accs) + len(self._fault_counts),
+            **self.counts,
+            "service_ledger": self.ledger.describe(),
+        }
 
 
 def _round(value: Any, digits: int) -> Any:

@@ -88,12 +88,13 @@ _MERGE_FIELDS = frozenset({"sum", "min", "max"})
 
 # The body fields each stream's records can carry (the allow-list chooses among them).
 BODY_FIELDS: dict[str, frozenset[str]] = {
-    "service": frozenset({"device", "device_type", "point", "code", "text", "active", "value", "at"}),
+    "service": frozenset({"device", "device_type", "point", "code", "text", "active", "value", "coalesced", "at"}),
     "telemetry": frozenset(
         {"device", "device_type", "point", "unit", "agg", "value", "window_start", "window_s", "samples", "quality"}
         | _MERGE_FIELDS
+        | {"late"}
     ),
-    "analytics": frozenset({"subject", "device_type", "region", "point", "agg", "value", "hour", "samples"})
+    "analytics": frozenset({"subject", "device_type", "region", "point", "agg", "value", "hour", "samples", "late"})
     | _MERGE_FIELDS,
     "security": frozenset({"event", "actor", "outcome", "reason", "details", "at"}),
     "connectivity": frozenset({"event", "target", "reason", "at"}),

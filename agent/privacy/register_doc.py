@@ -20,8 +20,13 @@ END_MARK = "<!-- end of register -->"
 MERGING = """\
 Every telemetry and analytics record is one aggregate of one point over one window and carries
 what merging needs. Records are delivered at least once: de-duplicate by record `id` first.
+A running agent publishes each window once: a window closes when a reading of a later window
+arrives, or when the clock passes its end by the grace period (`[privacy] late_grace_s`, default
+60 s, at most a quarter of the window); a reading that comes after its window was published (a
+source whose clock lags) goes into the point's current window and is counted there in `late`.
 Two records of the same device (analytics: `subject`), `point`, `agg` and window (`window_start`;
-analytics: `hour`) are parts of one window, e.g. before and after a restart of the agent. Merge:
+analytics: `hour`) are parts of one window from two runs of the agent (before and after a
+restart). Merge:
 
 | field | merge |
 |---|---|
@@ -32,6 +37,7 @@ analytics: `hour`) are parts of one window, e.g. before and after a restart of t
 | `value` of `agg = "min"` / `"max"` | the smaller / the larger |
 | `value` of `agg = "delta"` / `"count"` | add |
 | `value` of `agg = "last"` | the value of the record with the greater `id` (ids are time-ordered) |
+| `late` | add (absent: 0) |
 
 `sum`, `min` and `max` are present on measurement aggregates (`mean`, `min`, `max`) whenever
 `samples > 0`; values are rounded to the stream's precision. `window_start` / `hour` are UTC;
