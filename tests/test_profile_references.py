@@ -45,6 +45,17 @@ class ReferenceRow(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     unit: str | None = None
     text: str | None = None
     quality: str = "ok"
+    type: str | None = None
+    """The register's type as the source gives it (checked against the profile's point)."""
+    note: str = ""
+
+
+class PresentRange(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Registers the source lists that no row reads: they exist on the device (read as 0)."""
+
+    table: str
+    first: int
+    last: int
     note: str = ""
 
 
@@ -55,6 +66,9 @@ class Reference(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only
     unmapped_is_error: bool = False
     unverified: list[str] = []
     """Profile points the transcribed source does not cover (each needs a comment saying why)."""
+    present: list[PresentRange] = []
+    """With ``unmapped_is_error``: the other registers the device has, so that only the
+    registers the source does not list are refused."""
     registers: list[ReferenceRow]
 
 
@@ -86,6 +100,10 @@ def _image(reference: Reference, *, limits: bool) -> RegisterImage:
             table[row.address + offset] = word
     if not limits:
         return RegisterImage(words=words, fill_word=POISON_WORD)
+    for span in reference.present:
+        table = words.setdefault(span.table, {})
+        for address in range(span.first, span.last + 1):
+            table.setdefault(address, 0)
     return RegisterImage(
         words=words,
         max_registers_per_request=reference.max_registers_per_request,
@@ -157,6 +175,12 @@ def test_every_new_profile_has_a_reference() -> None:
     assert set(REFERENCES) <= shipped, "a reference names a profile that is not shipped"
 
 
+def test_every_shipped_profile_has_a_reference() -> None:
+    """Issue 17: no shipped device profile goes without an independent reference (the
+    simulator's own profile describes the simulator, not a device)."""
+    assert set(shipped_profiles()) - {"sim-heatpump"} <= set(REFERENCES)
+
+
 @pytest.mark.parametrize("name", NEW_PROFILES)
 def test_profile_loads_plans_and_names_its_source(name: str) -> None:
     profile = load_profile(name)
@@ -189,6 +213,8 @@ def test_reference_rows_match_profile_points(name: str) -> None:
             continue
         assert (point.table, point.address) == (row.table, row.address), f"{name}.{point.name}"
         assert len(row.words) == point.count, f"{name}.{point.name}: width"
+        if row.type is not None:
+            assert point.type == row.type, f"{name}.{point.name}: profile {point.type}, reference {row.type}"
         assert all(0 <= w <= 0xFFFF for w in row.words)
 
 
@@ -200,9 +226,23 @@ def test_reference_values_decoded_through_modbus_tcp(name: str) -> None:
 
 
 LIMITED = sorted(n for n, r in REFERENCES.items() if r.max_registers_per_request or r.unmapped_is_error)
+KNOWN_LIMIT_DEFECTS = {
+    "nibe-s": "the profile's read of input 1-9 spans 30007 (input 6), which the source does not list; "
+    "the profile should declare it [[unreadable]] (reported; the profile is not this test's to change)",
+}
+"""Profiles known to break their device's limits: strict, so a fixed profile fails here until removed."""
 
 
-@pytest.mark.parametrize("name", LIMITED)
+def _limited_params() -> list[object]:
+    return [
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_LIMIT_DEFECTS[n]))
+        if n in KNOWN_LIMIT_DEFECTS
+        else n
+        for n in LIMITED
+    ]
+
+
+@pytest.mark.parametrize("name", _limited_params())
 def test_plan_respects_device_read_limits(name: str) -> None:
     reference = REFERENCES[name]
     image = _image(reference, limits=True)
