@@ -44,6 +44,7 @@ serials = alnum.map(lambda s: "SN" + s)
 dsmr_ids = st.text(alphabet=string.digits, min_size=16, max_size=17).map(lambda d: ("E00" + d).encode().hex())
 macs = st.binary(min_size=6, max_size=6).map(lambda b: ":".join(f"{x:02x}" for x in b))
 home_ids = st.integers(min_value=0x10000000, max_value=0xFFFFFFFF)
+dsk_blocks = st.lists(st.integers(0, 65535), min_size=8, max_size=8)
 postcodes = st.tuples(st.integers(1000, 9999), st.text(alphabet="ABCEGHJKLMNPRSTVWXZ", min_size=2, max_size=2))
 
 DEVICE_TYPES = ["heat-pump", "energy-meter", "smart-meter", "multisensor"]
@@ -111,7 +112,61 @@ def scenario(draw: st.DrawFn) -> tuple[list[Reading], list[str], str]:
                     text="label" if kind is PointKind.FAULT else None,
                 )
             )
+    readings.extend(draw(zwavejs_controller(canaries)))
     return readings, canaries, postcode
+
+
+def dsk_forms(blocks: list[int]) -> list[str]:
+    """An S2 DSK in the forms it is written (label, QR code, zwave-js's display without the PIN,
+    the 16 key bytes in hex); the PIN alone (5 digits) is too short to search for."""
+    dashed = "-".join(f"{b:05d}" for b in blocks)
+    return [
+        dashed,
+        dashed.replace("-", ""),
+        dashed.split("-", 1)[1],
+        b"".join(b.to_bytes(2, "big") for b in blocks).hex(),
+    ]
+
+
+@st.composite
+def zwavejs_controller(draw: st.DrawFn, canaries: list[str]) -> list[Reading]:
+    """What the zwave-js source reads of its network: the controller's home id as it emits it
+    (8 hex digits, device ``controller``), and a device's S2 DSK as an identifier, in case any
+    reading ever carries one. Both are canaries in every form."""
+    home_id = draw(home_ids)
+    blocks = draw(dsk_blocks)
+    canaries.extend([f"{home_id:08x}", str(home_id), *dsk_forms(blocks)])
+    ts = T0 + draw(st.floats(0, 86400))
+    return [
+        Reading(
+            source="zw",
+            device="controller",
+            device_type="zwave-controller",
+            point="home_id",
+            kind=PointKind.IDENTIFIER,
+            value=f"{home_id:08x}",
+            ts=ts,
+        ),
+        Reading(
+            source="zw",
+            device="living-room",
+            device_type="room-sensor",
+            point="s2_dsk",
+            kind=PointKind.IDENTIFIER,
+            value="-".join(f"{b:05d}" for b in blocks),
+            ts=ts,
+        ),
+        Reading(
+            source="zw",
+            device="living-room",
+            device_type="room-sensor",
+            point="air_temperature_c",
+            kind=PointKind.MEASUREMENT,
+            value=21.5,
+            unit="°C",
+            ts=ts + 1,
+        ),
+    ]
 
 
 GATEWAY_ID = "gw-canary-7781"
@@ -160,7 +215,7 @@ def test_no_canary_in_any_record_in_any_form(case: tuple[list[Reading], list[str
             assert body["hour"].endswith(":00:00Z")
             assert "/" not in record.route.removeprefix("analytics/")
         if record.stream == "service":
-            assert body["device"].startswith("dev")
+            assert body["device"].startswith("dev") or body["device"] in ("controller", "living-room")
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -203,3 +258,12 @@ def test_canary_forms_cover_what_the_search_claims() -> None:
     assert "aabbccddeeff" in forms and "aa-bb-cc-dd-ee-ff" in forms
     assert base64.b64encode(b"aa:bb:cc:dd:ee:ff").decode().rstrip("=").lower() in forms
     assert b"aabbccddeeff".hex() in forms
+
+
+def test_dsk_forms_cover_label_qr_and_display() -> None:
+    blocks = [12345, 6789, 65535, 0, 1, 22222, 33333, 44444]
+    forms = dsk_forms(blocks)
+    assert forms[0] == "12345-06789-65535-00000-00001-22222-33333-44444"
+    assert forms[1] == "1234506789655350000000001222223333344444"  # as in a SmartStart QR code
+    assert forms[2] == "06789-65535-00000-00001-22222-33333-44444"  # zwave-js shows it without the PIN
+    assert forms[3] == "3039" + "1a85" + "ffff" + "0000" + "0001" + "56ce" + "8235" + "ad9c"

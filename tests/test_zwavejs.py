@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.devtools.subscriber import Subscriber
 from heatgate.agent.provision import Answers, provision
 from heatgate.drivers.reading import PointKind, Reading
 from heatgate.drivers.zwavejs.client import ZwaveJsClient
@@ -26,6 +28,7 @@ from heatgate.drivers.zwavejs.inclusion import (
 )
 from heatgate.drivers.zwavejs.settings import ZwaveJsNode, ZwaveJsSource
 from heatgate.drivers.zwavejs.source import ZwaveJsRunner
+from tests.support.agent_harness import Gateway, wait_until
 from tests.support.privacy import bodies, make_pipeline
 from tests.support.zwavejs import MockNetwork, node_missing_reason, smartstart_qr
 
@@ -349,3 +352,163 @@ nodes = [{{ node_id = {SENSOR}, name = "living-room", device_type = "room-sensor
 def test_no_node_js_reason_is_a_sentence(tmp_path: Path) -> None:
     reason = node_missing_reason()
     assert reason is None or reason.endswith(")") or "Node" in reason
+
+
+# ---- the home id and the DSKs never leave the gateway (issue 18's canaries) ----------------------
+
+CANARY_HOME_ID = 0xC4A2B17D
+"""A home id no other test uses, so that every form of it is distinctive."""
+CANARY_QR_DSK = "50123-40987-31234-62345-11223-44556-27788-09911"
+CANARY_WRONG_DSK = "61234-51098-42345-13456-24567-35678-46789-57890"
+
+
+def home_id_forms(home_id: int) -> tuple[list[bytes], list[bytes]]:
+    """(text forms, searched case-insensitively; binary forms, searched as they are)."""
+    hexed = f"{home_id:08x}"
+    pairs = [hexed[i : i + 2] for i in range(0, 8, 2)]
+    text = [hexed, str(home_id), ":".join(pairs), "-".join(pairs), " ".join(pairs)]
+    raw = home_id.to_bytes(4, "big")
+    return [t.encode() for t in text], [raw, raw[::-1]]
+
+
+def dsk_forms(dsk: str) -> tuple[list[bytes], list[bytes]]:
+    """A DSK as on the label (dashed), in a QR code (40 digits), as zwave-js shows it (without
+    the PIN), and its 16 key bytes (hex, raw). The PIN alone (5 digits) is too short to search."""
+    blocks = [int(b) for b in dsk.split("-")]
+    key = b"".join(b.to_bytes(2, "big") for b in blocks)
+    text = [dsk, dsk.replace("-", ""), dsk.split("-", 1)[1], key.hex()]
+    return [t.encode() for t in text], [key]
+
+
+def _leaks(haystacks: dict[str, bytes], forms: tuple[list[bytes], list[bytes]]) -> list[str]:
+    text, raw = forms
+    found = []
+    for where, data in haystacks.items():
+        lowered = data.lower()
+        found += [f"{form!r} in {where}" for form in text if form.lower() in lowered]
+        found += [f"{form!r} in {where}" for form in raw if form in data]
+    return found
+
+
+def test_canary_forms_are_found_where_they_are() -> None:
+    """The search is sharp: each form planted in a haystack is found, and only there."""
+    home_text, home_raw = home_id_forms(CANARY_HOME_ID)
+    assert home_text[:2] == [b"c4a2b17d", b"3298996605"] and home_raw[0] == bytes.fromhex("c4a2b17d")
+    dsk_text, dsk_raw = dsk_forms(CANARY_QR_DSK)
+    assert b"5012340987312346234511223445562778809911" in dsk_text
+    assert dsk_raw[0].hex() == dsk_text[3].decode() and len(dsk_raw[0]) == 16
+    for form in [*(t.upper() for t in home_text), *home_raw]:
+        leaks = _leaks({"clean": b"nothing here", "planted": b"x" + form + b"y"}, home_id_forms(CANARY_HOME_ID))
+        assert leaks != [] and all("planted" in leak for leak in leaks), form
+    for form in [*dsk_text, *dsk_raw]:
+        assert _leaks({"planted": b"{" + form + b"}"}, dsk_forms(CANARY_QR_DSK)) != []
+
+
+def _records(subscriber: Subscriber) -> list[tuple[str, dict[str, object]]]:
+    """(stream, body) of every record received."""
+    with subscriber._cond:
+        payloads = [m.payload for m in subscriber.messages]
+    return _records_of(payloads)
+
+
+def _records_of(payloads: Sequence[bytes]) -> list[tuple[str, dict[str, object]]]:
+    out = []
+    for payload in payloads:
+        try:
+            document = json.loads(payload)
+        except ValueError:
+            continue
+        if isinstance(document, dict):
+            out += [(str(document.get("stream")), r["body"]) for r in document.get("records", []) if "body" in r]
+    return out
+
+
+@pytest.mark.broker
+def test_home_id_and_dsks_are_never_published_stored_or_logged(tmp_path: Path, plain_broker: Broker) -> None:
+    """A network with a distinctive home id; an S2 device included from the CLI with its DSK, a
+    wrong DSK refused, a SmartStart QR code added; the agent reads the network and publishes.
+    No form of the home id or of any DSK is in any published byte (every topic), in buffer.db,
+    its WAL or shared memory, in the agent's log, or in what the CLI printed."""
+    network = MockNetwork(tmp_path / "zwavejs", [NODES[0], NODES[1]], home_id=CANARY_HOME_ID)
+    gateway = Gateway(
+        tmp_path / "gw",
+        broker_url=plain_broker.url,
+        sources_toml=f"""
+[[sources]]
+type = "zwave-js"
+name = "zw"
+url = "{{url}}"
+reconnect_min_s = 0.2
+reconnect_max_s = 1.0
+  [[sources.nodes]]
+  node_id = {SENSOR}
+  name = "living-room"
+  device_type = "room-sensor"
+  [[sources.nodes]]
+  node_id = {METER}
+  name = "heat-pump-meter"
+  device_type = "energy-meter"
+""",
+    )
+    printed: list[bytes] = []
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        done = _heatgate("zwave", *args, "--config", str(gateway.config_path))
+        printed.append((done.stdout + done.stderr).encode())
+        return done
+
+    try:
+        network.start()
+        asyncio.run(_wait_all_ready(network.url, {SENSOR, METER}))
+        gateway.sources_toml = gateway.sources_toml.replace("{url}", network.url)
+        gateway.provision()
+
+        # S2 inclusion with the device's own DSK (from the mock's key pair), then one with a DSK
+        # given that fails (no device joins: audited as failed), then a SmartStart QR code.
+        network.inject(op="include", node=9, capabilities=NODES[0]["capabilities"])
+        s2_dsk = next(line.split()[2] for line in network.mock_output().splitlines() if line.startswith("dsk 9 "))
+        included = cli("include", "--s2-dsk", s2_dsk, "--timeout-s", "30")
+        assert included.returncode == 0, included.stderr
+        failed = cli("include", "--s2-dsk", CANARY_WRONG_DSK, "--timeout-s", "2")
+        assert failed.returncode == 1 and "no device joined" in failed.stderr, failed.stderr
+        added = cli("include", "--qr", smartstart_qr(CANARY_QR_DSK))
+        assert added.returncode == 0, added.stderr
+
+        with Subscriber("127.0.0.1", plain_broker.port, ["#"]) as subscriber:
+            gateway.start()
+            gateway.wait_status(
+                lambda s: s["sources"]["zw"]["nodes"]["living-room"]["ready"] is True,
+                timeout_s=30,
+                what="the zwave-js source connected",
+            )
+            network.inject(op="sensor", node=SENSOR, type=1, scale=0, value=22.25)
+            network.inject(op="meter", node=METER, type=1, scale=0, value=4321.5)
+
+            def published() -> bool:
+                records = _records(subscriber)
+                events = {b.get("event") for stream, b in records if stream == "security"}
+                readings = {b.get("device") for stream, b in records if stream != "security"}
+                return {"zwave.include", "zwave.provision"} <= events and "living-room" in readings
+
+            wait_until(published, timeout_s=40, what="the audits and the Z-Wave readings published")
+            with subscriber._cond:
+                messages = list(subscriber.messages)
+            # The WAL as the running agent has it (a clean stop checkpoints it into buffer.db).
+            live = {f"{p.name} (running)": p.read_bytes() for p in gateway.state.glob("buffer.db*")}
+        assert gateway.stop() == 0, gateway.log_tail()
+    finally:
+        gateway.close()
+        network.stop()
+
+    records = _records_of([m.payload for m in messages])
+    outcomes = [(b.get("event"), b.get("outcome")) for stream, b in records if stream == "security"]
+    sent = b"\n".join(m.topic.encode() + b" " + m.payload for m in messages)
+    assert ("zwave.include", "done") in outcomes and ("zwave.include", "failed") in outcomes, outcomes
+    haystacks = {"published": sent, "cli output": b"\n".join(printed)}
+    haystacks |= live | {p.name: p.read_bytes() for p in gateway.state.glob("buffer.db*")}
+    haystacks |= {p.name: p.read_bytes() for p in gateway.root.glob("agent-*.log")}
+    assert {"buffer.db", "buffer.db-wal (running)", "published", "agent-1.log"} <= set(haystacks), set(haystacks)
+    leaks = _leaks(haystacks, home_id_forms(CANARY_HOME_ID))
+    for dsk in (s2_dsk, CANARY_WRONG_DSK, CANARY_QR_DSK):
+        leaks += _leaks(haystacks, dsk_forms(dsk))
+    assert leaks == []
