@@ -226,10 +226,7 @@ def test_reference_values_decoded_through_modbus_tcp(name: str) -> None:
 
 
 LIMITED = sorted(n for n, r in REFERENCES.items() if r.max_registers_per_request or r.unmapped_is_error)
-KNOWN_LIMIT_DEFECTS = {
-    "nibe-s": "the profile's read of input 1-9 spans 30007 (input 6), which the source does not list; "
-    "the profile should declare it [[unreadable]] (reported; the profile is not this test's to change)",
-}
+KNOWN_LIMIT_DEFECTS: dict[str, str] = {}
 """Profiles known to break their device's limits: strict, so a fixed profile fails here until removed."""
 
 
