@@ -250,8 +250,7 @@ def check_certificate(config: Config) -> list[Check]:
                     "broker CA",
                     False,
                     ca,
-                    f"copy the CA certificate that signed the broker's certificate (PEM) to {mqtt.ca_file}: "
-                    "heatgate provision --ca FILE --force puts it there",
+                    f"copy the CA certificate (PEM) that signed the broker's certificate to {mqtt.ca_file}",
                 )
             )
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ def check(path: Path, *, offline: bool) -> Checked | ConfigError:
     machine; or the config and its policy when there is none."""
     from heatgate.agent.config import in_file_order, load_config
     from heatgate.agent.config_machine import machine_issues, missing_profile_files
-    from heatgate.typedload import load_toml
+    from heatgate.typedload import convert, load_toml
 
     try:
         data = load_toml(path)  # syntax: nothing else can be checked without it
@@ -94,8 +95,12 @@ def check(path: Path, *, offline: bool) -> Checked | ConfigError:
     issues.extend(policy_issues)
     if not offline:
         issues.extend(machine_issues(data))
-    if issues or loaded is None or policy is None:
+    if issues:
         return ConfigError(str(path), in_file_order(issues))
+    if loaded is None:  # its only problems were profiles absent here, accepted offline
+        config = convert(data, Config, source=str(path))
+        loaded = LoadedConfig(config=config, path=path, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    assert policy is not None, "a policy that did not load has issues"
     return Checked(loaded, policy)
 
 
