@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -35,6 +36,7 @@ __all__ = [
     "ConfigError",
     "GatewayConfig",
     "KeysConfig",
+    "LoadedConfig",
     "ModbusDevice",
     "ModbusRtuOverTcpSource",
     "ModbusRtuSource",
@@ -48,13 +50,18 @@ __all__ = [
     "ZwaveJsSource",
     "ZwaveNode",
     "ZwaveSource",
+    "in_file_order",
     "load_config",
 ]
 
 # No '.', '/', '+', '#': the id is a topic level, and NATS's MQTT listener maps '/' to '.'
 # (a dot in a topic closes the connection there).
 GatewayId = Annotated[
-    str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$", description="gateway id: letters, digits, '-', '_'")
+    str,
+    Meta(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$",
+        description="a gateway id of 3 to 64 characters: letters, digits, '-' and '_', starting with a letter or digit",
+    ),
 ]
 
 
@@ -88,7 +95,13 @@ class MqttConfig(Section, frozen=True, kw_only=True):
     username: str | None = None
     password_file: AbsPath | None = None
     client_id: str | None = None
-    topic_prefix: Annotated[str, Meta(pattern=r"^[^#+]+[^/#+]$")] = "heatgate/v1"
+    topic_prefix: Annotated[
+        str,
+        Meta(
+            pattern=r"^[^#+]+[^/#+]$",
+            description="a topic prefix of 2 or more characters, without '+' or '#', not ending in '/'",
+        ),
+    ] = "heatgate/v1"
     protocol: Literal["5", "3.1.1"] = "5"
     keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 60
     session_expiry_s: Annotated[int, Meta(ge=0, le=4294967295)] = 7 * 86400
@@ -220,30 +233,57 @@ class LoadedConfig:
 
 
 def load_config(path: Path) -> LoadedConfig:
-    """Load and validate a config file; raise ConfigError with every problem located."""
+    """Load and validate a config file; raise ConfigError with every problem located: the
+    checks across entries run on every source that is valid by itself, even when other parts
+    of the file are not, so that one run shows them all."""
     data = load_toml(path)
-    config = convert(data, Config, source=str(path))
-    issues = _semantic_issues(config)
+    try:
+        config = convert(data, Config, source=str(path))
+    except ConfigError as exc:
+        raise ConfigError(str(path), in_file_order([*exc.issues, *_source_issues(data.get("sources"))])) from None
+    issues = _source_issues(data.get("sources"))
     if issues:
         raise ConfigError(str(path), issues)
     return LoadedConfig(config=config, path=path, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
 
 
-def _semantic_issues(config: Config) -> list[Issue]:
+def in_file_order(issues: list[Issue]) -> list[Issue]:
+    """Issues sorted as the file is laid out: the tables in the order of :class:`Config`, then
+    the sources by index (stable within each)."""
+    tables = list(msgspec.structs.fields(Config))
+    names = [field.encode_name for field in tables]
+
+    def key(issue: Issue) -> tuple[int, int]:
+        match = re.match(r"([A-Za-z_]+)(?:\[(\d+)\])?", issue.path)
+        if match is None:
+            return (-1, 0)
+        table = match.group(1)
+        return (names.index(table) if table in names else -1, int(match.group(2) or 0))
+
+    return sorted(issues, key=key)
+
+
+def _source_issues(entries: object) -> list[Issue]:
     """Checks across entries that a type alone cannot express: source names unique here, the
-    rest by each source's own settings (:meth:`heatgate.settings.SourceSettings.issues`)."""
+    rest by each source's own settings (:meth:`heatgate.settings.SourceSettings.issues`), for
+    every ``[[sources]]`` entry that is valid by itself (the others are reported by type)."""
+    if not isinstance(entries, list):
+        return []
     issues: list[Issue] = []
     seen: dict[str, int] = {}
-    for index, source in enumerate(config.sources):
-        if source.name in seen:
-            issues.append(
-                Issue(
-                    f"sources[{index}].name",
-                    f"duplicate source name {source.name!r} (also sources[{seen[source.name]}])",
+    for index, entry in enumerate(entries):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str):
+            if name in seen:
+                issues.append(
+                    Issue(f"sources[{index}].name", f"duplicate source name {name!r} (also sources[{seen[name]}])")
                 )
-            )
-        else:
-            seen[source.name] = index
+            else:
+                seen[name] = index
+        try:
+            source: SourceConfig = msgspec.convert(entry, SourceConfig, strict=False)
+        except msgspec.ValidationError:
+            continue
         issues.extend(source.issues(f"sources[{index}]"))
     return issues
 

@@ -17,7 +17,13 @@ from heatgate.typedload import ABSOLUTE_PATH, Issue
 __all__ = ["AbsPath", "Name", "PositiveSeconds", "Section", "SourceSettings", "TcpPort"]
 
 AbsPath = Annotated[str, ABSOLUTE_PATH]
-Name = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$", description="lowercase name")]
+Name = Annotated[
+    str,
+    Meta(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$",
+        description="a lowercase name of at most 48 characters: a-z, 0-9, '-' and '_', starting with a letter or digit",
+    ),
+]
 PositiveSeconds = Annotated[float, Meta(gt=0, le=86400)]
 TcpPort = Annotated[int, Meta(ge=1, le=65535)]
 

@@ -26,6 +26,10 @@ T = TypeVar("T")
 
 __all__ = ["ABSOLUTE_PATH", "ConfigError", "Issue", "convert", "load_toml", "load_typed"]
 
+UNDESCRIBED_PATTERN = "text of the allowed form (see the example configuration)"
+"""Said of a value that fails a ``Meta(pattern=…)`` without a description; every pattern of a
+settings type should carry one (``Meta(description=…)`` reads after "expected …")."""
+
 # Marker carried in ``msgspec.Meta(extra=...)`` for strings that must be absolute paths.
 ABSOLUTE_PATH = msgspec.Meta(extra={"absolute_path": True}, description="an absolute filesystem path")
 
@@ -102,7 +106,22 @@ def _issue_from_msgspec(path: str, exc: msgspec.ValidationError) -> Issue:
         sub = where.rstrip("`")
     location = path + sub if sub.startswith("[") else (_join(path, sub.lstrip(".")) if sub else path)
     text = text.replace("Expected", "expected", 1)
+    if "matching regex" in text:  # a pattern met outside a leaf walk: never show the expression
+        text = text.split("matching regex", 1)[0].rstrip() + " " + UNDESCRIBED_PATTERN
     return Issue(location, text)
+
+
+def _leaf_issue(path: str, value: Any, base: Any, metas: list[msgspec.Meta], exc: msgspec.ValidationError) -> Issue:
+    """A leaf's problem in the installer's words: the allowed values of an enum, the description
+    of a pattern (never the regular expression itself)."""
+    if typing.get_origin(base) is typing.Literal:
+        allowed = ", ".join(repr(choice) for choice in typing.get_args(base))
+        return Issue(path, f"expected one of {allowed}, got {value!r}")
+    patterned = [meta for meta in metas if meta.pattern is not None]
+    if patterned and "matching regex" in str(exc):
+        described = [meta.description for meta in patterned if meta.description]
+        return Issue(path, f"expected {described[0] if described else UNDESCRIBED_PATTERN}, got {value!r}")
+    return _issue_from_msgspec(path, exc)
 
 
 def _is_struct(tp: Any) -> bool:
@@ -160,7 +179,7 @@ def _walk(value: Any, tp: Any, path: str, issues: list[Issue]) -> None:
     try:
         msgspec.convert(value, tp, strict=False)
     except msgspec.ValidationError as exc:
-        issues.append(_issue_from_msgspec(path, exc))
+        issues.append(_leaf_issue(path, value, base, metas, exc))
         return
     for meta in metas:
         extra = meta.extra or {}

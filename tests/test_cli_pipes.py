@@ -130,8 +130,8 @@ def _assert_quiet(result: subprocess.CompletedProcess[str]) -> None:
 @pytest.mark.parametrize(
     "words",
     [
-        ("check-config", "--json"),
-        ("check-config",),
+        ("check-config", "--offline", "--json"),
+        ("check-config", "--offline"),
         ("privacy", "report", "--json"),
         ("privacy", "report"),
         ("privacy", "export"),

@@ -32,7 +32,7 @@ def test_shipped_example_is_valid() -> None:
 
 
 def test_check_config_example_exits_0() -> None:
-    result = heatgate("check-config", "--config", str(EXAMPLE))
+    result = heatgate("check-config", "--offline", "--config", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
     assert "is valid" in result.stdout
     assert "gw-example-0001" in result.stdout
@@ -99,7 +99,7 @@ BASE = '[gateway]\nid = "gw-t-0001"\nregion = "1234"\nstate_dir = "/tmp/x"\n'
         ),
         (BASE + '[mqtt]\nurl = "mqtts://b:8883"\ncert_file = "/a.crt"\n', "mqtt.cert_file", "give both"),
         ("extra = 1\n" + BASE, "extra", "unknown key"),
-        ('[gateway]\nid = "gw.example.0001"\nregion = "1234"\n', "gateway.id", "expected `str` matching"),
+        ('[gateway]\nid = "gw.example.0001"\nregion = "1234"\n', "gateway.id", "expected a gateway id of 3 to 64"),
         (BASE + "regoin = 1\n", "gateway.regoin", "did you mean 'region'"),
     ],
 )

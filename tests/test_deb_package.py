@@ -5,7 +5,9 @@ maintainer scripts, then README "For installers" is walked: provision as root, c
 doctor as the heatgate user against a broker of the test's own, an upgrade that keeps keys and
 config, remove, purge. Not run: `systemctl enable --now` and `heatgate status` need a running
 systemd, which a chroot does not have; the installed unit is checked with systemd-analyze instead.
-arm64: built on this machine and checked, not run: every ELF file is aarch64.
+arm64: built on this machine and checked: every ELF file is aarch64; and run under qemu-aarch64
+(tests/support/foreign_root.py: Debian's arm64 python3.11 with the package unpacked over it):
+`heatgate --version`, its compiled modules loaded, `check-config --offline` of the shipped example.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 
 from heatgate import __version__
 from heatgate.agent.devtools.localbroker import Broker
+from tests.support.foreign_root import ForeignRoot, unavailable
 from tests.support.throwaway_root import ThrowawayRoot, available
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +86,27 @@ def test_arm64_package_holds_only_aarch64_code(debs: dict[str, Path], tmp_path: 
         assert (site / "heatgate" / "config" / "privacy.toml").is_file()
         assert list((site / "heatgate" / "config" / "profiles").glob("*.toml"))
     assert not list(opt.rglob("*.pyc")), "byte code is made by postinst, never shipped"
+
+
+def test_arm64_package_runs_under_qemu(debs: dict[str, Path], tmp_path: Path) -> None:
+    reason = unavailable()
+    if reason:
+        pytest.skip(f"arm64 under qemu: {reason}")
+    root = ForeignRoot(tmp_path / "arm64-root", debs["arm64"])
+    python = "/opt/heatgate/bin/python3"
+    version = root.run(python, "/opt/heatgate/bin/heatgate", "--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"heatgate {__version__}", version.stderr
+    compiled = root.run(
+        python,
+        "-c",
+        "import platform, msgspec, _cffi_backend\n"
+        "from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305\n"
+        "print(platform.machine(), len(ChaCha20Poly1305.generate_key()))",
+    )
+    assert compiled.returncode == 0 and compiled.stdout.split() == ["aarch64", "32"], compiled.stderr
+    example = "/opt/heatgate/lib/python3.11/site-packages/heatgate/config/heatgate.example.toml"
+    check = root.run(python, "/opt/heatgate/bin/heatgate", "check-config", "--offline", "--config", example)
+    assert check.returncode == 0 and "is valid" in check.stdout, check.stdout + check.stderr
 
 
 def test_amd64_and_arm64_differ_only_in_compiled_modules(debs: dict[str, Path], tmp_path: Path) -> None:

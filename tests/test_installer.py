@@ -68,9 +68,14 @@ def test_provision_creates_keys_csr_and_config(tmp_path: Path) -> None:
     # The subject is the gateway id and nothing else: no customer data.
     assert [(a.oid, a.value) for a in csr.subject] == [(NameOID.COMMON_NAME, GATEWAY)]
     assert (keys / "command.pub").read_bytes() == command.read_bytes()
-    check = heatgate("check-config", "--config", str(tmp_path / "heatgate.toml"))
+    check = heatgate("check-config", "--offline", "--config", str(tmp_path / "heatgate.toml"))
     assert check.returncode == 0, check.stderr
     assert "device.crt" in result.stdout  # tells the installer where the signed certificate goes
+    # On this machine the certificate is still missing until the CA signed the request.
+    here = heatgate("check-config", "--config", str(tmp_path / "heatgate.toml"))
+    assert here.returncode == 2, here.stdout
+    crt = keys / "device.crt"
+    assert f"mqtt.cert_file: {crt}: no such file (have the broker's CA sign {keys / 'device.csr'}" in here.stderr
 
 
 def test_provision_is_idempotent_and_force_replaces_keys(tmp_path: Path) -> None:

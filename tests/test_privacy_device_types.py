@@ -114,7 +114,7 @@ def test_check_config_shows_the_rule_of_every_device_type_of_the_sources(tmp_pat
     text = data_path("heatgate.example.toml").read_text().replace('"energy-switch"', '"mystery-box"')
     config.write_text(text)
     result = subprocess.run(
-        [sys.executable, "-m", "heatgate", "check-config", "--config", str(config), "--json"],
+        [sys.executable, "-m", "heatgate", "check-config", "--offline", "--config", str(config), "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -128,7 +128,7 @@ def test_check_config_shows_the_rule_of_every_device_type_of_the_sources(tmp_pat
     assert device_types["mystery-box"]["rules"]["analytics"].startswith(f"excluded: {UNLISTED}")
     assert "heat-pump" in device_types and "energy-meter" in device_types
     plain = subprocess.run(
-        [sys.executable, "-m", "heatgate", "check-config", "--config", str(config)],
+        [sys.executable, "-m", "heatgate", "check-config", "--offline", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import re
 import socket
 import subprocess
 import sys
@@ -169,3 +170,25 @@ def test_notifier_brackets_a_reload(tmp_path: Path) -> None:
     assert reloading["RELOADING"] == "1" and reloading["STATUS"] == "reloading"
     assert int(reloading["MONOTONIC_USEC"]) >= before_us
     assert ready == "READY=1\nSTATUS=ok: 2 source(s)"
+
+
+def _security_offline_supported() -> bool:
+    probe = subprocess.run(["systemd-analyze", "security", "--help"], capture_output=True, text=True, timeout=30)
+    return "--offline" in probe.stdout
+
+
+@pytest.mark.skipif(not _security_offline_supported(), reason="systemd-analyze security --offline needs systemd >= 250")
+def test_systemd_analyze_security_exposure_at_most_2() -> None:
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"Overall exposure level for heatgate\.service: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout[-500:]
+    assert float(match.group(1)) <= 2.0, result.stdout
+    # What the agent needs stays: the serial ports through dialout, the state directory.
+    unit = _unit()
+    assert unit["Service.PrivateUsers"] == ["no"] and "dialout" in unit["Service.SupplementaryGroups"]

@@ -97,7 +97,7 @@ def test_wheel_has_one_root_every_module_and_installs_with_data_files(tmp_path: 
         (tmp_path / shadow).mkdir(exist_ok=True)
         (tmp_path / shadow / "__init__.py").write_text("raise ImportError('shadowed')\n")
     result = subprocess.run(
-        [str(venv_python), "-m", "heatgate", "check-config", "--config", str(example)],
+        [str(venv_python), "-m", "heatgate", "check-config", "--offline", "--config", str(example)],
         capture_output=True,
         text=True,
         env=env,

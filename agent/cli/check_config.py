@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from heatgate.agent.cli.common import add_config_option, load_or_report, print_config_error
+from heatgate.agent.cli.common import add_config_option, print_config_error
 from heatgate.agent.cli.console import output_console
 from heatgate.agent.config import (
     Config,
+    LoadedConfig,
     ModbusRtuOverTcpSource,
     ModbusRtuSource,
     ModbusTcpSource,
@@ -22,7 +27,8 @@ from heatgate.agent.config import (
     to_builtins,
 )
 from heatgate.agent.privacy.device_types import DeviceTypeRules
-from heatgate.agent.privacy.policy import UNLISTED
+from heatgate.agent.privacy.policy import UNLISTED, Policy
+from heatgate.typedload import ConfigError, Issue
 
 HELP = "validate a configuration file (exit 0, or 2 with every problem located)"
 DESCRIPTION = """\
@@ -47,23 +53,85 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_config_option(parser)
     parser.add_argument("--json", action="store_true", help="print the validated config as JSON")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="check the file only, not what it names on this machine (for a config checked before it is shipped)",
+    )
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    loaded = load_or_report(args.config)
-    if loaded is None:
-        return 2
-    from heatgate.agent.privacy.device_types import device_type_report
-    from heatgate.agent.privacy.policy import load_policy
-    from heatgate.typedload import ConfigError
+@dataclass(frozen=True)
+class Checked:
+    """A config that passed, with its policy."""
+
+    loaded: LoadedConfig
+    policy: Policy
+
+
+def check(path: Path, *, offline: bool) -> Checked | ConfigError:
+    """Every problem of the config at ``path`` in one pass: its syntax, types and references
+    across entries, the privacy policy it names, and (unless ``offline``) what it names on this
+    machine; or the config and its policy when there is none."""
+    from heatgate.agent.config import in_file_order, load_config
+    from heatgate.agent.config_machine import machine_issues, missing_profile_files
+    from heatgate.typedload import convert, load_toml
 
     try:
-        policy = load_policy(loaded.config.policy_path)
+        data = load_toml(path)  # syntax: nothing else can be checked without it
     except ConfigError as exc:
-        print_config_error(exc)
+        return exc
+    issues: list[Issue] = []
+    loaded: LoadedConfig | None = None
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        issues.extend(exc.issues)
+    # A profile named by a path absent here is a machine problem (reported below, or accepted
+    # offline), not the file's: the settings' own "file not found" for it is replaced.
+    absent_profiles = {where for where, _ in missing_profile_files(data)}
+    issues = [issue for issue in issues if issue.path not in absent_profiles]
+    policy, policy_issues = _policy(data, offline=offline)
+    issues.extend(policy_issues)
+    if not offline:
+        issues.extend(machine_issues(data))
+    if issues:
+        return ConfigError(str(path), in_file_order(issues))
+    if loaded is None:  # its only problems were profiles absent here, accepted offline
+        config = convert(data, Config, source=str(path))
+        loaded = LoadedConfig(config=config, path=path, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    assert policy is not None, "a policy that did not load has issues"
+    return Checked(loaded, policy)
+
+
+def _policy(data: dict[str, Any], *, offline: bool) -> tuple[Policy | None, list[Issue]]:
+    """The privacy policy the config names (or the shipped one), and its problems located under
+    ``privacy.policy_file``. A named file that is absent here is left to the machine checks."""
+    from heatgate.agent.privacy.policy import load_policy
+    from heatgate.config import data_path
+
+    privacy = data.get("privacy")
+    named = privacy.get("policy_file") if isinstance(privacy, dict) else None
+    if named is not None and not (isinstance(named, str) and named.startswith("/")):
+        return None, []  # reported by type
+    path = Path(named) if named else data_path("privacy.toml")
+    if named and not path.exists():
+        return None, []
+    try:
+        return load_policy(path), []
+    except ConfigError as exc:
+        return None, [Issue("privacy.policy_file", f"{exc.source}: {issue}") for issue in exc.issues]
+
+
+def run(args: argparse.Namespace) -> int:
+    from heatgate.agent.privacy.device_types import device_type_report
+
+    outcome = check(args.config, offline=args.offline)
+    if isinstance(outcome, ConfigError):
+        print_config_error(outcome)
         return 2
-    report = device_type_report(policy, loaded.config.sources)
+    loaded = outcome.loaded
+    report = device_type_report(outcome.policy, loaded.config.sources)
     if args.json:
         document = {
             "config": to_builtins(loaded.config),
@@ -77,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     console = output_console()
     _summary(loaded.config, str(args.config), console)
+    if args.offline:
+        console.print("[yellow]offline[/]: the files, serial ports and state directory it names were not checked")
     print_device_types(report, console)
     return 0
 

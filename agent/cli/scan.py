@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from typing import TYPE_CHECKING
 
 from heatgate.agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
@@ -79,6 +80,11 @@ def _main(args: argparse.Namespace) -> int:
     if args.timeout_ms <= 0:
         print("heatgate scan: --timeout-ms must be positive")
         return EXIT_USAGE
+    if args.serial:
+        problem = _serial_problem(args.serial)
+        if problem:
+            print(f"heatgate scan: {args.serial}: {problem}", file=sys.stderr)
+            return EXIT_FAILURE
     profiles = None
     if args.profile:
         from pathlib import Path
@@ -101,6 +107,31 @@ def _main(args: argparse.Namespace) -> int:
     return asyncio.run(_scan(args, profiles))
 
 
+def _serial_problem(port: str) -> str:
+    """Why ``port`` cannot be a serial bus to scan, as a sentence; empty when it can be tried."""
+    import os
+    import stat
+
+    try:
+        info = os.stat(port)
+    except FileNotFoundError:
+        return "no such serial port (is the adapter plugged in? `ls -l /dev/serial/by-id/` lists the connected ones)"
+    except OSError as exc:
+        return f"cannot be used: {exc.strerror}"
+    if not stat.S_ISCHR(info.st_mode):
+        return "not a serial port (expected a character device such as /dev/ttyUSB0)"
+    if not os.access(port, os.R_OK | os.W_OK):
+        return "permission denied (add yourself to the dialout group, or run the scan with sudo)"
+    return ""
+
+
+def _port_hint(args: argparse.Namespace, port: int) -> str:
+    """Which TCP port was tried and how to try another."""
+    if args.port is None:
+        return f"tried port {port}, the Modbus TCP default; if the device listens on another one, give it with --port N"
+    return f"tried port {port} as given with --port"
+
+
 async def _scan(args: argparse.Namespace, profiles: list[Profile] | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -110,8 +141,8 @@ async def _scan(args: argparse.Namespace, profiles: list[Profile] | None = None)
 
     console = output_console(highlight=True)
     timeout_s = args.timeout_ms / 1000.0
+    port = args.port or 502
     if args.host:
-        port = args.port or 502
         link = ModbusLink.tcp(args.host, port, timeout_s=timeout_s)
         where = f"{args.host}:{port}"
         units = args.units or list(range(1, 248))
@@ -138,6 +169,8 @@ async def _scan(args: argparse.Namespace, profiles: list[Profile] | None = None)
                 except ModbusCommError as exc:
                     progress.stop()
                     console.print(f"[red]cannot reach {where}: {exc}[/red]")
+                    if args.host:
+                        console.print(_port_hint(args, port))
                     return EXIT_FAILURE
                 if answered:
                     fit = await identify(link, unit, timeout_s=max(timeout_s, 0.5), profiles=profiles)
@@ -148,6 +181,10 @@ async def _scan(args: argparse.Namespace, profiles: list[Profile] | None = None)
         link.close()
     if not found:
         console.print(f"no Modbus unit answered on {where}")
+        if args.host:
+            console.print(_port_hint(args, port))
+        else:
+            console.print("tried parity and baud rate as given: try the device's others with --baud and --parity")
         return EXIT_FAILURE
     for unit, fit in found:
         console.print(f"unit {unit:>3}: answers; {fit}")

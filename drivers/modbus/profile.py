@@ -43,7 +43,13 @@ __all__ = [
 Table = Literal["holding", "input", "coil", "discrete"]
 Kind = Literal["measurement", "counter", "status", "fault", "identifier"]
 Address = Annotated[int, Meta(ge=0, le=65535)]
-PointName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="lowercase point name")]
+PointName = Annotated[
+    str,
+    Meta(
+        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        description="a point name of at most 64 characters: a-z, 0-9 and '_', starting with a letter",
+    ),
+]
 BIT_TABLES = ("coil", "discrete")
 
 
@@ -230,8 +236,19 @@ class Signature(_Strict, frozen=True, kw_only=True):
 class Profile(_Strict, frozen=True, kw_only=True):
     """A device's register map."""
 
-    name: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
-    device_type: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,47}$")]
+    name: Annotated[
+        str,
+        Meta(
+            pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$",
+            description="a lowercase name of at most 64 characters: a-z, 0-9, '.', '-' and '_'",
+        ),
+    ]
+    device_type: Annotated[
+        str,
+        Meta(
+            pattern=r"^[a-z0-9][a-z0-9-]{0,47}$", description="a device type of at most 48 characters: a-z, 0-9 and '-'"
+        ),
+    ]
     vendor: str = ""
     model: str = ""
     description: str = ""

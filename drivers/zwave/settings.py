@@ -23,11 +23,16 @@ class ZwaveSource(SourceSettings, tag="zwave", frozen=True, kw_only=True):
     nodes: list[ZwaveNode] = []
 
     def issues(self, where: str) -> list[Issue]:
-        """Node ids unique on this controller."""
+        """Node ids and names unique on this controller."""
         issues: list[Issue] = []
         node_ids: set[int] = set()
+        names: dict[str, int] = {}
         for index, node in enumerate(self.nodes):
             if node.node_id in node_ids:
                 issues.append(Issue(f"{where}.nodes[{index}].node_id", f"duplicate node id {node.node_id}"))
             node_ids.add(node.node_id)
+            if node.name in names:
+                also = f"{where}.nodes[{names[node.name]}]"
+                issues.append(Issue(f"{where}.nodes[{index}].name", f"duplicate node name {node.name!r} (also {also})"))
+            names.setdefault(node.name, index)
         return issues

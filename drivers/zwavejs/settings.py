@@ -33,7 +33,7 @@ class ZwaveJsSource(SourceSettings, tag="zwave-js", frozen=True, kw_only=True):
     request_timeout_s: PositiveSeconds = 30.0
 
     def issues(self, where: str) -> list[Issue]:
-        """A ws:// URL on loopback (the server's API has no authentication); node ids unique."""
+        """A ws:// URL on loopback (the server's API has no authentication); node ids and names unique."""
         issues: list[Issue] = []
         parts = urlsplit(self.url)
         if parts.scheme != "ws" or not parts.hostname:
@@ -47,8 +47,13 @@ class ZwaveJsSource(SourceSettings, tag="zwave-js", frozen=True, kw_only=True):
         if self.reconnect_min_s > self.reconnect_max_s:
             issues.append(Issue(f"{where}.reconnect_min_s", "greater than reconnect_max_s"))
         node_ids: set[int] = set()
+        names: dict[str, int] = {}
         for index, node in enumerate(self.nodes):
             if node.node_id in node_ids:
                 issues.append(Issue(f"{where}.nodes[{index}].node_id", f"duplicate node id {node.node_id}"))
             node_ids.add(node.node_id)
+            if node.name in names:
+                also = f"{where}.nodes[{names[node.name]}]"
+                issues.append(Issue(f"{where}.nodes[{index}].name", f"duplicate node name {node.name!r} (also {also})"))
+            names.setdefault(node.name, index)
         return issues
