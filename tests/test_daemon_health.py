@@ -113,6 +113,7 @@ def test_the_daemon_path_has_no_import_cycle_and_defers_only_the_drivers() -> No
     # The only deferred imports: each source factory imports its own driver.
     factories = {"_modbus": "heatgate.drivers.modbus.source", "_p1": "heatgate.drivers.p1.source"}
     factories["_zwave"] = "heatgate.drivers.zwave.source"
+    factories["_zwavejs"] = "heatgate.drivers.zwavejs.source"
     deferred = [
         (name, function, module) for name in DAEMON_PATH for function, module in _function_level_imports(trees[name])
     ]
