@@ -165,3 +165,20 @@ def test_docs_hold_the_register_the_report_prints() -> None:
     for stream in ("service", "telemetry", "analytics", "security", "connectivity"):
         assert f"#### {stream}" in section
     assert "| gas-meter |" in section and "unlisted" in section and "sum / samples" in section
+
+
+def test_every_source_type_reports_the_device_types_it_produces() -> None:
+    """A source type the report forgot would keep its devices out of check-config's rule table."""
+    from heatgate.agent.privacy.device_types import configured_device_types
+    from heatgate.drivers.modbus.settings import ModbusDevice, ModbusRtuOverTcpSource
+    from heatgate.drivers.zwavejs.settings import ZwaveJsNode, ZwaveJsSource
+
+    bridge = ModbusRtuOverTcpSource(
+        name="bridge", host="127.0.0.1", devices=[ModbusDevice(name="em", unit_id=1, profile="sdm630")]
+    )
+    zwave = ZwaveJsSource(name="zw", nodes=[ZwaveJsNode(node_id=5, name="leak", device_type="water-sensor")])
+    found = configured_device_types([bridge, zwave])
+    assert found["energy-meter"] == ["bridge/em"]
+    assert found["water-sensor"] == ["zw/leak"]
+    assert "zw/controller" in found["zwave-controller"]
+    assert "zw/(nodes not configured)" in found["zwave-sensor"]

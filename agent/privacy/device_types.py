@@ -35,7 +35,7 @@ def configured_device_types(sources: Iterable[Any]) -> dict[str, list[str]]:
     Modbus ``devices`` with a ``profile``, Z-Wave ``nodes``). A Modbus profile that does not
     load is skipped here (``check-config`` reports it)."""
     from heatgate.drivers.p1.telegram import DEVICE, DEVICE_TYPE, GAS_DEVICE, GAS_DEVICE_TYPE
-    from heatgate.drivers.zwave.source import UNKNOWN_NODE_TYPE
+    from heatgate.drivers.zwave.source import CONTROLLER_TYPE, UNKNOWN_NODE_TYPE
     from heatgate.typedload import ConfigError
 
     found: dict[str, list[str]] = {}
@@ -45,7 +45,7 @@ def configured_device_types(sources: Iterable[Any]) -> dict[str, list[str]]:
 
     for source in sources:
         tag = source.__struct_config__.tag
-        if tag in ("modbus-tcp", "modbus-rtu"):
+        if tag in ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp"):
             from heatgate.drivers.modbus.profile import load_profile
 
             for device in source.devices:
@@ -56,10 +56,11 @@ def configured_device_types(sources: Iterable[Any]) -> dict[str, list[str]]:
         elif tag == "p1":
             add(DEVICE_TYPE, f"{source.name}/{DEVICE}")
             add(GAS_DEVICE_TYPE, f"{source.name}/{GAS_DEVICE}")
-        elif tag == "zwave":
+        elif tag in ("zwave", "zwave-js"):
             for node in source.nodes:
                 add(node.device_type, f"{source.name}/{node.name}")
             add(UNKNOWN_NODE_TYPE, f"{source.name}/(nodes not configured)")
+            add(CONTROLLER_TYPE, f"{source.name}/controller")
     return found
 
 

@@ -20,6 +20,8 @@ from heatgate.logs import get_logger
 __all__ = ["ZwaveRunner", "parse_application_command"]
 
 UNKNOWN_NODE_TYPE = "zwave-sensor"
+CONTROLLER_TYPE = "zwave-controller"
+"""The device type of the controller's own readings (its home id, as an identifier)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +155,7 @@ class ZwaveRunner:
                     Reading(
                         source=self.name,
                         device="controller",
-                        device_type="zwave-controller",
+                        device_type=CONTROLLER_TYPE,
                         point="home_id",
                         kind=PointKind.IDENTIFIER,
                         value=home_id,

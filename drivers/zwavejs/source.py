@@ -35,6 +35,8 @@ from heatgate.logs import get_logger
 __all__ = ["ZwaveJsRunner"]
 
 UNKNOWN_NODE_TYPE = "zwave-sensor"
+CONTROLLER_TYPE = "zwave-controller"
+"""The device type of the controller's own readings (its home id, as an identifier)."""
 _STATUS_EVENTS = {
     "sleep": NodeStatus.ASLEEP,
     "wake up": NodeStatus.AWAKE,
@@ -154,7 +156,7 @@ class ZwaveJsRunner:
                 Reading(
                     source=self.name,
                     device="controller",
-                    device_type="zwave-controller",
+                    device_type=CONTROLLER_TYPE,
                     point="home_id",
                     kind=PointKind.IDENTIFIER,
                     value=f"{state.controller.homeId:08x}",
