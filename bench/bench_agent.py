@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -135,6 +137,10 @@ class Rig:
     def config_path(self) -> Path:
         return self.root / "heatgate.toml"
 
+    @property
+    def modules_path(self) -> Path:
+        return self.root / "agent-modules.txt"
+
     async def start_simulators(self) -> None:
         load = self.load
         for host in range(load.heatpump_hosts):
@@ -207,10 +213,14 @@ class Rig:
         with self.config_path.open("a") as handle:
             handle.write(extra)
 
-    def start_agent(self) -> subprocess.Popen[bytes]:
+    def start_agent(self, limits: CpuLimits | None = None, *, modules: bool = False) -> subprocess.Popen[bytes]:
         log = open(self.root / "agent.log", "wb")  # noqa: SIM115 - closed with the process
+        runner = ["bench.agent_modules", str(self.modules_path)] if modules else ["heatgate"]
+        command = [sys.executable, "-m", *runner, "run", "--config", str(self.config_path)]
+        if limits is not None:
+            command = limits.wrap(command)
         self.agent = subprocess.Popen(
-            [sys.executable, "-m", "heatgate", "run", "--config", str(self.config_path)],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -246,23 +256,89 @@ class Rig:
             self.broker.stop()
 
 
+@dataclass
+class CpuLimits:
+    """The agent on a smaller CPU, for the Pi estimate: pinned to one core (``taskset -c``)
+    and/or given a CPU quota (``quota_pct`` of one core) by a cgroup of its own: cgroup v2
+    ``cpu.max``, or where the machine has cgroup v1, ``cpu.cfs_quota_us`` / ``cfs_period_us``
+    (the same CFS bandwidth limit). The agent's shell joins the cgroup and then execs the agent,
+    so every thread it starts is inside."""
+
+    cpu: int | None = None
+    quota_pct: float | None = None
+    cgroup: Path | None = None
+    how: str = ""
+
+    PERIOD_US = 100_000
+
+    def setup(self, name: str) -> None:
+        if self.quota_pct is None:
+            return
+        quota_us = int(self.PERIOD_US * self.quota_pct / 100)
+        v2 = Path("/sys/fs/cgroup")
+        if (v2 / "cgroup.controllers").exists():
+            self.cgroup = v2 / name
+            self.cgroup.mkdir()
+            (self.cgroup / "cpu.max").write_text(f"{quota_us} {self.PERIOD_US}\n")
+            self.how = f"cgroup v2 cpu.max {quota_us} {self.PERIOD_US}"
+        elif Path("/sys/fs/cgroup/cpu").is_dir():
+            self.cgroup = Path("/sys/fs/cgroup/cpu") / name
+            self.cgroup.mkdir()
+            (self.cgroup / "cpu.cfs_period_us").write_text(f"{self.PERIOD_US}\n")
+            (self.cgroup / "cpu.cfs_quota_us").write_text(f"{quota_us}\n")
+            self.how = f"cgroup v1 cpu.cfs_quota_us {quota_us} / cfs_period_us {self.PERIOD_US}"
+        else:
+            raise RuntimeError("no writable cgroup cpu controller here: the CPU quota cannot be applied")
+
+    def wrap(self, command: list[str]) -> list[str]:
+        if self.cpu is not None:
+            command = ["taskset", "-c", str(self.cpu), *command]
+        if self.cgroup is not None:
+            procs = self.cgroup / "cgroup.procs"
+            command = ["sh", "-c", f'echo $$ > "{procs}" && exec "$@"', "sh", *command]
+        return command
+
+    def describe(self) -> str:
+        parts = [f"pinned to CPU {self.cpu} (taskset)"] if self.cpu is not None else []
+        if self.quota_pct is not None:
+            parts.append(f"{self.quota_pct:g} % of one core ({self.how})")
+        return ", ".join(parts) or "no limits"
+
+    def teardown(self) -> None:
+        if self.cgroup is not None:
+            with contextlib.suppress(OSError):
+                self.cgroup.rmdir()
+            self.cgroup = None
+
+
 def queued(document: dict[str, Any]) -> tuple[int, int]:
     """(records queued in the buffer over all streams, readings waiting in the agent's queue)."""
     streams = document.get("buffer", {}).get("streams", {})
     return sum(int(s.get("queued", 0)) for s in streams.values()), int(document.get("readings_queue", 0))
 
 
-async def run_load(load: Load, *, duration_s: float, warmup_s: float, sample_s: float) -> dict[str, Any]:
+async def run_load(
+    load: Load,
+    *,
+    duration_s: float,
+    warmup_s: float,
+    sample_s: float,
+    limits: CpuLimits | None = None,
+    modules: bool = False,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"heatgate-bench-{load.name}-") as tmp:
         rig = Rig(Path(tmp), load)
         counter: BrokerCounter | None = None
+        result: dict[str, Any] | None = None
+        if limits is not None:
+            limits.setup(f"heatgate-bench-{os.getpid()}-{load.name}")
         try:
             rig.broker = Broker(rig.root / "broker")
             rig.broker.start()
             await rig.start_simulators()
             rig.provision()
             counter = BrokerCounter("127.0.0.1", rig.broker.port)
-            agent = rig.start_agent()
+            agent = rig.start_agent(limits, modules=modules)
             deadline = time.monotonic() + 30
             while True:
                 if agent.poll() is not None:
@@ -304,7 +380,7 @@ async def run_load(load: Load, *, duration_s: float, warmup_s: float, sample_s: 
                 / load.heatpump_interval_s
             )
             expected_meter = load.meters * METER_REQUESTS_PER_POLL / load.meter_interval_s
-            result: dict[str, Any] = {
+            result = {
                 "poll_rate_achieved": round(
                     min((hp1 - hp0) / window_s / expected_hp, (meter1 - meter0) / window_s / expected_meter), 3
                 ),
@@ -327,13 +403,24 @@ async def run_load(load: Load, *, duration_s: float, warmup_s: float, sample_s: 
                 "readings_queue_samples": [q for _, _, q in trend],
                 "sources_not_running": sorted(n for n, s in sources.items() if s.get("state") != "running"),
                 "healthy": bool(final.get("healthy")),
+                "cpu_limits": limits.describe() if limits is not None else "no limits",
+                "load_average": [round(x, 2) for x in os.getloadavg()],
             }
             return result
         finally:
             if counter is not None:
                 counter.close()
             await rig.stop()
+            if modules and result is not None and rig.modules_path.exists():
+                packages = rig.modules_path.read_text().split()
+                result["imported_packages"] = packages
+                result["forbidden_imported"] = sorted(set(packages) & FORBIDDEN_IN_DAEMON)
+            if limits is not None:
+                limits.teardown()
 
+
+FORBIDDEN_IN_DAEMON = frozenset({"sqlite_utils", "rich", "click", "pluggy", "dateutil", "pygments"})
+"""Packages the daemon must not import (issue 20): the installer tools' and the CLI's libraries."""
 
 WINDOW_S = 10.0
 """Troughs and peaks are taken per 10 s: the telemetry window of the short-window policy, so
@@ -387,6 +474,10 @@ def print_result(result: dict[str, Any]) -> None:
     if result["sources_not_running"]:
         print(f"  sources not running at the end: {result['sources_not_running']}")
     print(f"  healthy at the end: {result['healthy']}; keeps up: {keeps_up(result)}")
+    print(f"  agent CPU limits: {result['cpu_limits']}; load average at the end: {result['load_average']}")
+    if "imported_packages" in result:
+        print(f"  imported top-level packages ({len(result['imported_packages'])}): {result['imported_packages']}")
+        print(f"  forbidden in the daemon and imported: {result['forbidden_imported'] or 'none'}")
 
 
 def main() -> int:
@@ -397,7 +488,17 @@ def main() -> int:
     parser.add_argument("--warmup-s", type=float, default=10.0, help="after the broker connection (default 10)")
     parser.add_argument("--sample-s", type=float, default=1.0, help="status/RSS sampling period (default 1)")
     parser.add_argument("--json", action="store_true", help="end with one line: BENCH_JSON {...}")
+    parser.add_argument("--cpu", type=int, default=None, help="pin the agent to this CPU (taskset -c)")
+    parser.add_argument(
+        "--cpu-quota-pct", type=float, default=None, help="cap the agent at this %% of one core (a cgroup of its own)"
+    )
+    parser.add_argument(
+        "--modules", action="store_true", help="report the top-level packages the agent imported (bench.agent_modules)"
+    )
     args = parser.parse_args()
+    limits = None
+    if args.cpu is not None or args.cpu_quota_pct is not None:
+        limits = CpuLimits(cpu=args.cpu, quota_pct=args.cpu_quota_pct)
     machine = machine_description()
     print(
         f"# heatgate whole-agent benchmark — {machine['date']} — {machine['cpu']}, {machine['cores']} cores, "
@@ -407,7 +508,16 @@ def main() -> int:
     for load, duration_s in ((HOME, args.duration_s), (X100, args.x100_duration_s)):
         if args.load not in (load.name, "both"):
             continue
-        result = asyncio.run(run_load(load, duration_s=duration_s, warmup_s=args.warmup_s, sample_s=args.sample_s))
+        result = asyncio.run(
+            run_load(
+                load,
+                duration_s=duration_s,
+                warmup_s=args.warmup_s,
+                sample_s=args.sample_s,
+                limits=limits,
+                modules=args.modules,
+            )
+        )
         result["keeps_up"] = keeps_up(result)
         print_result(result)
         results[load.name] = result
@@ -415,7 +525,7 @@ def main() -> int:
         home = results["home"]
         print(
             f"home targets: CPU < 2 %: {'met' if home['cpu_percent'] < 2 else 'NOT met'}; "
-            f"RSS < 50 MiB: {'met' if home['rss_max_mib'] < 50 else 'NOT met'}"
+            f"RSS <= 40 MiB (issue 20): {'met' if home['rss_max_mib'] <= 40 else 'NOT met'}"
         )
     if args.json:
         print("BENCH_JSON " + json.dumps(results))

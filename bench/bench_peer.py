@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -106,12 +107,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     ),
                 )
             )
-            if args.policy == "short":
+            if args.policy in ("short", "raw"):
                 from heatgate.agent.devtools.demo import demo_policy
 
-                (root / "privacy-short.toml").write_text(demo_policy())
+                text = demo_policy() if args.policy == "short" else raw_policy()
+                (root / f"privacy-{args.policy}.toml").write_text(text)
                 with config_path.open("a") as handle:
-                    handle.write(f'\n[privacy]\npolicy_file = "{root / "privacy-short.toml"}"\n')
+                    handle.write(f'\n[privacy]\npolicy_file = "{root / f"privacy-{args.policy}.toml"}"\n')
             with open(root / "heatgate.log", "wb") as log:
                 heatgate = subprocess.Popen(
                     [sys.executable, "-m", "heatgate", "run", "--config", str(config_path)],
@@ -155,7 +157,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for sampler in samplers.values():
                 sampler.start()
             requests0 = {"heatgate": ours.context.requests, "thingsboard-gateway": theirs.context.requests}
-            prefixes0, answered0 = counter.prefixes(), responder.answered
+            prefixes0, answered0, readings0 = counter.prefixes(), responder.answered, counter.readings()
             started = time.monotonic()
             while time.monotonic() - started < args.duration_s:
                 await asyncio.sleep(min(args.sample_s, max(0.05, args.duration_s - (time.monotonic() - started))))
@@ -164,7 +166,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for sampler in samplers.values():
                 sampler.stop()
             window_s = time.monotonic() - started
-            prefixes1 = counter.prefixes()
+            prefixes1, readings1 = counter.prefixes(), counter.readings()
 
             def messages(keys: tuple[str, ...]) -> int:
                 return sum(prefixes1.get(k, 0) - prefixes0.get(k, 0) for k in keys)
@@ -173,6 +175,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "heatgate": messages(("heatgate/v1",)),
                 "thingsboard-gateway": messages(TB_PREFIXES) - (responder.answered - answered0),
             }
+            readings = {
+                "heatgate": readings1.get("heatgate/v1", 0) - readings0.get("heatgate/v1", 0),
+                "thingsboard-gateway": sum(readings1.get(k, 0) - readings0.get(k, 0) for k in TB_PREFIXES),
+            }
             requests1 = {"heatgate": ours.context.requests, "thingsboard-gateway": theirs.context.requests}
             for name, sampler in samplers.items():
                 result[name] = {
@@ -180,6 +186,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "rss_max_mib": round(sampler.rss_max_mib, 1),
                     "requests_per_s": round((requests1[name] - requests0[name]) / window_s, 1),
                     "broker_messages_per_s": round(msgs[name] / window_s, 2),
+                    "broker_readings_per_s": round(readings[name] / window_s, 1),
                 }
             result["duration_s"] = round(window_s, 1)
             hg, tb = result["heatgate"], result["thingsboard-gateway"]
@@ -210,6 +217,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def raw_policy() -> str:
+    """The shipped policy with the telemetry stream publishing every reading of every poll, as
+    the peer does: windows of 1 s (the poll interval here) with one aggregate, ``last``, so that
+    each window holds one poll's reading of each point and yields exactly one record for it.
+    Everything else (fields, pseudonyms, analytics) is the shipped policy's."""
+    from heatgate.config import data_path
+
+    text = data_path("privacy.toml").read_text()
+    start = text.index("[streams.telemetry]")
+    end = text.index("\n[", start + 1)  # the next top-level table (sub-tables are indented)
+    section = text[start:end]
+    section = re.sub(r"time_granularity_s = \d+", "time_granularity_s = 1", section)
+    section = re.sub(r"measurement = \[[^\]]*\]", 'measurement = ["last"]', section)
+    section = re.sub(r"counter = \[[^\]]*\]", 'counter = ["last"]', section)
+    return "# bench: the shipped policy, telemetry raw (every reading, 1 s windows).\n" + (
+        text[:start] + section + text[end:]
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration-s", type=float, default=60.0, help="measured window (default 60)")
@@ -219,10 +245,10 @@ def main() -> int:
     parser.add_argument("--cache-dir", default=str(REPO / ".bench-venvs"), help="where the peer's venv lives")
     parser.add_argument(
         "--policy",
-        choices=["shipped", "short"],
+        choices=["shipped", "short", "raw"],
         default="shipped",
-        help="heatgate's privacy policy: shipped (default), or short windows (10 s telemetry) "
-        "so that it publishes about as often as the peer",
+        help="heatgate's privacy policy: shipped (default); short windows (10 s telemetry); raw: every "
+        "reading of every poll published (1 s telemetry windows, one 'last' value each), the peer's output",
     )
     parser.add_argument("--json", action="store_true", help="end with one line: BENCH_JSON {...}")
     args = parser.parse_args()
@@ -237,12 +263,15 @@ def main() -> int:
             f"same heat pump (50 holding registers, every 1 s), same broker, measured {result['duration_s']:.0f} s, "
             f"heatgate policy {args.policy}:"
         )
-        print(f"  {'':<22}{'CPU % core':>11}{'RSS MiB':>9}{'req/s at sim':>14}{'msgs/s at broker':>18}")
+        print(
+            f"  {'':<22}{'CPU % core':>11}{'RSS MiB':>9}{'req/s at sim':>14}{'msgs/s at broker':>18}"
+            f"{'readings/s at broker':>22}"
+        )
         for name in ("heatgate", "thingsboard-gateway"):
             r = result[name]
             print(
                 f"  {name:<22}{r['cpu_percent']:>11.2f}{r['rss_max_mib']:>9.1f}{r['requests_per_s']:>14.1f}"
-                f"{r['broker_messages_per_s']:>18.2f}"
+                f"{r['broker_messages_per_s']:>18.2f}{r['broker_readings_per_s']:>22.1f}"
             )
         print(f"  peer RPCs answered/seen: {result.get('peer_rpcs')}")
     print(f"verdict: {result['verdict']}")

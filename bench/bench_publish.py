@@ -59,7 +59,9 @@ class InOrderBuffer:
 
 
 def _stored(record: Any) -> Any:
+    """The record as the buffer hands it out: with the wire form it stored at commit."""
     from heatgate.buffer.api import StoredRecord
+    from heatgate.buffer.wire import wire_form
 
     return StoredRecord(
         id=record.id,
@@ -68,6 +70,7 @@ def _stored(record: Any) -> Any:
         priority=record.priority,
         created_s=record.created_s,
         payload=record.payload,
+        wire=wire_form(record.id, record.payload),
     )
 
 

@@ -1,9 +1,9 @@
 """Record encryption: AEAD with associated data binding every clear column of the row.
 
 A sealed payload is ``nonce (12 random bytes) || ciphertext || tag (16 bytes)``. The associated
-data binds the record id, stream, route, priority, creation time and key epoch, so that a row
-whose ciphertext is altered, swapped with another row's, or moved to another stream, route or
-epoch fails authentication.
+data binds the record id, stream, route, priority, creation time, key epoch and the form of
+the plaintext (body, or wire form), so that a row whose ciphertext is altered, swapped with
+another row's, or moved to another stream, route, epoch or form fails authentication.
 """
 
 from __future__ import annotations
@@ -30,10 +30,17 @@ def check_cipher(name: str) -> str:
     return name
 
 
-def associated_data(record_id: str, stream: str, route: str, priority: int, created_s: float, epoch: int) -> bytes:
-    """Unambiguous encoding (msgpack array) of the clear columns a ciphertext is bound to."""
+def associated_data(
+    record_id: str, stream: str, route: str, priority: int, created_s: float, epoch: int, form: int = 0
+) -> bytes:
+    """Unambiguous encoding (msgpack array) of the clear columns a ciphertext is bound to.
+    ``form`` (what the plaintext is, see :mod:`heatgate.buffer.schema`): 0 encodes exactly as
+    before the column existed (rows of older versions still open); any other form is appended,
+    so that a row's form cannot be changed without failing authentication."""
     # float(): SQLite's REAL column gives back a float even for an int, which encodes differently.
-    return _encode((_AD_VERSION, record_id, stream, route, priority, float(created_s), epoch))
+    if form == 0:
+        return _encode((_AD_VERSION, record_id, stream, route, priority, float(created_s), epoch))
+    return _encode((_AD_VERSION, record_id, stream, route, priority, float(created_s), epoch, form))
 
 
 class RecordCipher:

@@ -45,6 +45,11 @@ class StoredRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     priority: int
     created_s: float
     payload: bytes
+    """The body, as :attr:`NewRecord.payload` was."""
+    wire: bytes | None = None
+    """The record's wire form ``{"id":…,"body":…}`` (:func:`heatgate.buffer.wire.wire_form`), as
+    committed: what the publisher joins into a message. None where the buffer has only the body
+    (rows written before the wire form was stored; in-memory buffers): the publisher makes it."""
 
 
 class StreamStats(msgspec.Struct, kw_only=True):

@@ -1,7 +1,7 @@
 """The database schema, versioned by ``PRAGMA user_version`` with forward migrations.
 
-Nothing is stored in clear but a record's id, stream, route, priority, creation time, key epoch
-and its nonce+ciphertext; data keys only wrapped; state values only encrypted.
+Nothing is stored in clear but a record's id, stream, route, priority, creation time, key epoch,
+the form of its plaintext and its nonce+ciphertext; data keys only wrapped; state values only encrypted.
 """
 
 from __future__ import annotations
@@ -52,7 +52,15 @@ CREATE TABLE counters (stream TEXT NOT NULL, name TEXT NOT NULL, value INTEGER N
 CREATE TABLE state (name TEXT PRIMARY KEY, sealed BLOB NOT NULL) WITHOUT ROWID;
 """
 
-_MIGRATIONS: tuple[str, ...] = (_V1,)
+_V2 = """
+ALTER TABLE records ADD COLUMN form INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE quarantine ADD COLUMN form INTEGER NOT NULL DEFAULT 0;
+"""
+"""``form``: what a row's ciphertext holds. 0 (rows written before version 2): the record's
+body; 1: its wire form ``{"id":…,"body":…}`` (:mod:`heatgate.buffer.wire`), bound into the
+associated data (:func:`heatgate.buffer.aead.associated_data`). Old rows are read as they are."""
+
+_MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 """``_MIGRATIONS[n]`` takes a database from version n to n + 1. Append, never edit."""
 
 SCHEMA_VERSION = len(_MIGRATIONS)

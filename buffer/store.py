@@ -32,21 +32,28 @@ from heatgate.buffer.eviction import ROW_OVERHEAD_BYTES, Candidate, need_bytes, 
 from heatgate.buffer.sealed_state import SealedState
 from heatgate.buffer.sqlite_open import BUSY_TIMEOUT_S, TURNSTILE_WAIT_S, is_busy, is_disk_full, open_database
 from heatgate.buffer.turnstile import Turnstile
+from heatgate.buffer.wire import body_of, wire_form
 from heatgate.logs import get_logger
 
 log = get_logger("heatgate.buffer")
 
 __all__ = ["Store"]
 
+_WIRE_OVERHEAD_BYTES = len(b'{"id":"","body":}')
 _COUNTERS = ("published", "evicted", "expired", "purged", "auth_failures", "rejected")
-_SELECT_COLUMNS = "seq, id, stream, route, priority, created_s, epoch, sealed"
+_SELECT_COLUMNS = "seq, id, stream, route, priority, created_s, epoch, sealed, form"
+_FORM_BODY = 0
+"""The ciphertext holds the record's body (rows of schema version 1)."""
+_FORM_WIRE = 1
+"""The ciphertext holds the record's wire form (:mod:`heatgate.buffer.wire`); every new row."""
 _DELETE_BATCH = 1000
 """Evicted rows deleted per statement batch: memory stays flat however much is evicted."""
 
 
 def _record_bytes(record: NewRecord) -> int:
-    """What a record is estimated to take on disk (ciphertext, nonce and tag, row overhead)."""
-    return record_bytes(len(record.payload))
+    """What a record is estimated to take on disk (its wire form's ciphertext, nonce and tag,
+    row overhead)."""
+    return record_bytes(len(record.payload) + len(record.id) + _WIRE_OVERHEAD_BYTES)
 
 
 @dataclass
@@ -276,7 +283,9 @@ class Store:
                 expired[record.stream] = expired.get(record.stream, 0) + 1
                 continue
             assert epoch.cipher is not None
-            ad = associated_data(record.id, record.stream, record.route, record.priority, record.created_s, epoch.epoch)
+            ad = associated_data(
+                record.id, record.stream, record.route, record.priority, record.created_s, epoch.epoch, _FORM_WIRE
+            )
             rows.append(
                 (
                     record.id,
@@ -285,12 +294,13 @@ class Store:
                     record.priority,
                     record.created_s,
                     epoch.epoch,
-                    epoch.cipher.seal(record.payload, ad),
+                    epoch.cipher.seal(wire_form(record.id, record.payload), ad),
+                    _FORM_WIRE,
                 )
             )
         self.conn.executemany(
-            "INSERT OR IGNORE INTO records (id, stream, route, priority, created_s, epoch, sealed)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO records (id, stream, route, priority, created_s, epoch, sealed, form)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         for stream, count in expired.items():
@@ -312,18 +322,14 @@ class Store:
             params.extend(sorted(exclude_streams))
         sql += " ORDER BY priority, created_s LIMIT ?"
         params.append(limit + skip)
-        for seq, rid, stream, route, priority, created_s, number, sealed in self.conn.execute(sql, params):
+        for seq, rid, stream, route, priority, created_s, number, sealed, form in self.conn.execute(sql, params):
             if rid in self._inflight:
                 continue
-            payload = self._open(rid, stream, route, priority, created_s, number, sealed)
-            if payload is None:
+            record = self._open(rid, stream, route, priority, created_s, number, sealed, form)
+            if record is None:
                 bad.append((seq, stream))
                 continue
-            out.append(
-                StoredRecord(
-                    id=rid, stream=stream, route=route, priority=priority, created_s=created_s, payload=payload
-                )
-            )
+            out.append(record)
             if len(out) >= limit:
                 break
         self._inflight.update(r.id for r in out)
@@ -332,15 +338,31 @@ class Store:
         return out
 
     def _open(
-        self, rid: str, stream: str, route: str, priority: int, created_s: float, number: int, sealed: bytes
-    ) -> bytes | None:
+        self,
+        rid: str,
+        stream: str,
+        route: str,
+        priority: int,
+        created_s: float,
+        number: int,
+        sealed: bytes,
+        form: int,
+    ) -> StoredRecord | None:
+        """The row decrypted, or None if it fails authentication (or has no key, or an unknown form)."""
         epoch = self._data_keys.by_number(number)
-        if epoch is None or epoch.cipher is None or epoch.stream != stream:
+        if epoch is None or epoch.cipher is None or epoch.stream != stream or form not in (_FORM_BODY, _FORM_WIRE):
             return None
         try:
-            return epoch.cipher.open(sealed, associated_data(rid, stream, route, priority, created_s, number))
+            plain = epoch.cipher.open(sealed, associated_data(rid, stream, route, priority, created_s, number, form))
         except InvalidTag:
             return None
+        if form == _FORM_BODY:
+            wire, payload = None, plain
+        else:
+            wire, payload = plain, body_of(rid, plain)
+        return StoredRecord(
+            id=rid, stream=stream, route=route, priority=priority, created_s=created_s, payload=payload, wire=wire
+        )
 
     def _quarantine(self, bad: Sequence[tuple[int, str]]) -> None:
         self.begin()
@@ -666,16 +688,12 @@ class Store:
         rows = self.conn.execute(
             f"SELECT {_SELECT_COLUMNS} FROM records WHERE seq <= ? ORDER BY created_s, seq", (self.committed_seq,)
         ).fetchall()
-        for seq, rid, stream, route, priority, created_s, number, sealed in rows:
-            payload = self._open(rid, stream, route, priority, created_s, number, sealed)
-            if payload is None:
+        for seq, rid, stream, route, priority, created_s, number, sealed, form in rows:
+            record = self._open(rid, stream, route, priority, created_s, number, sealed, form)
+            if record is None:
                 bad.append((seq, stream))
                 continue
-            out.append(
-                StoredRecord(
-                    id=rid, stream=stream, route=route, priority=priority, created_s=created_s, payload=payload
-                )
-            )
+            out.append(record)
         if bad:
             self._quarantine(bad)
         return out

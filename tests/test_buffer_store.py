@@ -16,11 +16,9 @@ from cryptography.exceptions import InvalidTag
 
 from heatgate.buffer.adapter import AsyncBuffer, open_buffer
 from heatgate.buffer.aead import RecordCipher, associated_data
-from heatgate.buffer.data_keys import key_ad
 from heatgate.buffer.epochs import default_epoch_s
-from heatgate.buffer.keys import DerivedKeys
 from heatgate.buffer.store import Store
-from tests.support.buffer import RETENTION_S, T0, Clock, integrity, raw_bytes, records, sql
+from tests.support.buffer import RETENTION_S, T0, Clock, data_keys, integrity, raw_bytes, records, sql
 from tests.support.leaks import run_async
 
 T = TypeVar("T")
@@ -133,7 +131,8 @@ def test_canary_never_on_disk(tmp_path: Path, cipher: str) -> None:
     assert canary.encode() not in raw_bytes(db)
     assert canary.encode() not in db.read_bytes()
     columns = sql(db, "SELECT name FROM pragma_table_info('records')")
-    assert [c[0] for c in columns] == ["seq", "id", "stream", "route", "priority", "created_s", "epoch", "sealed"]
+    names = [c[0] for c in columns]
+    assert names == ["seq", "id", "stream", "route", "priority", "created_s", "epoch", "sealed", "form"]
 
 
 def _tamper(db: Path, how: str) -> set[str]:
@@ -156,10 +155,13 @@ def _tamper(db: Path, how: str) -> set[str]:
     if how == "move-route":
         sql(db, "UPDATE records SET route = 'analytics/x' WHERE seq = ?", (seq_a,))
         return {str(id_a)}
+    if how == "form":  # a wire form read as a bare body would publish a record without its id
+        sql(db, "UPDATE records SET form = 0 WHERE seq = ?", (seq_a,))
+        return {str(id_a)}
     raise AssertionError(how)
 
 
-@pytest.mark.parametrize("how", ["flip", "swap", "move-stream", "move-route"])
+@pytest.mark.parametrize("how", ["flip", "swap", "move-stream", "move-route", "form"])
 def test_tampering_is_detected_counted_and_quarantined(tmp_path: Path, how: str) -> None:
     db = tmp_path / "b.db"
     batch = records("telemetry", 6)
@@ -229,36 +231,20 @@ def test_retention_crypto_shreds_a_copy_taken_before(tmp_path: Path) -> None:
     (wrapped_old,) = sql(copy, "SELECT wrapped FROM data_keys WHERE epoch = ?", (old_epoch,))[0]
     assert isinstance(wrapped_old, bytes)
     assert wrapped_old not in raw_bytes(db), "secure_delete + TRUNCATE checkpoint: the wrapped key is gone"
-    current_keys = _current_data_keys(db)
+    current_keys = data_keys(db, KEY)
     assert old_epoch not in current_keys
     for number, key in current_keys.items():  # no key left in the store opens an old row
-        for rid, stream, route, priority, created_s, sealed in sql(
-            copy, "SELECT id, stream, route, priority, created_s, sealed FROM records WHERE epoch = ?", (old_epoch,)
+        for rid, stream, route, priority, created_s, sealed, form in sql(
+            copy,
+            "SELECT id, stream, route, priority, created_s, sealed, form FROM records WHERE epoch = ?",
+            (old_epoch,),
         ):
-            ad = associated_data(str(rid), str(stream), str(route), int(priority), float(created_s), old_epoch)
+            ad = associated_data(
+                str(rid), str(stream), str(route), int(priority), float(created_s), old_epoch, int(str(form))
+            )
             with pytest.raises(InvalidTag):
                 RecordCipher("chacha20-poly1305", key).open(bytes(sealed), ad)
             assert number != old_epoch
-
-
-def _current_data_keys(db: Path) -> dict[int, bytes]:
-    (salt,) = sql(db, "SELECT value FROM meta WHERE name = 'salt'")[0]
-    keys = DerivedKeys(KEY, bytes(salt))
-    out = {}
-    for number, stream, start_s, end_s, cipher, wrapped in sql(
-        db, "SELECT epoch, stream, start_s, end_s, cipher, wrapped FROM data_keys"
-    ):
-        out[int(number)] = keys.unwrap(
-            bytes(wrapped),
-            key_ad(
-                int(number),
-                str(stream),
-                float(start_s),
-                float(end_s),
-                str(cipher),
-            ),
-        )
-    return out
 
 
 def test_records_already_past_retention_are_never_stored(tmp_path: Path) -> None:

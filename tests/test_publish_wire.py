@@ -8,12 +8,21 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from heatgate.agent.payloads import STREAMS, FaultBody, TelemetryBody, body_encoder
+from heatgate.agent.payloads import (
+    STREAMS,
+    FaultBody,
+    RawMessage,
+    RawRecord,
+    TelemetryBody,
+    body_encoder,
+    schema_name,
+)
 from heatgate.agent.publish.decode import Deduplicator, decode_message
 from heatgate.agent.publish.packing import pack, topic_for
 from heatgate.agent.schemas import differing, generate, load_schema, meaning, shipped
 from heatgate.buffer.api import StoredRecord
 from heatgate.buffer.ids import new_id
+from heatgate.buffer.wire import body_of, wire_form
 
 GW = "gw-wire-0001"
 SENT = "2025-01-01T00:00:00.000Z"
@@ -43,8 +52,41 @@ def test_analytics_schema_has_no_gateway_and_refuses_extra_fields() -> None:
     assert "gateway" in load_schema("service")["$defs"]["ServiceMessage"]["required"]
 
 
-def _record(stream: str, route: str, body: bytes, created_s: float = 0.0) -> StoredRecord:
-    return StoredRecord(id=new_id(), stream=stream, route=route, priority=0, created_s=created_s, payload=body)
+def _record(stream: str, route: str, body: bytes, created_s: float = 0.0, *, wire: bool = False) -> StoredRecord:
+    rid = new_id()
+    return StoredRecord(
+        id=rid,
+        stream=stream,
+        route=route,
+        priority=0,
+        created_s=created_s,
+        payload=body,
+        wire=wire_form(rid, body) if wire else None,
+    )
+
+
+def _typed(stream: str, records: list[StoredRecord], gateway: str | None) -> bytes:
+    """What msgspec makes of the whole typed message: the reference the spliced payload must equal."""
+    message = RawMessage(
+        schema=schema_name(stream),
+        stream=stream,
+        gateway=gateway,
+        sent_at=SENT,
+        records=[RawRecord(id=r.id, body=msgspec.Raw(r.payload)) for r in records],
+    )
+    return msgspec.json.encode(message)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    record_id=st.text(max_size=30),
+    body=st.sampled_from([b"{}", rb'{"a":"\u00e9\"x"}', b"[1,2.5,null]", b"3"]),
+)
+def test_wire_form_is_what_the_typed_record_encodes_to(record_id: str, body: bytes) -> None:
+    wire = wire_form(record_id, body)
+    assert wire == msgspec.json.encode(RawRecord(id=record_id, body=msgspec.Raw(body)))
+    assert json.loads(wire) == {"id": record_id, "body": json.loads(body)}
+    assert body_of(record_id, wire) == body
 
 
 def test_topics() -> None:
@@ -61,10 +103,13 @@ _text = st.text(min_size=1, max_size=40)
     values=st.lists(_values, min_size=1, max_size=120),
     devices=st.lists(_text, min_size=1, max_size=3),
     max_payload=st.integers(1024, 8192),
+    wired=st.lists(st.booleans(), min_size=1, max_size=7),
 )
 def test_packing_is_bounded_ordered_and_decodes(
-    values: list[float | None], devices: list[str], max_payload: int
+    values: list[float | None], devices: list[str], max_payload: int, wired: list[bool]
 ) -> None:
+    """Records with their stored wire form and records with only a body (older rows), mixed:
+    each message is the typed message's exact bytes, within the bound, and as full as it can be."""
     records = []
     for i, value in enumerate(values):
         body = TelemetryBody(
@@ -77,11 +122,17 @@ def test_packing_is_bounded_ordered_and_decodes(
             window_s=60,
             samples=1,
         )
-        records.append(_record("telemetry", "telemetry", body_encoder.encode(body)))
+        records.append(_record("telemetry", "telemetry", body_encoder.encode(body), wire=wired[i % len(wired)]))
     packed = pack(records, prefix="hg/v1", gateway_id=GW, max_payload_bytes=max_payload, sent_at=SENT)
     assert [i for p in packed for i in p.ids] == [r.id for r in records]  # all, once, in order
+    start = 0
     for p in packed:
+        batch = records[start : start + len(p.ids)]
+        start += len(p.ids)
+        assert p.payload == _typed("telemetry", batch, GW)
         assert len(p.payload) <= max_payload or len(p.ids) == 1
+        if start < len(records):  # greedy: the next record would not have fitted
+            assert len(_typed("telemetry", [*batch, records[start]], GW)) > max_payload
         decoded = decode_message(p.topic, p.payload, prefix="hg/v1")
         assert decoded.valid, decoded.error
         assert [r.id for r in decoded.records] == list(p.ids)
@@ -96,13 +147,14 @@ def test_packing_groups_routes_and_drops_the_gateway_on_analytics() -> None:
     )
     records = [
         _record("service", "service/fault", body_encoder.encode(fault)),
-        _record("analytics", "analytics/hp", analytics),
+        _record("analytics", "analytics/hp", analytics, wire=True),
         _record("service", "service/fault", body_encoder.encode(fault)),
     ]
     packed = pack(records, prefix="hg/v1", gateway_id=GW, max_payload_bytes=65536, sent_at=SENT)
     assert [p.topic for p in packed] == [f"hg/v1/{GW}/service/fault", "hg/v1/analytics/hp"]
     assert len(packed[0].ids) == 2
     assert b"gateway" not in packed[1].payload and GW.encode() not in packed[1].payload
+    assert packed[1].payload == _typed("analytics", [records[1]], None)
     assert decode_message(packed[1].topic, packed[1].payload, prefix="hg/v1").valid
 
 

@@ -151,6 +151,7 @@ class MqttClient:
         self._fd: int | None = None
         self._last_log_error: str | None = None
         self._writing_now = False  # publish() writes right away: no writer registration for it
+        self._writer_added = False  # the loop's writer is registered (only for what a write left)
         self._in_message_cb = False
         self.connected = False
         self.lost_reason: str | None = None
@@ -303,6 +304,7 @@ class MqttClient:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(fd)
             self._loop.remove_writer(fd)
+        self._writer_added = False
 
     def _on_socket_register_write(self, _c: mqtt.Client, _u: object, sock: Any) -> None:
         if self._writing_now:
@@ -313,13 +315,24 @@ class MqttClient:
     def _add_writer(self, fd: int) -> None:
         if self._fd == fd and self._loop is not None:
             self._loop.add_writer(fd, self._client.loop_write)
+            self._writer_added = True
 
     def _on_socket_unregister_write(self, _c: mqtt.Client, _u: object, sock: Any) -> None:
         fd = self._fd
-        if fd is not None:
-            self._in_loop(lambda: self._remove_writer(fd))
+        if fd is None:
+            return
+        if not self._writer_added and self._on_loop_thread():
+            return  # paho says so after every write; nothing to remove (an epoll change per message)
+        self._in_loop(lambda: self._remove_writer(fd))
+
+    def _on_loop_thread(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
 
     def _remove_writer(self, fd: int) -> None:
+        self._writer_added = False
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_writer(fd)
 

@@ -34,6 +34,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -67,6 +68,7 @@ COMMANDS_IN_PROGRESS_MAX = 256
 """Incoming command messages handled at once; more are shed and counted (``commands_shed``)."""
 
 _PUBLISHED = frozenset(STREAMS)
+_stream = attrgetter("stream")
 
 CommandHook = Callable[[str, bytes, dict[str, Any]], Awaitable[None]]
 _state_encoder = msgspec.json.Encoder()
@@ -310,6 +312,9 @@ class Publisher:
         below). Raises :class:`ConnectionLost` when the connection ends."""
         window: deque[tuple[asyncio.Future[None], Packed]] = deque()
         window_max = self.config.inflight_max
+        # One waiter for a stop, for the whole drain: a full window waits on it with its oldest
+        # message at every PUBACK, and a task per wait would cost more than the rest of the turn.
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(self._stopped.wait())
         try:
             while True:
                 if self._stopping:
@@ -334,7 +339,7 @@ class Publisher:
                     try:
                         while queue and not self._stopping:
                             while len(window) >= window_max and not self._stopping:
-                                await self._settle(window, wait=True, or_wake=False)
+                                await self._settle(window, wait=True, stopped=stopped)
                             if self._stopping:
                                 break
                             # The connection may have dropped while we waited (for the buffer or
@@ -355,6 +360,9 @@ class Publisher:
                 else:
                     await self._wake.wait()
         finally:
+            stopped.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopped
             # Acknowledged but not yet settled: ack (a clean stop gets PUBACKs up to ``offline``).
             acked = [i for f, p in window if f.done() and not f.cancelled() and f.exception() is None for i in p.ids]
             ids = [
@@ -372,15 +380,23 @@ class Publisher:
                 await self.buffer.release(ids)
 
     async def _settle(
-        self, window: deque[tuple[asyncio.Future[None], Packed]], *, wait: bool, or_wake: bool = True
+        self,
+        window: deque[tuple[asyncio.Future[None], Packed]],
+        *,
+        wait: bool,
+        stopped: asyncio.Future[Any] | None = None,
     ) -> None:
         """Ack what the broker acknowledged (from the oldest on); with ``wait``, first wait for the
-        oldest message (or, ``or_wake``, a wake-up, so that a new fault is taken without delay;
-        a stop always ends the wait). No deadline here: a message without PUBACK for
-        ``puback_timeout_s`` fails with :class:`ConnectionLost` when the client drops the connection."""
-        if wait and window and not window[0][0].done():
+        oldest message or, given ``stopped`` (the drain's stop waiter), for a stop; without it, for
+        a wake-up (so that a new fault is taken without delay) or a stop. No deadline here: a
+        message without PUBACK for ``puback_timeout_s`` fails with :class:`ConnectionLost` when
+        the client drops the connection."""
+        if wait and window and not window[0][0].done() and stopped is not None:
+            # ``asyncio.wait`` neither cancels nor wraps either future.
+            await asyncio.wait({window[0][0], stopped}, return_when=asyncio.FIRST_COMPLETED)
+        elif wait and window and not window[0][0].done():
             oldest: asyncio.Future[Any] = window[0][0]
-            waker: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait() if or_wake else self._stopped.wait())
+            waker: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
             try:
                 # ``asyncio.wait`` neither cancels nor wraps the message's future; its outcome is
                 # read below. Cancelling this task leaves it to _drain, which releases its records.
@@ -440,7 +456,7 @@ class Publisher:
     async def _drop_unpublishable(self, records: list[StoredRecord]) -> list[StoredRecord]:
         """Records of a stream that is never published (installer-local...) are released, held
         back for good and reported: they must not leave, and must not block the drain."""
-        if {r.stream for r in records} <= _PUBLISHED:
+        if set(map(_stream, records)) <= _PUBLISHED:  # C-level: this runs for every drain round
             return records
         bad = [r for r in records if r.stream not in STREAMS]
         streams = sorted({r.stream for r in bad})

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -84,6 +85,7 @@ class BrokerCounter:
         self.count = 0
         self.bytes = 0
         self.by_prefix: dict[str, int] = {}
+        self.readings_by_prefix: dict[str, int] = {}
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-counter-{os.getpid()}")
@@ -102,6 +104,7 @@ class BrokerCounter:
             self.bytes += len(message.payload)
             key = "/".join(message.topic.split("/")[:2])
             self.by_prefix[key] = self.by_prefix.get(key, 0) + 1
+            self.readings_by_prefix[key] = self.readings_by_prefix.get(key, 0) + readings_in(message.payload)
 
     def snapshot(self) -> int:
         with self._lock:
@@ -112,9 +115,33 @@ class BrokerCounter:
         with self._lock:
             return dict(self.by_prefix)
 
+    def readings(self) -> dict[str, int]:
+        """Readings so far by prefix (see :func:`readings_in`)."""
+        with self._lock:
+            return dict(self.readings_by_prefix)
+
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def readings_in(payload: bytes | bytearray) -> int:
+    """Readings a message carries: a heatgate message's ``records``; a ThingsBoard gateway
+    telemetry message's values (``{"device": [{"ts": …, "values": {…}}]}``); else 0."""
+    try:
+        document = json.loads(payload)
+    except ValueError:
+        return 0
+    if not isinstance(document, dict):
+        return 0
+    if isinstance(document.get("records"), list):
+        return len(document["records"])
+    count = 0
+    for entries in document.values():
+        for entry in entries if isinstance(entries, list) else []:
+            values = entry.get("values") if isinstance(entry, dict) else None
+            count += len(values) if isinstance(values, dict) else 0
+    return count
 
 
 def slope_per_min(points: list[tuple[float, float]]) -> float:

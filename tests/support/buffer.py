@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from heatgate.buffer.api import NewRecord
+from heatgate.buffer.data_keys import key_ad
 from heatgate.buffer.ids import IdGenerator
+from heatgate.buffer.keys import DerivedKeys
 
 PRIORITY = {"service": 0, "telemetry": 5, "analytics": 9, "connectivity": 7}
 ROUTE = {
@@ -81,3 +83,17 @@ def sql(db: Path, statement: str, params: tuple[object, ...] = ()) -> list[tuple
         return conn.execute(statement, params).fetchall()
     finally:
         conn.close()
+
+
+def data_keys(db: Path, master_key: bytes) -> dict[int, bytes]:
+    """Every data key in the file, unwrapped with the master key: epoch -> key."""
+    (salt,) = sql(db, "SELECT value FROM meta WHERE name = 'salt'")[0]
+    keys = DerivedKeys(master_key, bytes(salt))
+    out = {}
+    for number, stream, start_s, end_s, cipher, wrapped in sql(
+        db, "SELECT epoch, stream, start_s, end_s, cipher, wrapped FROM data_keys"
+    ):
+        out[int(number)] = keys.unwrap(
+            bytes(wrapped), key_ad(int(number), str(stream), float(start_s), float(end_s), str(cipher))
+        )
+    return out
