@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.broker import Broker
+from heatgate.agent.devtools.localbroker import Broker
 from tests.support.leaks import child_pids, live_threads, settle
 
 

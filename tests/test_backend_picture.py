@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 
 from heatgate.agent.daemon import Committer
+from heatgate.agent.devtools.harness import Gateway, listening, load_sources, spawn_sim, stop_process, wait_until
 from heatgate.agent.devtools.localbroker import Broker, free_port
 from heatgate.agent.devtools.subscriber import Subscriber
 from heatgate.buffer.adapter import open_buffer
 from heatgate.drivers.reading import PointKind
 from heatgate.drivers.sim.p1 import P1Simulator
-from tests.support.agent_harness import Gateway, listening, load_sources, spawn_sim, stop_process, wait_until
 from tests.support.buffer import RETENTION_S, Clock
 from tests.support.leaks import run_async
 from tests.support.privacy import T0, bodies, make_pipeline, reading

@@ -10,9 +10,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.support.broker import Broker
-from tests.support.certs import make_ca
-from tests.support.subscriber import Subscriber
+from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.devtools.pki import make_ca
+from heatgate.agent.devtools.subscriber import Subscriber
 
 pytestmark = pytest.mark.broker
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.agent_harness import LoadRig
+from heatgate.agent.devtools.harness import LoadRig
 
 COMMANDS: list[tuple[str, ...]] = [
     ("report", "--json"),

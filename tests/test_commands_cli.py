@@ -22,12 +22,12 @@ from heatgate.agent.commands.nonces import NonceStore
 from heatgate.agent.commands.verify import CommandVerifier
 from heatgate.agent.commands.wiring import answer, pinned_keys
 from heatgate.agent.config import MqttConfig
+from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.devtools.subscriber import Subscriber
 from heatgate.agent.publish.client import Incoming, MqttClient
-from tests.support.broker import Broker
 from tests.support.commands import GATEWAY, AuditLog, Calls, write_bounds
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
-from tests.support.subscriber import Subscriber
 
 PREFIX = "heatgate/v1"
 
@@ -371,7 +371,7 @@ def test_send_times_out_without_a_gateway(plain_broker: Broker, keydir: Path) ->
 
 
 def test_send_reports_an_unreachable_broker(keydir: Path) -> None:
-    from tests.support.broker import free_port
+    from heatgate.agent.devtools.localbroker import free_port
 
     code, _out, err = run_async(
         heatgate(

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from heatgate.agent.devtools.harness import GATEWAY_ID, Gateway, LoadRig, fast_policy, wait_until
 from heatgate.agent.devtools.localbroker import Broker
-from tests.support.agent_harness import GATEWAY_ID, Gateway, LoadRig, fast_policy, wait_until
-from tests.support.subscriber import Received, Subscriber
+from heatgate.agent.devtools.subscriber import Received, Subscriber
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.serial]
 

@@ -15,10 +15,10 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from heatgate.agent.devtools.demo import GATEWAY_ID, running_demo
+from heatgate.agent.devtools.subscriber import Received, Subscriber
 from heatgate.agent.publish.decode import decode_message
 from heatgate.drivers.modbus.profile import load_profile
 from heatgate.drivers.sim.zwave import DEFAULT_HOME_ID
-from tests.support.subscriber import Received, Subscriber
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

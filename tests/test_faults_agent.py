@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from heatgate.agent.devtools.harness import Gateway, LoadRig, load_sources, wait_until
 from heatgate.agent.devtools.localbroker import free_port
 from heatgate.drivers.sim.p1 import P1Simulator
-from tests.support.agent_harness import Gateway, LoadRig, load_sources, wait_until
 from tests.support.leaks import run_async
 from tests.support.tmpfs import tmpfs
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.agent_harness import LoadRig, kill_rounds
+from heatgate.agent.devtools.harness import LoadRig, kill_rounds
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.serial]
 

@@ -13,10 +13,10 @@ import pytest
 
 from bench.fleet_support.backend import MQTT_MSGS_STREAM, JetStreamBackend
 from heatgate.agent.config import MqttConfig
+from heatgate.agent.devtools.memory_buffer import open_real_buffer, telemetry_record
+from heatgate.agent.devtools.nats import NatsCluster
 from heatgate.agent.publish.publisher import Publisher
 from tests.support.leaks import run_async
-from tests.support.memory_buffer_publish import open_real_buffer, telemetry_record
-from tests.support.nats import NatsCluster
 
 pytestmark = pytest.mark.broker
 

@@ -21,14 +21,14 @@ import pytest
 
 from bench.fleet_support.backend import JetStreamBackend, subject_to_topic, topic_to_subject
 from heatgate.agent.config import MqttConfig
+from heatgate.agent.devtools.memory_buffer import fault_record, open_real_buffer, telemetry_record
+from heatgate.agent.devtools.nats import NatsNode, nats_server
+from heatgate.agent.devtools.subscriber import Received, Subscriber
 from heatgate.agent.publish.client import MqttClient
 from heatgate.agent.publish.decode import decode_message
 from heatgate.agent.publish.errors import ConnectError
 from heatgate.agent.publish.publisher import Publisher
 from tests.support.leaks import run_async
-from tests.support.memory_buffer_publish import fault_record, open_real_buffer, telemetry_record
-from tests.support.nats import NatsNode, nats_server
-from tests.support.subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.broker
 GW = "gw-nats-0001"
@@ -200,7 +200,7 @@ _CHILD = """
 import asyncio, sys
 from heatgate.agent.config import MqttConfig
 from heatgate.agent.publish.publisher import Publisher
-from tests.support.memory_buffer_publish import MemoryBuffer
+from heatgate.agent.devtools.memory_buffer import MemoryBuffer
 
 async def main():
     config = MqttConfig(url=sys.argv[1], protocol="3.1.1", keepalive_s=5)

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from heatgate.agent.config import Config, GatewayConfig
+from heatgate.agent.devtools.harness import GATEWAY_ID, Gateway, wait_until
 from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.devtools.subscriber import Received, Subscriber
 from heatgate.agent.privacy.config_audit import config_change_details, refusal_reason, remote_status
-from tests.support.agent_harness import GATEWAY_ID, Gateway, wait_until
 from tests.support.dictionary import Published, attack, postcode_neighbourhood, postcode_spellings
 from tests.support.leaks import run_async
 from tests.support.memory_state import MemoryState
-from tests.support.subscriber import Received, Subscriber
 
 POSTCODE = "3511 AB"  # what the harness provisions
 

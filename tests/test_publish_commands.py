@@ -24,14 +24,14 @@ from heatgate.agent.commands.sign import sign_envelope
 from heatgate.agent.commands.verify import CommandVerifier
 from heatgate.agent.commands.wiring import answer
 from heatgate.agent.config import MqttConfig
+from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.devtools.memory_buffer import MemoryBuffer
+from heatgate.agent.devtools.subscriber import Received, Subscriber
 from heatgate.agent.publish.client import MqttClient
 from heatgate.agent.publish.publisher import Publisher
-from tests.support.broker import Broker
 from tests.support.commands import AuditLog, Keys
 from tests.support.leaks import run_async
-from tests.support.memory_buffer_publish import MemoryBuffer
 from tests.support.memory_state import MemoryState
-from tests.support.subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.broker
 GW = "gw-cmd-0001"

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from heatgate.agent.cli.tail import _View
+from heatgate.agent.devtools.memory_buffer import analytics_record, fault_record, telemetry_record
 from heatgate.agent.payloads import StatePayload
 from heatgate.agent.publish.decode import Decoded, decode_message
 from heatgate.agent.publish.packing import pack
 from heatgate.buffer.api import NewRecord, StoredRecord
-from tests.support.memory_buffer_publish import analytics_record, fault_record, telemetry_record
 
 GW = "gw-fuzz-0001"
 PREFIX = "hg/v1"

@@ -20,12 +20,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from heatgate.agent.config import MqttConfig
+from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.devtools.memory_buffer import fault_record, open_real_buffer, telemetry_record
+from heatgate.agent.devtools.subscriber import Received, Subscriber
 from heatgate.agent.publish.decode import Deduplicator, decode_message
 from heatgate.agent.publish.publisher import Publisher
-from tests.support.broker import Broker
 from tests.support.leaks import run_async
-from tests.support.memory_buffer_publish import fault_record, open_real_buffer, telemetry_record
-from tests.support.subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.broker
 GW = "gw-test-0001"
@@ -228,7 +228,7 @@ _CHILD = """
 import asyncio, sys
 from heatgate.agent.config import MqttConfig
 from heatgate.agent.publish.publisher import Publisher
-from tests.support.memory_buffer_publish import MemoryBuffer
+from heatgate.agent.devtools.memory_buffer import MemoryBuffer
 
 async def main():
     publisher = Publisher(MqttConfig(url=sys.argv[1]), sys.argv[2], MemoryBuffer(), version="t", health=dict)

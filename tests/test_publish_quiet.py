@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from heatgate.agent.config import MqttConfig
+from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.devtools.memory_buffer import open_real_buffer, telemetry_record
+from heatgate.agent.devtools.subscriber import Received, Subscriber
 from heatgate.agent.publish.publisher import Publisher
-from tests.support.broker import Broker
 from tests.support.leaks import run_async
-from tests.support.memory_buffer_publish import open_real_buffer, telemetry_record
-from tests.support.subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.broker
 GW = "gw-quiet-0001"

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from heatgate.agent.config import MqttConfig
+from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.devtools.memory_buffer import MemoryBuffer, telemetry_record
 from heatgate.agent.publish.client import MqttClient
 from heatgate.agent.publish.errors import ConnectError
 from heatgate.agent.publish.publisher import Publisher
 from heatgate.buffer.api import StoredRecord
-from tests.support.broker import Broker
 from tests.support.leaks import run_async
-from tests.support.memory_buffer_publish import MemoryBuffer, telemetry_record
 
 pytestmark = pytest.mark.broker
 GW = "gw-race-0001"

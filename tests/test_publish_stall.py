@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from heatgate.agent.config import MqttConfig
+from heatgate.agent.devtools.memory_buffer import open_real_buffer, telemetry_record
 from heatgate.agent.publish.errors import ConnectionLost, PublishError
 from heatgate.agent.publish.publisher import Publisher
 from tests.support.black_hole import BlackHoleBroker
 from tests.support.leaks import run_async
-from tests.support.memory_buffer_publish import open_real_buffer, telemetry_record
 
 
 def test_no_puback_while_pings_are_answered_is_a_reconnect(tmp_path: Path) -> None:

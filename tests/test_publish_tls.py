@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from heatgate.agent.config import MqttConfig
+from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.devtools.memory_buffer import MemoryBuffer, fault_record
+from heatgate.agent.devtools.pki import make_ca
+from heatgate.agent.devtools.subscriber import Subscriber
 from heatgate.agent.payloads import StatePayload
 from heatgate.agent.publish.client import MqttClient
 from heatgate.agent.publish.errors import ConnectError
 from heatgate.agent.publish.publisher import Publisher
-from tests.support.broker import Broker
-from tests.support.certs import make_ca
 from tests.support.leaks import run_async
-from tests.support.memory_buffer_publish import MemoryBuffer, fault_record
-from tests.support.subscriber import Subscriber
 
 pytestmark = pytest.mark.broker
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from heatgate.agent.config import load_config
+from heatgate.agent.devtools.harness import fast_policy
 from heatgate.agent.privacy.policy import load_policy, parse_policy
 from heatgate.agent.reload import config_restart_needed, plan_reload, policy_restart_needed
 from heatgate.config import data_path
 from heatgate.typedload import ConfigError, load_toml
-from tests.support.agent_harness import fast_policy
 
 
 def _write_config(tmp_path: Path, policy: Path, extra: str = "") -> Path:

@@ -17,16 +17,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from heatgate.agent.cli.tail import topics_for
 from heatgate.agent.config import MqttConfig
-from heatgate.agent.publish.publisher import Publisher
-from tests.support.broker import Broker
-from tests.support.leaks import run_async
-from tests.support.memory_buffer_publish import (
+from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.devtools.memory_buffer import (
     MemoryBuffer,
     analytics_record,
     fault_record,
     open_real_buffer,
     telemetry_record,
 )
+from heatgate.agent.publish.publisher import Publisher
+from tests.support.leaks import run_async
 
 pytestmark = pytest.mark.broker
 GW = "gw-tail-0001"
@@ -154,7 +154,7 @@ def test_tail_flags_invalid_messages_and_duplicates(plain_broker: Broker, tmp_pa
 
 
 def test_tail_reports_a_refused_connection(tmp_path: Path) -> None:
-    from tests.support.broker import free_port
+    from heatgate.agent.devtools.localbroker import free_port
 
     config = tmp_path / "heatgate.toml"
     config.write_text(f'[gateway]\nid = "{GW}"\nregion = "NL-UT"\n\n[mqtt]\nurl = "mqtt://127.0.0.1:{free_port()}"\n')

@@ -1,5 +1,5 @@
 """The zwave-js source, client and inclusion flows against Z-Wave JS's own mock controller and
-mock nodes, through a real @zwave-js/server on loopback (tests/support/zwavejs.py)."""
+mock nodes, through a real @zwave-js/server on loopback (heatgate.agent.devtools.zwavejs_mock)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from heatgate.agent.devtools.harness import Gateway, wait_until
 from heatgate.agent.devtools.localbroker import Broker
 from heatgate.agent.devtools.subscriber import Subscriber
+from heatgate.agent.devtools.zwavejs_mock import MockNetwork, node_missing_reason, smartstart_qr
 from heatgate.agent.provision import Answers, provision
 from heatgate.drivers.reading import PointKind, Reading
 from heatgate.drivers.zwavejs.client import ZwaveJsClient
@@ -28,9 +30,7 @@ from heatgate.drivers.zwavejs.inclusion import (
 )
 from heatgate.drivers.zwavejs.settings import ZwaveJsNode, ZwaveJsSource
 from heatgate.drivers.zwavejs.source import ZwaveJsRunner
-from tests.support.agent_harness import Gateway, wait_until
 from tests.support.privacy import bodies, make_pipeline
-from tests.support.zwavejs import MockNetwork, node_missing_reason, smartstart_qr
 
 _missing = node_missing_reason()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(_missing is not None, reason=_missing or "")]

@@ -1,6 +1,6 @@
 """The acceptance suite runs the product as it ships: ``python -m heatgate run`` with the shipped
 example config's settings (only ports and paths changed) and the shipped privacy policy,
-against the simulators as their own processes and a real Mosquitto (tests/support/shipped.py).
+against the simulators as their own processes and a real Mosquitto (heatgate.agent.devtools.shipped).
 
 The simulators are shared by the whole session (started before the first test's leak guard
 looks, so they are not taken for leaks); every test gets its own broker and gateway."""
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.shipped import ShippedRig, ShippedSims
+from heatgate.agent.devtools.shipped import ShippedRig, ShippedSims
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support.agent_harness import HarnessError, wait_until
-from tests.support.shipped import ShippedRig, broker_connection_lines
+from heatgate.agent.devtools.harness import HarnessError, wait_until
+from heatgate.agent.devtools.shipped import ShippedRig, broker_connection_lines
 
 __all__ = ["agent_cli", "connection_report", "settle", "wait_quiet"]
 

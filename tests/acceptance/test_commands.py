@@ -19,9 +19,9 @@ import pytest
 from heatgate.agent.cli.cmd import SendError
 from heatgate.agent.commands import limiter
 from heatgate.agent.commands.envelope import DEFAULT_MAX_BYTES
+from heatgate.agent.devtools.harness import HarnessError, wait_until
+from heatgate.agent.devtools.shipped import ShippedRig
 from tests.acceptance.helpers import connection_report, settle
-from tests.support.agent_harness import HarnessError, wait_until
-from tests.support.shipped import ShippedRig
 
 pytestmark = [pytest.mark.broker, pytest.mark.serial]
 

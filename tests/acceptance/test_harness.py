@@ -12,10 +12,17 @@ from typing import Any
 import pytest
 
 from heatgate.agent.config import load_config
+from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.devtools.shipped import (
+    ShippedRig,
+    ShippedSims,
+    broker_connections,
+    derive_config,
+    example_settings,
+    to_toml,
+)
+from heatgate.agent.devtools.subscriber import Subscriber
 from tests.acceptance.helpers import agent_cli
-from tests.support.broker import Broker
-from tests.support.shipped import ShippedRig, ShippedSims, broker_connections, derive_config, example_settings, to_toml
-from tests.support.subscriber import Subscriber
 
 pytestmark = [pytest.mark.broker, pytest.mark.serial]
 

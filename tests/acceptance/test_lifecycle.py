@@ -16,9 +16,9 @@ from contextlib import contextmanager
 
 import pytest
 
+from heatgate.agent.devtools.harness import HarnessError, stop_process, wait_until
+from heatgate.agent.devtools.shipped import ShippedRig
 from tests.acceptance.helpers import agent_cli, connection_report
-from tests.support.agent_harness import HarnessError, stop_process, wait_until
-from tests.support.shipped import ShippedRig
 
 pytestmark = [pytest.mark.broker, pytest.mark.serial]
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from heatgate.agent.devtools.harness import wait_until
+from heatgate.agent.devtools.shipped import ShippedRig
 from tests.acceptance.helpers import connection_report, wait_quiet
-from tests.support.agent_harness import wait_until
-from tests.support.shipped import ShippedRig
 
 pytestmark = [pytest.mark.broker, pytest.mark.serial]
 
