@@ -84,7 +84,9 @@ def test_profile_check_prints_the_plan_or_located_errors(tmp_path: Path) -> None
     assert good.returncode == 0, good.stderr
     assert "profile nibe-s (NIBE" in good.stdout
     assert "hot_water_energy_kwh, heat_energy_kwh" in good.stdout  # 1583-1586 in one request
-    assert "12 point(s) in 6 request(s) per full poll cycle (one request per point: 12)" in good.stdout
+    assert (
+        "12 point(s) in 7 request(s) per full poll cycle (one request per point: 12)" in good.stdout
+    )  # input 6 declared unreadable: 1-5 and 7-9
     plan = json.loads(_heatgate("profile", "check", "sdm630", "--json").stdout)
     assert plan["requests_per_cycle"] == len(plan["blocks"]) and plan["points"] == 16
     bad = tmp_path / "bad.toml"
