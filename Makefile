@@ -93,8 +93,11 @@ lint: install
 typecheck: install
 	$(PY) tools/typecheck.py
 
+# Three workers, a test file each at a time (module fixtures stay in one process): most tests wait
+# on brokers, simulators and agents as processes, so three overlap well on two cores.
+PYTEST_WORKERS ?= 3
 pytest: install system-deps deb-deps zwave-js
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 test: install system-deps lint typecheck pytest
 

@@ -86,7 +86,8 @@ def _table(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 
 def _is_abs(value: object) -> TypeGuard[str]:
-    return isinstance(value, str) and value.startswith("/")
+    """An absolute path the OS can be asked about (a NUL byte makes ``os.stat`` raise)."""
+    return isinstance(value, str) and value.startswith("/") and "\x00" not in value
 
 
 def _sources(data: Mapping[str, Any]) -> Iterator[tuple[int, Mapping[str, Any]]]:
@@ -99,8 +100,9 @@ def _sources(data: Mapping[str, Any]) -> Iterator[tuple[int, Mapping[str, Any]]]
 
 def _serial_ports(data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     for index, source in _sources(data):
-        port = source.get("port")
-        if source.get("type") in SERIAL_SOURCE_TYPES and _is_abs(port):
+        port, source_type = source.get("port"), source.get("type")
+        # The file is not validated yet: the type may be any TOML value (a list is not hashable).
+        if isinstance(source_type, str) and source_type in SERIAL_SOURCE_TYPES and _is_abs(port):
             yield f"sources[{index}].port", port
 
 

@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from heatgate.agent.config import Config, _source_issues
@@ -52,6 +52,8 @@ def _mutate(document: Any, path: list[Any], value: Any) -> Any:
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(path=st.lists(st.one_of(st.integers(0, 20), st.text(max_size=6)), max_size=4), value=values)
+@example(path=[12, 2, 3], value=[])  # a source whose type is a list: once a TypeError in the machine checks
+@example(path=[12, 2, 4], value="/dev/\x00tty")  # a NUL byte in a path: os.stat raises
 def test_mutated_example_never_crashes(path: list[Any], value: Any) -> None:
     document = _mutate(EXAMPLE, path, value)
     # The checks across entries and of the machine run on the raw document, valid or not.
