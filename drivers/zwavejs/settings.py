@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from msgspec import Meta
 
+from heatgate.drivers.zwave.settings import node_issues
 from heatgate.settings import Name, PositiveSeconds, Section, SourceSettings
 from heatgate.typedload import Issue
 
@@ -46,14 +47,5 @@ class ZwaveJsSource(SourceSettings, tag="zwave-js", frozen=True, kw_only=True):
             )
         if self.reconnect_min_s > self.reconnect_max_s:
             issues.append(Issue(f"{where}.reconnect_min_s", "greater than reconnect_max_s"))
-        node_ids: set[int] = set()
-        names: dict[str, int] = {}
-        for index, node in enumerate(self.nodes):
-            if node.node_id in node_ids:
-                issues.append(Issue(f"{where}.nodes[{index}].node_id", f"duplicate node id {node.node_id}"))
-            node_ids.add(node.node_id)
-            if node.name in names:
-                also = f"{where}.nodes[{names[node.name]}]"
-                issues.append(Issue(f"{where}.nodes[{index}].name", f"duplicate node name {node.name!r} (also {also})"))
-            names.setdefault(node.name, index)
+        issues.extend(node_issues(self.nodes, where))
         return issues
