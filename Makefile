@@ -59,14 +59,17 @@ deb: install deb-deps
 	$(PY) packaging/build_deb.py $(DEB_ARGS)
 	lintian --fail-on error,warning dist/heatgate_*.deb
 
-# dpkg-deb comes with dpkg; lintian (and dpkg-dev's tools) from Debian's packages, as root, if missing.
+# dpkg-deb comes with dpkg; lintian, dpkg-dev's tools and qemu-user-static (the arm64 package's
+# code runs under qemu-aarch64 in the tests) from Debian's packages, as root, if missing.
 deb-deps:
-	@if command -v lintian >/dev/null 2>&1 && command -v dpkg-architecture >/dev/null 2>&1; then :; \
+	@if command -v lintian >/dev/null 2>&1 && command -v dpkg-architecture >/dev/null 2>&1 \
+		&& test -x /usr/bin/qemu-aarch64-static; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		echo "installing dpkg-dev and lintian from Debian's packages"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dpkg-dev lintian >/dev/null; \
+		echo "installing dpkg-dev, lintian and qemu-user-static from Debian's packages"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			dpkg-dev lintian qemu-user-static >/dev/null; \
 	else \
-		echo "lintian is not installed; run: sudo apt-get install dpkg-dev lintian" >&2; exit 1; \
+		echo "missing; run: sudo apt-get install dpkg-dev lintian qemu-user-static" >&2; exit 1; \
 	fi
 
 # The Z-Wave JS server (packaging/zwave-js), exactly as locked, for the zwave-js tests. Without
