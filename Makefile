@@ -1,6 +1,6 @@
 # heatgate: two commands do all the set-up on a fresh machine.
-#   make test   create .venv from requirements/lock.txt, install Mosquitto, nats-server, dpkg-dev and
-#               lintian if missing (as root, from Debian's packages) and the locked Z-Wave JS server
+#   make test   create .venv from requirements/lock.txt, install Mosquitto, nats-server, dpkg-dev,
+#               lintian and qemu-user-static if missing (as root, from Debian's packages) and the locked Z-Wave JS server
 #               (npm ci, Node >= 20), then ruff, the import contract, mypy and pytest.
 #   make demo   the whole system on this machine (see README.md); DEMO_ARGS="--duration-s 60" to stop by itself.
 
