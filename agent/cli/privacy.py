@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from heatgate.agent.cli.common import add_config_option, load_or_report, print_config_error
+from heatgate.agent.cli.common import add_config_option
 from heatgate.agent.cli.console import error_console, output_console
-from heatgate.agent.config import Config
-from heatgate.typedload import ConfigError
+from heatgate.agent.cli.local_buffer import load_local_setup, print_error, with_local_buffer
 
 DESCRIPTION = """\
 The processing register as this gateway enforces it, and the customer's rights over the data
@@ -89,82 +86,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 # ---- plumbing ---------------------------------------------------------------------------------
 
 
-class _Setup:
-    def __init__(self, config: Config, policy: Any) -> None:
-        self.config = config
-        self.policy = policy
-
-
-def _setup(args: argparse.Namespace) -> _Setup | None:
-    from heatgate.agent.privacy.policy import load_policy
-
-    loaded = load_or_report(args.config)
-    if loaded is None:
-        return None
-    try:
-        policy = load_policy(loaded.config.policy_path)
-    except ConfigError as exc:
-        print_config_error(exc)
-        return None
-    return _Setup(loaded.config, policy)
-
-
-def _err(message: str) -> None:
-    error_console().print(f"[bold red]error[/]: {message}")
-
-
-async def _with_buffer(setup: _Setup, work: Callable[[Any, Any, Any], Awaitable[int]]) -> int:
-    """Open the buffer, the state, the keys and a pipeline; run ``work(buffer, state, pipeline)``."""
-    from heatgate.agent.privacy.pipeline import Pipeline
-    from heatgate.agent.privacy.pseudonym import PseudonymError, PseudonymKeys
-    from heatgate.agent.privacy.state import PrivacyState, PrivacyStateError
-    from heatgate.buffer.adapter import open_buffer
-    from heatgate.buffer.errors import BufferBusy, BufferFault
-    from heatgate.buffer.keys import load_master_key
-
-    config = setup.config
-    try:
-        master_key = load_master_key(config.master_key_path, config.keys.master_key_credential)
-        buffer = await open_buffer(
-            config.buffer_path,
-            master_key,
-            cap_bytes=config.buffer.cap_bytes,
-            commit_interval_s=0.0,
-            cipher=config.buffer.cipher,
-            retention_s=setup.policy.retention_s(),
-            local_command=True,
-        )
-    except BufferBusy as exc:
-        _err(_busy_sentence(exc))
-        return 1
-    except BufferFault as exc:
-        _err(f"cannot open the buffer {config.buffer_path}: {exc}")
-        return 1
-    finally:
-        master_key = b""
-    try:
-        state = await PrivacyState.load(buffer)
-        keys = await PseudonymKeys.load(buffer, epoch_days=config.privacy.pseudonym_epoch_days)
-        pipeline = Pipeline(setup.policy, gateway=config.gateway, keys=keys, state=state)
-        return await work(buffer, state, pipeline)
-    except (PrivacyStateError, PseudonymError) as exc:
-        _err(exc.reason)
-        return 1
-    except BufferBusy as exc:
-        _err(_busy_sentence(exc))
-        return 1
-    except BufferFault as exc:
-        _err(f"the buffer {config.buffer_path} failed: {exc}")
-        return 1
-    finally:
-        with contextlib.suppress(BufferFault):
-            await buffer.close()
-
-
-def _busy_sentence(exc: Any) -> str:
-    return f"the buffer {exc.path} is busy ({exc.holder} kept it locked for {exc.waited_s:g} s); try again in a moment"
-
-
 # ---- report -------------------------------------------------------------------------------------
 
 
@@ -174,7 +95,7 @@ def _report(args: argparse.Namespace) -> int:
     from heatgate.agent.privacy.register_doc import register_markdown
     from heatgate.agent.privacy.rights import register_view
 
-    setup = _setup(args)
+    setup = load_local_setup(args)
     if setup is None:
         return 2
     if args.markdown:
@@ -193,7 +114,7 @@ def _report(args: argparse.Namespace) -> int:
         return 0
 
     if config.buffer_path.exists():
-        if asyncio.run(_with_buffer(setup, with_state)) != 0:
+        if asyncio.run(with_local_buffer(setup, with_state)) != 0:
             note = "state unknown: the buffer could not be opened (see above)"
     else:
         note = f"state unknown: no buffer at {config.buffer_path} yet (nothing stored, no choices recorded)"
@@ -329,7 +250,7 @@ def _render_device_types(document: dict[str, Any], console: Console) -> None:
 def _export(args: argparse.Namespace) -> int:
     from heatgate.agent.privacy.rights import dumps, export_household
 
-    setup = _setup(args)
+    setup = load_local_setup(args)
     if setup is None:
         return 2
 
@@ -351,37 +272,37 @@ def _export(args: argparse.Namespace) -> int:
             sys.stdout.write(text)
         return 0
 
-    return asyncio.run(_with_buffer(setup, work))
+    return asyncio.run(with_local_buffer(setup, work))
 
 
 def _erase(args: argparse.Namespace) -> int:
     from heatgate.agent.privacy.rights import RightsRefused, apply_erase
 
-    setup = _setup(args)
+    setup = load_local_setup(args)
     if setup is None:
         return 2
     what = f"the {args.stream} stream" if args.stream else "every stream"
     if not args.yes:
-        _err(f"this erases {what} on this gateway for good; run again with --yes")
+        print_error(f"this erases {what} on this gateway for good; run again with --yes")
         return 2
 
     async def work(buffer: Any, state: Any, pipeline: Any) -> int:
         try:
             records = await apply_erase(buffer, state, pipeline, args.stream, ACTOR)
         except RightsRefused as exc:
-            _err(exc.reason)
+            print_error(exc.reason)
             return 2
         removed = json.loads(records[0].payload)["details"]["removed"]
         output_console().print(f"erased {what}: {removed} record(s) deleted, their keys destroyed")
         return 0
 
-    return asyncio.run(_with_buffer(setup, work))
+    return asyncio.run(with_local_buffer(setup, work))
 
 
 def _change(args: argparse.Namespace) -> int:
     from heatgate.agent.privacy import rights
 
-    setup = _setup(args)
+    setup = load_local_setup(args)
     if setup is None:
         return 2
     functions = {
@@ -398,7 +319,7 @@ def _change(args: argparse.Namespace) -> int:
         try:
             records = await function(buffer, state, pipeline, args.name, ACTOR)
         except rights.RightsRefused as exc:
-            _err(f"refused: {exc.reason} (audited)")
+            print_error(f"refused: {exc.reason} (audited)")
             return 2
         body = json.loads(records[0].payload)
         details = body["details"]
@@ -408,4 +329,4 @@ def _change(args: argparse.Namespace) -> int:
         output_console().print(f"{verb} {args.name}: done{changed}{extra}")
         return 0
 
-    return asyncio.run(_with_buffer(setup, work))
+    return asyncio.run(with_local_buffer(setup, work))

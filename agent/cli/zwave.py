@@ -10,7 +10,7 @@ from typing import Any
 
 from heatgate.agent.cli.common import add_config_option
 from heatgate.agent.cli.console import error_console, output_console
-from heatgate.agent.cli.privacy import _setup, _with_buffer
+from heatgate.agent.cli.local_buffer import load_local_setup, with_local_buffer
 from heatgate.drivers.zwavejs.settings import ZwaveJsSource
 
 DESCRIPTION = """\
@@ -91,14 +91,14 @@ def _audit(setup: Any, event: str, outcome: str, *, reason: str | None, details:
         await buffer.put([pipeline.audit(event, ACTOR, outcome, reason=reason, details=details)])
         return 0
 
-    return asyncio.run(_with_buffer(setup, work))
+    return asyncio.run(with_local_buffer(setup, work))
 
 
 def _nodes(args: argparse.Namespace) -> int:
     from heatgate.drivers.zwavejs.client import ZwaveJsClient, ZwaveJsError
     from heatgate.drivers.zwavejs.messages import NodeStatus, SecurityClass
 
-    setup = _setup(args)
+    setup = load_local_setup(args)
     source = _source(setup, args.source) if setup else None
     if setup is None or source is None:
         return 2
@@ -156,7 +156,7 @@ def _include(args: argparse.Namespace) -> int:
         provisioning_entries,
     )
 
-    setup = _setup(args)
+    setup = load_local_setup(args)
     source = _source(setup, args.source) if setup else None
     if setup is None or source is None:
         return 2
@@ -211,7 +211,7 @@ def _exclude(args: argparse.Namespace) -> int:
     from heatgate.drivers.zwavejs.client import ZwaveJsClient, ZwaveJsError
     from heatgate.drivers.zwavejs.inclusion import EventInbox, exclude
 
-    setup = _setup(args)
+    setup = load_local_setup(args)
     source = _source(setup, args.source) if setup else None
     if setup is None or source is None:
         return 2
