@@ -24,7 +24,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,7 +48,7 @@ from heatgate.agent.health import (
 )
 from heatgate.agent.health import problems as health_problems
 from heatgate.agent.privacy.config_audit import config_change_details, refusal_reason
-from heatgate.agent.privacy.pipeline import AVAILABILITY_POINT
+from heatgate.agent.privacy.pipeline import AVAILABILITY_POINT, Pipeline
 from heatgate.agent.privacy.policy import Policy
 from heatgate.agent.privacy.service_ledger import LEDGER_KEY
 from heatgate.agent.privacy.state import PrivacyStateError
@@ -58,11 +58,11 @@ from heatgate.agent.statelock import StateLock, StateLocked
 from heatgate.backoff import Backoff
 from heatgate.buffer.api import NewRecord
 from heatgate.buffer.errors import BufferFault, RecordsNotStored
-from heatgate.drivers.reading import DriverError, Reading
+from heatgate.drivers.reading import DriverError, Reading, ReportsWrites, Source
 from heatgate.logs import get_logger
 from heatgate.typedload import ConfigError
 
-__all__ = ["Agent", "Committer", "RecordStore", "StartupError"]
+__all__ = ["Agent", "Committer", "RecordStore", "StartupError", "device_write_audits"]
 
 log = get_logger("heatgate.daemon")
 
@@ -314,6 +314,7 @@ class Agent:
         if parts.commands is not None:
             await parts.commands.close()  # the refusal summary of the last minute, before agent.stop
         closing = parts.pipeline.flush(force=True)
+        closing.extend(self._device_write_audits())
         closing.append(parts.pipeline.audit("agent.stop", "agent", "info"))
         await self._store(closing)
         await self._save_ledger()
@@ -417,12 +418,16 @@ class Agent:
             self._stray_rate.observe(time.monotonic(), parts.publisher.stray_messages)
             records = parts.pipeline.flush()
             records.extend(self._availability_records(time.time()))
+            records.extend(self._device_write_audits())
             if not records:
                 await self._save_ledger()  # what the last commits settled
             else:
                 self._extra_records.extend(records)
                 with contextlib.suppress(asyncio.QueueFull):
                     self._readings.put_nowait(())
+
+    def _device_write_audits(self) -> list[NewRecord]:
+        return device_write_audits((slot.built.source for slot in self._slots.values()), self.parts.pipeline)
 
     def _availability_records(self, now_s: float) -> list[NewRecord]:
         """Service status records for the sources and devices that became unavailable (down for
@@ -600,3 +605,30 @@ class Agent:
             reload_error=self._reload.error,
             restart_needed=self._reload.restart_needed,
         )
+
+
+def device_write_audits(sources: Iterable[Source], pipeline: Pipeline) -> list[NewRecord]:
+    """An audit record for each write a driver made on its own from configuration (a profile's
+    ``[[init]]`` unlock): declared by the installer, so no operator approval, but never silent.
+    The written values are not recorded, only where they went."""
+    records: list[NewRecord] = []
+    for source in sources:
+        if not isinstance(source, ReportsWrites):
+            continue
+        for write in source.take_writes():
+            records.append(
+                pipeline.audit(
+                    "device.init_write",
+                    "profile",
+                    "done" if write.error is None else "failed",
+                    details={
+                        "source": write.source,
+                        "device": write.device,
+                        "table": write.table,
+                        "address": write.address,
+                        "registers": write.count,
+                    },
+                    reason=None if write.error is None else "device refused the write",
+                )
+            )
+    return records

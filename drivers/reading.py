@@ -8,14 +8,15 @@ identifier (a serial number, an equipment id) as its value when the point's kind
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
 from heatgate.errors import HeatgateError
 
-__all__ = ["DriverError", "PointKind", "Quality", "Reading", "ReadingSink", "Source"]
+__all__ = ["DeviceWrite", "DriverError", "PointKind", "Quality", "Reading", "ReadingSink", "ReportsWrites", "Source"]
 
 
 class Quality(StrEnum):
@@ -66,6 +67,29 @@ class DriverError(HeatgateError):
 
 ReadingSink = Callable[[Sequence[Reading]], Awaitable[None]]
 """Where a source hands its readings; awaiting it is the pipeline's back-pressure."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceWrite:
+    """A write a driver made on its own, from configuration (a profile's one-time ``[[init]]``
+    write that unlocks a device): the agent audits each one. ``error`` is None when it was sent."""
+
+    source: str
+    device: str
+    table: str
+    address: int
+    count: int
+    ts: float
+    error: str | None = None
+
+
+@runtime_checkable
+class ReportsWrites(Protocol):
+    """A source that makes configured writes of its own hands them over to be audited."""
+
+    def take_writes(self) -> list[DeviceWrite]:
+        """The writes made since the last call (each returned once)."""
+        ...
 
 
 class Source(Protocol):

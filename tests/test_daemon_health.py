@@ -167,3 +167,34 @@ def test_a_full_disk_keeps_at_most_its_limit_and_counts_the_oldest_it_drops() ->
     asyncio.run(committer.commit(disk, [_record(4)]))
     assert [r.id for r in committer.waiting] == [_record(3).id, _record(4).id]
     assert committer.dropped == 2
+
+
+def test_every_write_a_driver_makes_on_its_own_is_audited_once_without_its_values() -> None:
+    from heatgate.agent.daemon import device_write_audits
+    from heatgate.drivers.reading import DeviceWrite
+    from tests.support.privacy import bodies, make_pipeline
+
+    class Unlocking:
+        def __init__(self) -> None:
+            self.pending = [
+                DeviceWrite("bus", "hp1", "holding", 4000, 1, 0.0),
+                DeviceWrite("bus", "hp1", "holding", 4001, 2, 0.0, error="exception 2"),
+            ]
+
+        def take_writes(self) -> list[DeviceWrite]:
+            writes, self.pending = self.pending, []
+            return writes
+
+    class Plain:  # a source that makes no writes of its own
+        pass
+
+    pipeline = make_pipeline()
+    source = Unlocking()
+    records = device_write_audits([Plain(), source], pipeline)  # type: ignore[list-item]
+    audits = bodies(records, "security")
+    assert [(a["event"], a["outcome"], a["details"]["address"]) for a in audits] == [
+        ("device.init_write", "done", 4000),
+        ("device.init_write", "failed", 4001),
+    ]
+    assert audits[1]["reason"] == "device refused the write" and "exception 2" not in str(audits)
+    assert device_write_audits([source], pipeline) == []  # type: ignore[list-item]  # each write once

@@ -17,7 +17,7 @@ from heatgate.agent.health import HealthSnapshot, SourceView, problems
 from heatgate.drivers.modbus.planner import plan_profile
 from heatgate.drivers.modbus.profile import load_profile
 from heatgate.drivers.modbus.source import ModbusBusRunner, make_modbus_source
-from heatgate.drivers.reading import PointKind, Quality, Reading
+from heatgate.drivers.reading import DeviceWrite, PointKind, Quality, Reading, ReportsWrites
 from heatgate.drivers.sim.modbus import serve_tcp
 from heatgate.drivers.sim.modbus_model import RegisterImageDevice
 from tests.support.leaks import run_async
@@ -236,3 +236,51 @@ def test_nibe_writes_32_bit_values_high_word_first(tmp_path: Path) -> None:
     assert (holding[11], holding[12]) == (raw & 0xFFFF, raw >> 16)  # stored as the unit reads it: low word first
     point = load_profile("nibe-s").point("degree_minutes")
     assert point.word_order == "little" and point.write_order == "big"
+
+
+INIT_PROFILE = """\
+name = "locked"
+device_type = "heat-pump"
+[[init]]
+address = 40
+values = [0x5AA5]
+note = "unlock"
+[[init]]
+address = 41
+values = [1, 2]
+[[points]]
+name = "flow_temp_c"
+table = "input"
+address = 10
+type = "s16"
+scale = 0.1
+"""
+
+
+def test_init_writes_are_handed_over_once_each_for_the_audit(tmp_path: Path) -> None:
+    """A profile's [[init]] writes are made by the driver on its own: each one, sent or refused,
+    is handed to the agent (which audits it), once."""
+    profile = tmp_path / "locked.toml"
+    profile.write_text(INIT_PROFILE)
+    device = RegisterImageDevice(tables=_image(), writable={("holding", 40)})
+
+    async def scenario() -> tuple[list[DeviceWrite], list[DeviceWrite]]:
+        server = await serve_tcp({1: device}, port=0)
+        runner = _runner(server.port, profile, None)
+        assert isinstance(runner, ReportsWrites)  # what the agent looks for to audit them
+        try:
+            await runner.poll_device(runner.devices["hp"])
+            first = runner.take_writes()
+            await runner.poll_device(runner.devices["hp"])  # written once per run, not per poll
+            second = runner.take_writes()
+        finally:
+            runner.link.close()
+            await server.stop()
+        return first, second
+
+    first, second = run_async(scenario())
+    assert [(w.device, w.table, w.address, w.count, w.error is None) for w in first] == [
+        ("hp", "holding", 40, 1, True),
+        ("hp", "holding", 41, 2, False),
+    ]
+    assert second == []

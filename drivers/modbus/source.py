@@ -51,7 +51,7 @@ from heatgate.drivers.modbus.planner import Block, block_extent, plan_profile, u
 from heatgate.drivers.modbus.profile import BIT_TABLES, Point, Profile, load_profile
 from heatgate.drivers.modbus.settings import ModbusDevice, ModbusRtuOverTcpSource, ModbusRtuSource, ModbusTcpSource
 from heatgate.drivers.modbus.values import PointValue, point_value, raw_for_write, split_block
-from heatgate.drivers.reading import Quality, Reading, ReadingSink
+from heatgate.drivers.reading import DeviceWrite, Quality, Reading, ReadingSink
 from heatgate.logs import get_logger
 
 __all__ = ["DeviceState", "ModbusBusRunner", "ModbusRtuRunner", "ModbusTcpRunner", "make_modbus_source"]
@@ -171,6 +171,7 @@ class ModbusBusRunner:
             state.replan()
             self.devices[device.name] = state
         self._link_up: bool | None = None
+        self._writes: list[DeviceWrite] = []
 
     # -- the Source protocol -------------------------------------------------------------------
 
@@ -380,6 +381,14 @@ class ModbusBusRunner:
         data = await self._read_block(state, Block(table, *extent, (), None), attempts=1 if once else None)
         return data[start - extent[0] : end - extent[0]]
 
+    def take_writes(self) -> list[DeviceWrite]:
+        """The profile's ``[[init]]`` writes made since the last call, for the agent to audit."""
+        writes, self._writes = self._writes, []
+        return writes
+
+    def _init_write(self, state: DeviceState, table: str, address: int, count: int, error: str | None) -> DeviceWrite:
+        return DeviceWrite(self.name, state.config.name, table, address, count, time.time(), error)
+
     async def _init_device(self, state: DeviceState) -> None:
         """The profile's one-time writes; a refusal is logged and the device polled anyway."""
         state.init_done = True
@@ -394,6 +403,7 @@ class ModbusBusRunner:
                     values=write.values,
                 )
             except ModbusError as exc:
+                self._writes.append(self._init_write(state, write.table, write.address, len(write.values), str(exc)))
                 _log.warning(
                     "modbus.init_write_refused",
                     source=self.name,
@@ -402,6 +412,7 @@ class ModbusBusRunner:
                     error=str(exc),
                 )
                 continue
+            self._writes.append(self._init_write(state, write.table, write.address, len(write.values), None))
             _log.info(
                 "modbus.init_write_sent",
                 source=self.name,
