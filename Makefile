@@ -97,9 +97,10 @@ lint: install
 typecheck: install
 	$(PY) tools/typecheck.py
 
-# Three workers, a test file each at a time (module fixtures stay in one process): most tests wait
-# on brokers, simulators and agents as processes, so three overlap well on two cores.
-PYTEST_WORKERS ?= 3
+# Two workers, a test file each at a time (module fixtures stay in one process): most tests wait
+# on brokers, simulators and agents as processes, so two overlap well on two cores (three starved
+# the agents' 12 s clean stop under the heaviest tests).
+PYTEST_WORKERS ?= 2
 pytest: install system-deps deb-deps zwave-js
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
