@@ -281,8 +281,8 @@ def test_doctor_on_wrong_modes_and_a_corrupt_buffer(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to run doctor as nobody")
 def test_doctor_as_another_user_says_run_it_as_the_service_user() -> None:
+    assert os.geteuid() == 0 and shutil.which("setpriv"), "runs doctor as nobody: needs root and setpriv (util-linux)"
     # Under /tmp itself: pytest's own temporary folders are closed to other users.
     place = Path(tempfile.mkdtemp(prefix="heatgate-doctor-"))
     try:

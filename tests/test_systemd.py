@@ -15,23 +15,13 @@ from pathlib import Path
 import pytest
 
 from heatgate.agent.sdnotify import LoopWatchdog, Notifier, watchdog_interval_s
+from tests.support.unitfile import unit_directives
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "heatgate.service"
 
 
 def _unit() -> dict[str, list[str]]:
-    directives: dict[str, list[str]] = {}
-    section = ""
-    for raw in UNIT.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        key, _, value = line.partition("=")
-        directives.setdefault(f"{section}.{key}", []).append(value)
-    return directives
+    return unit_directives(UNIT)
 
 
 def test_unit_hardening_directives() -> None:
@@ -177,8 +167,8 @@ def _security_offline_supported() -> bool:
     return "--offline" in probe.stdout
 
 
-@pytest.mark.skipif(not _security_offline_supported(), reason="systemd-analyze security --offline needs systemd >= 250")
 def test_systemd_analyze_security_exposure_at_most_2() -> None:
+    assert _security_offline_supported(), "systemd-analyze security --offline needs systemd >= 250"
     result = subprocess.run(
         ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNIT)],
         capture_output=True,

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.support.unitfile import unit_directives
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "heatgate-zwave.service"
@@ -15,18 +15,7 @@ PACKAGE = ROOT / "packaging" / "zwave-js"
 
 
 def _unit() -> dict[str, list[str]]:
-    directives: dict[str, list[str]] = {}
-    section = ""
-    for raw in UNIT.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        key, _, value = line.partition("=")
-        directives.setdefault(f"{section}.{key}", []).append(value)
-    return directives
+    return unit_directives(UNIT)
 
 
 def test_api_listens_on_loopback_only() -> None:
@@ -65,8 +54,8 @@ def test_server_versions_are_pinned_exactly_with_a_lockfile() -> None:
     assert "node_modules/@zwave-js/server/dist-esm/bin/server.js" in _unit()["Service.ExecStart"][0]
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_analyze_accepts_the_directives(tmp_path: Path) -> None:
+    assert shutil.which("systemd-analyze"), "systemd-analyze is not installed"
     unit = tmp_path / "heatgate-zwave.service"
     unit.write_text(UNIT.read_text())
     result = subprocess.run(
