@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from heatgate.agent.devtools.localbroker import Broker
+from heatgate.agent.devtools.localbroker import Broker, free_port
 from tests.support.leaks import child_pids, live_threads, settle
 
 
@@ -59,3 +61,22 @@ def tls_broker(broker_factory: Callable[..., Broker]) -> Broker:
 @pytest.fixture
 def mtls_broker(broker_factory: Callable[..., Broker]) -> Broker:
     return broker_factory("mtls")
+
+
+@pytest.fixture
+def heatpump_sim() -> Iterator[int]:
+    """`heatgate sim heatpump` as its own process on a free port, as an installer starts it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "heatgate", "sim", "heatpump", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline().decode()
+    assert "serving Modbus TCP" in first, first
+    yield port
+    process.terminate()
+    process.wait(timeout=10)
+    process.stdout.close()

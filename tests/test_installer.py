@@ -6,16 +6,15 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
-from heatgate.agent.devtools.localbroker import Broker, free_port
+from heatgate.agent.devtools.localbroker import Broker
 from heatgate.agent.devtools.pki import sign_csr
 
 GATEWAY = "gw-inst-0001"
@@ -106,24 +105,6 @@ def test_provision_missing_answers_exit_2(tmp_path: Path) -> None:
     result = heatgate("provision", "--state-dir", str(tmp_path / "s"), "--config-out", str(tmp_path / "c.toml"))
     assert result.returncode == 2
     assert "--gateway-id" in result.stderr and "--broker-url" in result.stderr
-
-
-@pytest.fixture
-def heatpump_sim() -> Iterator[int]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "heatgate", "sim", "heatpump", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    first = process.stdout.readline().decode()
-    assert "serving Modbus TCP" in first, first
-    yield port
-    process.terminate()
-    process.wait(timeout=10)
-    process.stdout.close()
 
 
 def test_doctor_healthy_then_broken(tmp_path: Path, broker_factory: Callable[..., Broker], heatpump_sim: int) -> None:

@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -353,24 +353,6 @@ def test_doctor_buffer_verdict_is_the_agents_at_start(
 
 
 # doctor --values and scan ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def heatpump_sim() -> Iterator[int]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "heatgate", "sim", "heatpump", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    first = process.stdout.readline().decode()
-    assert "serving Modbus TCP" in first, first
-    yield port
-    process.terminate()
-    process.wait(timeout=10)
-    process.stdout.close()
 
 
 def test_doctor_values_shows_the_decoded_values_of_a_live_read(
