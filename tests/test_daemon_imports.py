@@ -23,3 +23,18 @@ def test_the_daemon_and_its_parts_import_no_cli_or_installer_library() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["-"], result.stdout
+
+
+def test_the_p1_source_imports_no_decryption_library() -> None:
+    """dsmr-parser's decryption path (dlms-cosem with asn1crypto and dateutil, and cryptography's
+    ciphers) stays out of a daemon with a P1 source: heatgate reads only plain telegrams
+    (heatgate/drivers/p1/dsmr.py)."""
+    probe = (
+        "import sys\n"
+        "import heatgate.drivers.p1.source\n"
+        "names = ('dlms_cosem', 'asn1crypto', 'dateutil', 'cryptography.hazmat.primitives.ciphers')\n"
+        "print(','.join(n for n in names if sys.modules.get(n) is not None) or '-')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["-"], result.stdout

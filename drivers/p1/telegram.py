@@ -14,10 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from dsmr_parser import telegram_specifications as specs
-from dsmr_parser.exceptions import InvalidChecksumError, ParseError
-from dsmr_parser.parsers import TelegramParser
-
+from heatgate.drivers.p1.dsmr import SPECS, InvalidChecksumError, ParseError, TelegramParser
 from heatgate.drivers.p1.errors import P1ChecksumError, P1ParseError
 from heatgate.drivers.reading import PointKind, Reading
 
@@ -28,20 +25,10 @@ DEVICE_TYPE = "smart-meter"
 GAS_DEVICE = "gas"
 GAS_DEVICE_TYPE = "gas-meter"
 
-_SPECS: dict[str, dict[str, Any]] = {
-    "2.2": specs.V2_2,
-    "3": specs.V3,
-    "4": specs.V4,
-    "5": specs.V5,
-    "5B": specs.BELGIUM_FLUVIUS,
-    "5L": specs.LUXEMBOURG_SMARTY,
-    "5S": specs.SWEDEN,
-}
-
 
 def spec_for(dsmr_version: str) -> dict[str, Any]:
     """dsmr-parser's telegram specification for a config ``dsmr_version``."""
-    return _SPECS[dsmr_version]
+    return SPECS[dsmr_version]
 
 
 @dataclass(frozen=True, slots=True)
