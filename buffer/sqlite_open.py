@@ -178,7 +178,7 @@ def _set_pragmas(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA secure_delete = ON")
     conn.execute("PRAGMA temp_store = MEMORY")
-    conn.execute("PRAGMA cache_size = -4096")  # 4 MiB: memory does not follow the backlog
+    conn.execute("PRAGMA cache_size = -1024")  # 1 MiB: memory does not follow the backlog
 
 
 def _check_or_init_keys(conn: sqlite3.Connection, path: Path, master_key: bytes) -> DerivedKeys:
