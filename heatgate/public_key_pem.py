@@ -1,9 +1,10 @@
 """Reading the PEM public-key files the daemon pins: Ed25519 and X25519 SubjectPublicKeyInfo.
 
 Such a key's DER is always 44 bytes: a fixed 12-byte prefix naming the algorithm (RFC 8410)
-and the 32 raw key bytes. So the parser is strict and small: one ``PUBLIC KEY`` block (CRLF line
-ends and surrounding blank space allowed, nothing else around it), base64 that decodes cleanly,
-exactly 44 bytes, exactly the algorithm's prefix. ``cryptography`` writes keys in this form
+and the 32 raw key bytes. So the parser is strict and small: exactly one ``PUBLIC KEY`` block and
+no other PEM block (explanatory text around it is ignored, as RFC 7468 and ``cryptography``
+allow; CRLF line ends too), base64 that decodes cleanly, exactly 44 bytes, exactly the
+algorithm's prefix. ``cryptography`` writes keys in this form
 (``heatgate keys``, ``heatgate provision``); :func:`public_key_pem` writes the same bytes.
 """
 
@@ -60,21 +61,18 @@ def public_key_pem(raw: bytes, algorithm: PublicKeyAlgorithm) -> bytes:
 
 
 def _der(pem: bytes) -> bytes:
+    lines = [line.strip() for line in pem.decode("latin-1").splitlines()]  # the body must be base64 anyway
+    boundaries = [index for index, line in enumerate(lines) if line.startswith("-----")]
+    labels = [lines[index] for index in boundaries]
+    if labels != [_BEGIN, _END]:
+        other = next((label for label in labels if label.startswith("-----BEGIN ") and label != _BEGIN), None)
+        if other is not None:
+            raise PublicKeyPemError(f"not a PEM public key (holds {other[:40]!r}, expected only {_BEGIN!r})")
+        raise PublicKeyPemError(f"not a PEM public key (expected one {_BEGIN!r} ... {_END!r} block)")
+    body = "".join(lines[boundaries[0] + 1 : boundaries[1]])
+    if not body:
+        raise PublicKeyPemError("not a PEM public key (the block is empty)")
     try:
-        text = pem.decode("ascii")
-    except UnicodeDecodeError:
-        raise PublicKeyPemError("not a PEM public key (not ASCII text)") from None
-    lines = [line.strip() for line in text.strip().splitlines()]
-    if not lines or lines[0] != _BEGIN:
-        found = lines[0][:40] if lines and lines[0].startswith("-----BEGIN ") else None
-        raise PublicKeyPemError(
-            f"not a PEM public key (starts with {found!r}, expected {_BEGIN!r})"
-            if found
-            else f"not a PEM public key (no {_BEGIN!r} line first)"
-        )
-    if lines[-1] != _END or len(lines) < 3:
-        raise PublicKeyPemError(f"not a PEM public key (no {_END!r} line last)")
-    try:
-        return base64.b64decode("".join(lines[1:-1]), validate=True)
+        return base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):
         raise PublicKeyPemError("not a PEM public key (its body is not base64)") from None

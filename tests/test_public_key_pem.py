@@ -36,6 +36,8 @@ def test_reads_what_cryptography_writes_and_writes_the_same(raw: bytes, algorith
     assert public_key_pem(key.public_bytes_raw(), algorithm) == pem
     assert raw_public_key(pem.replace(b"\n", b"\r\n"), algorithm) == key.public_bytes_raw()
     assert raw_public_key(b"\n  " + pem + b"\n\n", algorithm) == key.public_bytes_raw()
+    explained = "Subject: the backend's command key, café\n".encode() + pem + b"pinned on 2026-11-29\n"
+    assert raw_public_key(explained, algorithm) == key.public_bytes_raw(), "RFC 7468 explanatory text"
 
 
 def test_the_other_algorithm_is_named() -> None:
@@ -67,20 +69,21 @@ def test_private_keys_and_malformed_files_are_refused() -> None:
     good = _spki(private)
     body = good.splitlines()[1]
     der = base64.b64decode(body)
+    private_pem = private.private_bytes(PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     cases = {
-        b"": "no '-----BEGIN PUBLIC KEY-----' line first",
-        b"\xff\xfe": "not ASCII",
-        private.private_bytes(PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()): (
-            "starts with '-----BEGIN PRIVATE KEY-----'"
-        ),
-        b"comment\n" + good: "no '-----BEGIN PUBLIC KEY-----' line first",
-        good + b"trailing text\n": "no '-----END PUBLIC KEY-----' line last",
+        b"": "expected one '-----BEGIN PUBLIC KEY-----' ... '-----END PUBLIC KEY-----' block",
+        b"\xff\xfe": "expected one '-----BEGIN PUBLIC KEY-----'",
+        good.replace(body, body[:-4] + "é".encode() + b"=="): "not base64",
+        private_pem: "holds '-----BEGIN PRIVATE KEY-----'",
+        private_pem + good: "holds '-----BEGIN PRIVATE KEY-----'",
+        good + good: "expected one '-----BEGIN PUBLIC KEY-----'",
+        good.replace(b"-----END PUBLIC KEY-----", b""): "expected one '-----BEGIN PUBLIC KEY-----'",
         good.replace(body, body[:-4] + b"!!!!"): "not base64",
         good.replace(body, base64.b64encode(der[:-1])): "43 bytes of DER, expected 44",
         good.replace(body, base64.b64encode(der + b"\x00")): "45 bytes of DER, expected 44",
         good.replace(body, base64.b64encode(b"\x31" + der[1:])): "another algorithm",
         good.replace(body, base64.b64encode(der[:11] + b"\x01" + der[12:])): "another algorithm",
-        b"-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n": "no '-----END PUBLIC KEY-----' line last",
+        b"-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n": "the block is empty",
     }
     for pem, reason in cases.items():
         with pytest.raises(PublicKeyPemError) as caught:
