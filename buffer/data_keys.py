@@ -15,11 +15,10 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-
 from heatgate.buffer.aead import RecordCipher, associated_data
 from heatgate.buffer.epochs import default_epoch_s, epoch_window
 from heatgate.buffer.keys import DerivedKeys
+from heatgate.sodium import AuthenticationFailed
 
 __all__ = ["DataKeys", "Epoch", "key_ad"]
 
@@ -130,7 +129,7 @@ class DataKeys:
         try:
             data_key = self._keys.unwrap(wrapped, key_ad(number, stream, start_s, end_s, cipher))
             epoch = Epoch(number, stream, start_s, end_s, RecordCipher(cipher, data_key))
-        except (InvalidTag, ValueError):
+        except (AuthenticationFailed, ValueError):
             epoch = Epoch(number, stream, start_s, end_s, None)
         self._epochs[number] = epoch
         return epoch

@@ -17,11 +17,9 @@ import os
 import stat
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from heatgate.buffer.errors import MasterKeyFileError
+from heatgate.hkdf import hkdf_sha256
+from heatgate.sodium import ChaCha20Poly1305
 
 __all__ = [
     "MASTER_KEY_BYTES",
@@ -136,7 +134,7 @@ class DerivedKeys:
         return nonce + self._wrap.encrypt(nonce, data_key, associated)
 
     def unwrap(self, wrapped: bytes, associated: bytes) -> bytes:
-        """Raises ``cryptography.exceptions.InvalidTag`` if the wrapped key was altered or moved."""
+        """Raises :class:`heatgate.sodium.AuthenticationFailed` if the wrapped key was altered or moved."""
         return self._wrap.decrypt(wrapped[:12], wrapped[12:], associated)
 
 
@@ -145,4 +143,4 @@ def derive_keys(master_key: bytes, salt: bytes) -> DerivedKeys:
 
 
 def _hkdf(master_key: bytes, salt: bytes, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(master_key)
+    return hkdf_sha256(master_key, salt=salt, info=info, length_bytes=32)

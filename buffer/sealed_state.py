@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
 from heatgate.buffer.errors import StoreError
+from heatgate.sodium import AuthenticationFailed, ChaCha20Poly1305
 
 __all__ = ["SealedState"]
 
@@ -36,7 +34,7 @@ class SealedState:
         sealed = bytes(row[0])
         try:
             return self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], _state_ad(name))
-        except InvalidTag:
+        except AuthenticationFailed:
             raise StoreError("get_state", f"state entry {name!r} failed authentication") from None
 
     def write(self, name: str, value: bytes | None) -> None:

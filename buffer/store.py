@@ -21,8 +21,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-
 from heatgate.buffer.aead import associated_data, check_cipher
 from heatgate.buffer.api import BufferStats, NewRecord, StoredRecord, StreamStats
 from heatgate.buffer.data_keys import DataKeys
@@ -34,6 +32,7 @@ from heatgate.buffer.sqlite_open import BUSY_TIMEOUT_S, TURNSTILE_WAIT_S, is_bus
 from heatgate.buffer.turnstile import Turnstile
 from heatgate.buffer.wire import body_of, wire_form
 from heatgate.logs import get_logger
+from heatgate.sodium import AuthenticationFailed
 
 log = get_logger("heatgate.buffer")
 
@@ -354,7 +353,7 @@ class Store:
             return None
         try:
             plain = epoch.cipher.open(sealed, associated_data(rid, stream, route, priority, created_s, number, form))
-        except InvalidTag:
+        except AuthenticationFailed:
             return None
         if form == _FORM_BODY:
             wire, payload = None, plain

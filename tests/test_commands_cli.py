@@ -17,8 +17,9 @@ import pytest
 from heatgate.agent.cli import main
 from heatgate.agent.commands import reasons
 from heatgate.agent.commands.dispatch import CommandProcessor
-from heatgate.agent.commands.keys import key_id, load_ed25519_public, load_x25519_private
+from heatgate.agent.commands.keys import key_id, load_ed25519_public
 from heatgate.agent.commands.nonces import NonceStore
+from heatgate.agent.commands.private_keys import load_x25519_private
 from heatgate.agent.commands.verify import CommandVerifier
 from heatgate.agent.commands.wiring import answer, pinned_keys
 from heatgate.agent.config import MqttConfig

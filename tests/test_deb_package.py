@@ -73,7 +73,7 @@ def test_arm64_package_holds_only_aarch64_code(debs: dict[str, Path], tmp_path: 
     tree = _extract(deb, tmp_path / "arm64")
     elfcheck = _elfcheck()
     found = dict(elfcheck.elf_files(tree))
-    assert len(found) >= 6, found  # cffi and msgspec per Python, cryptography once (abi3)
+    assert len(found) >= 7, found  # cffi and msgspec per Python, cryptography and PyNaCl once (abi3)
     assert set(found.values()) == {"arm64"}, found
     opt = tree / "opt" / "heatgate"
     assert (opt / "pyvenv.cfg").read_text().startswith("home = /usr/bin\n")
@@ -83,6 +83,7 @@ def test_arm64_package_holds_only_aarch64_code(debs: dict[str, Path], tmp_path: 
         site = opt / "lib" / f"python{python}" / "site-packages"
         tag = python.replace(".", "")
         assert list(site.glob(f"_cffi_backend.cpython-{tag}-aarch64-linux-gnu.so")), sorted(site.iterdir())
+        assert (site / "nacl" / "_sodium.abi3.so").is_file(), "libsodium: the daemon's cryptography"
         assert (site / "heatgate" / "config" / "privacy.toml").is_file()
         assert list((site / "heatgate" / "config" / "profiles").glob("*.toml"))
     assert not list(opt.rglob("*.pyc")), "byte code is made by postinst, never shipped"
@@ -101,9 +102,12 @@ def test_arm64_package_runs_under_qemu(debs: dict[str, Path], tmp_path: Path) ->
         "-c",
         "import platform, msgspec, _cffi_backend\n"
         "from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305\n"
-        "print(platform.machine(), len(ChaCha20Poly1305.generate_key()))",
+        "from heatgate.sodium import ChaCha20Poly1305 as Sodium\n"
+        "key = ChaCha20Poly1305.generate_key()\n"
+        "sealed = Sodium(key).encrypt(bytes(12), b'reading', b'ad')\n"
+        "print(platform.machine(), len(key), sealed == ChaCha20Poly1305(key).encrypt(bytes(12), b'reading', b'ad'))",
     )
-    assert compiled.returncode == 0 and compiled.stdout.split() == ["aarch64", "32"], compiled.stderr
+    assert compiled.returncode == 0 and compiled.stdout.split() == ["aarch64", "32", "True"], compiled.stderr
     example = "/opt/heatgate/lib/python3.11/site-packages/heatgate/config/heatgate.example.toml"
     check = root.run(python, "/opt/heatgate/bin/heatgate", "check-config", "--offline", "--config", example)
     assert check.returncode == 0 and "is valid" in check.stdout, check.stdout + check.stderr

@@ -29,13 +29,8 @@ from heatgate.agent.commands.envelope import (
     decode_envelope,
     encode_envelope,
 )
-from heatgate.agent.commands.keys import (
-    CommandKeyFileError,
-    load_ed25519_private,
-    load_x25519_private,
-    load_x25519_public,
-    raw_public,
-)
+from heatgate.agent.commands.keys import CommandKeyFileError, load_x25519_public, raw_public
+from heatgate.agent.commands.private_keys import load_ed25519_private, load_x25519_private
 from heatgate.agent.commands.seal import SealError, open_sealed
 from heatgate.agent.commands.sign import sign_approval, sign_envelope
 from heatgate.errors import HeatgateError

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from heatgate.agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from heatgate.agent.commands.keys import KEY_NAMES, CommandKeyFileError, generate_key_pair
+from heatgate.agent.commands.keys import KEY_NAMES, CommandKeyFileError
+from heatgate.agent.commands.private_keys import generate_key_pair
 
 HELP = """\
 Write a key pair into DIR: NAME.key (private, PKCS#8 PEM, mode 0600) and NAME.pub (public PEM),

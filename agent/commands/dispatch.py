@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import msgspec
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from heatgate.agent.commands import reasons
 from heatgate.agent.commands.catalog import EXPORT_COMMAND, WRITE_COMMAND, ExportArgs
@@ -47,6 +46,7 @@ from heatgate.agent.commands.seal import seal
 from heatgate.agent.commands.verify import CommandVerifier, NonceUnrecorded, Refusal, Verified
 from heatgate.agent.payloads import AuditBody
 from heatgate.logs import get_logger
+from heatgate.sodium import X25519PublicKey
 
 __all__ = [
     "RESPONSE_SCHEMA",

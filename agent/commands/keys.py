@@ -1,37 +1,51 @@
-"""Key files of the command layer and their ids.
+"""Key files of the command layer and their ids: what the daemon reads (public keys only).
 
-Command and approval keys are Ed25519; export recipients are X25519. Private keys are
-PKCS#8 PEM (unencrypted, mode 0600), public keys SubjectPublicKeyInfo PEM. A key id is the first
-16 hex digits of SHA-256 of the raw 32-byte public key, for both kinds.
+Command and approval keys are Ed25519; export recipients are X25519. Public keys are
+SubjectPublicKeyInfo PEM (read by :mod:`heatgate.public_key_pem`, into :mod:`heatgate.sodium`
+keys), private keys PKCS#8 PEM (unencrypted, mode 0600; generated and read on the CLI side,
+:mod:`heatgate.agent.commands.private_keys`, with ``cryptography``). A key id is the first 16 hex
+digits of SHA-256 of the raw 32-byte public key, for both kinds.
+
+Nothing here imports ``cryptography``: the daemon pins keys and verifies without it (issue 20).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
-from typing import Literal
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from typing import Literal, Protocol
 
 from heatgate.agent.commands.errors import CommandError
+from heatgate.public_key_pem import PublicKeyAlgorithm, PublicKeyPemError, raw_public_key
+from heatgate.sodium import Ed25519PublicKey, X25519PublicKey
 
 __all__ = [
+    "KEY_NAMES",
     "CommandKeyFileError",
     "KeyName",
-    "generate_key_pair",
+    "RawPrivateKey",
+    "RawPublicKey",
     "key_id",
-    "load_ed25519_private",
     "load_ed25519_public",
-    "load_x25519_private",
     "load_x25519_public",
     "raw_public",
+    "read_key_file",
 ]
 
 KeyName = Literal["command", "approval", "recipient"]
 KEY_NAMES: tuple[KeyName, ...] = ("command", "approval", "recipient")
+
+
+class RawPublicKey(Protocol):
+    """A public key that gives its 32 raw bytes: :mod:`heatgate.sodium`'s or ``cryptography``'s."""
+
+    def public_bytes_raw(self) -> bytes: ...
+
+
+class RawPrivateKey(Protocol):
+    """A private key that gives its 32 raw bytes: :mod:`heatgate.sodium`'s or ``cryptography``'s."""
+
+    def private_bytes_raw(self) -> bytes: ...
 
 
 class CommandKeyFileError(CommandError):
@@ -43,90 +57,32 @@ class CommandKeyFileError(CommandError):
         self.reason = reason
 
 
-def raw_public(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def raw_public(key: RawPublicKey) -> bytes:
+    return key.public_bytes_raw()
 
 
-def key_id(key: Ed25519PublicKey | X25519PublicKey) -> str:
+def key_id(key: RawPublicKey) -> str:
     """First 16 hex digits of SHA-256 of the raw public key."""
     return hashlib.sha256(raw_public(key)).hexdigest()[:16]
 
 
-def _read(path: Path) -> bytes:
+def read_key_file(path: Path) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
         raise CommandKeyFileError(Path(path), exc.strerror or str(exc)) from None
 
 
-def _load_private(path: Path) -> object:
+def _load_public(path: Path, algorithm: PublicKeyAlgorithm) -> bytes:
     try:
-        return serialization.load_pem_private_key(_read(path), password=None)
-    except (ValueError, TypeError) as exc:
-        raise CommandKeyFileError(Path(path), f"not an unencrypted PEM private key ({exc})") from None
-
-
-def _load_public(path: Path) -> object:
-    try:
-        return serialization.load_pem_public_key(_read(path))
-    except (ValueError, TypeError) as exc:
-        raise CommandKeyFileError(Path(path), f"not a PEM public key ({exc})") from None
-
-
-def load_ed25519_private(path: Path) -> Ed25519PrivateKey:
-    key = _load_private(path)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise CommandKeyFileError(Path(path), "not an Ed25519 private key")
-    return key
+        return raw_public_key(read_key_file(path), algorithm)
+    except PublicKeyPemError as exc:
+        raise CommandKeyFileError(Path(path), exc.reason) from None
 
 
 def load_ed25519_public(path: Path) -> Ed25519PublicKey:
-    key = _load_public(path)
-    if not isinstance(key, Ed25519PublicKey):
-        raise CommandKeyFileError(Path(path), "not an Ed25519 public key")
-    return key
-
-
-def load_x25519_private(path: Path) -> X25519PrivateKey:
-    key = _load_private(path)
-    if not isinstance(key, X25519PrivateKey):
-        raise CommandKeyFileError(Path(path), "not an X25519 private key")
-    return key
+    return Ed25519PublicKey(_load_public(path, "Ed25519"))
 
 
 def load_x25519_public(path: Path) -> X25519PublicKey:
-    key = _load_public(path)
-    if not isinstance(key, X25519PublicKey):
-        raise CommandKeyFileError(Path(path), "not an X25519 public key")
-    return key
-
-
-def generate_key_pair(directory: Path, name: KeyName, *, overwrite: bool = False) -> tuple[Path, Path, str]:
-    """Write ``<name>.key`` (0600) and ``<name>.pub`` into ``directory``; returns both paths and the
-    key id. ``recipient`` is X25519, the others Ed25519. Refuses to overwrite unless asked."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    private_path, public_path = directory / f"{name}.key", directory / f"{name}.pub"
-    if not overwrite:
-        for path in (private_path, public_path):
-            if path.exists():
-                raise CommandKeyFileError(path, "exists (use --force to replace it)")
-    private: Ed25519PrivateKey | X25519PrivateKey = (
-        X25519PrivateKey.generate() if name == "recipient" else Ed25519PrivateKey.generate()
-    )
-    pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(private_path, flags, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, pem)
-    finally:
-        os.close(fd)
-    public = private.public_key()
-    public_path.write_bytes(
-        public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    public_path.chmod(0o644)
-    return private_path, public_path, key_id(public)
+    return X25519PublicKey(_load_public(path, "X25519"))

@@ -7,21 +7,19 @@ recipient goes through HKDF-SHA256 (salt = ephemeral public || recipient public,
     b"HGS1" || ephemeral public (32 bytes) || ciphertext+tag
 
 and the header (magic and ephemeral public key) is the AEAD's associated data. The sender keeps
-nothing that can open it.
+nothing that can open it. On libsodium (:mod:`heatgate.sodium`, :mod:`heatgate.hkdf`): the daemon
+seals without ``cryptography``; :func:`open_sealed` takes any X25519 private key that gives its
+raw bytes (``cryptography``'s, on the CLI side, or :mod:`heatgate.sodium`'s).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from heatgate.agent.commands.errors import CommandError
-from heatgate.agent.commands.keys import raw_public
+from heatgate.agent.commands.keys import RawPrivateKey, RawPublicKey, raw_public
+from heatgate.hkdf import hkdf_sha256
+from heatgate.sodium import AuthenticationFailed, ChaCha20Poly1305, X25519PrivateKey, X25519PublicKey
 
 __all__ = ["SealError", "open_sealed", "seal"]
 
@@ -40,30 +38,33 @@ class SealError(CommandError):
 
 
 def _derive(shared: bytes, ephemeral: bytes, recipient: bytes) -> tuple[bytes, bytes]:
-    okm = HKDF(algorithm=hashes.SHA256(), length=44, salt=ephemeral + recipient, info=INFO).derive(shared)
+    okm = hkdf_sha256(shared, salt=ephemeral + recipient, info=INFO, length_bytes=44)
     return okm[:32], okm[32:]
 
 
-def seal(recipient: X25519PublicKey, data: bytes) -> bytes:
+def seal(recipient: RawPublicKey, data: bytes) -> bytes:
+    """Raises ``ValueError`` for a recipient key of low order (no secret to share)."""
     ephemeral_private = X25519PrivateKey.generate()
     ephemeral = raw_public(ephemeral_private.public_key())
-    key, nonce = _derive(ephemeral_private.exchange(recipient), ephemeral, raw_public(recipient))
+    recipient_raw = raw_public(recipient)
+    key, nonce = _derive(ephemeral_private.exchange(X25519PublicKey(recipient_raw)), ephemeral, recipient_raw)
     header = MAGIC + ephemeral
     return header + ChaCha20Poly1305(key).encrypt(nonce, data, header)
 
 
-def open_sealed(private: X25519PrivateKey, blob: bytes) -> bytes:
+def open_sealed(private_key: RawPrivateKey, blob: bytes) -> bytes:
     """Decrypt; raises :class:`SealError` for a wrong key, a truncated or altered blob."""
     if len(blob) < _HEADER_BYTES + _TAG_BYTES or not blob.startswith(MAGIC):
         raise SealError("not a heatgate sealed box")
     header = blob[:_HEADER_BYTES]
     ephemeral = header[len(MAGIC) :]
+    private = X25519PrivateKey(private_key.private_bytes_raw())
     try:
-        shared = private.exchange(X25519PublicKey.from_public_bytes(ephemeral))
+        shared = private.exchange(X25519PublicKey(ephemeral))
     except ValueError:
         raise SealError("bad ephemeral key") from None
     key, nonce = _derive(shared, ephemeral, raw_public(private.public_key()))
     try:
         return ChaCha20Poly1305(key).decrypt(nonce, blob[_HEADER_BYTES:], header)
-    except InvalidTag:
+    except AuthenticationFailed:
         raise SealError("wrong key or altered data") from None

@@ -37,8 +37,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from heatgate.agent.commands import reasons
 from heatgate.agent.commands.catalog import COMMANDS, WRITE_COMMAND, DeviceWriteArgs
@@ -53,7 +51,9 @@ from heatgate.agent.commands.envelope import (
     decode_envelope,
     envelope_signing_bytes,
 )
+from heatgate.agent.commands.keys import RawPublicKey, key_id
 from heatgate.agent.commands.nonces import NonceStore, NonceStoreError
+from heatgate.sodium import Ed25519PublicKey
 
 __all__ = ["CommandVerifier", "NonceUnrecorded", "Refusal", "Verified", "WriteBounds"]
 
@@ -141,25 +141,20 @@ def _signature_ok(key: Ed25519PublicKey, signature: str, message: bytes) -> bool
         raw = b64url_decode(signature)
     except ValueError:
         return False
-    if len(raw) != 64:
-        return False
-    try:
-        key.verify(raw, message)
-    except InvalidSignature:
-        return False
-    return True
+    return key.verifies(raw, message)
 
 
 class CommandVerifier:
-    """Checks envelopes for one gateway. Key dicts map key id -> public key; the approval keys
+    """Checks envelopes for one gateway. Key dicts map key id -> Ed25519 public key (any that gives
+    its raw bytes: :mod:`heatgate.sodium`'s, or ``cryptography``'s in tests); the approval keys
     must be distinct from the command keys (a command key can never approve a write).
     ``clock`` gives seconds since the epoch (UTC)."""
 
     def __init__(
         self,
         gateway_id: str,
-        command_keys: Mapping[str, Ed25519PublicKey],
-        approval_keys: Mapping[str, Ed25519PublicKey],
+        command_keys: Mapping[str, RawPublicKey],
+        approval_keys: Mapping[str, RawPublicKey],
         nonces: NonceStore,
         *,
         clock: Callable[[], float] = time.time,
@@ -172,15 +167,13 @@ class CommandVerifier:
         shared = set(command_keys) & set(approval_keys)
         if shared:
             raise ValueError(f"key(s) {sorted(shared)} pinned as both command and approval key")
-        from heatgate.agent.commands.keys import key_id as compute_key_id
-
         for pinned in (command_keys, approval_keys):
             for kid, key in pinned.items():
-                if compute_key_id(key) != kid:
+                if key_id(key) != kid:
                     raise ValueError(f"key id {kid} does not match its public key")
         self.gateway_id = gateway_id
-        self._command_keys = dict(command_keys)
-        self._approval_keys = dict(approval_keys)
+        self._command_keys = {kid: Ed25519PublicKey(key.public_bytes_raw()) for kid, key in command_keys.items()}
+        self._approval_keys = {kid: Ed25519PublicKey(key.public_bytes_raw()) for kid, key in approval_keys.items()}
         self._nonces = nonces
         self._clock = clock
         self.skew_s = skew_s

@@ -27,8 +27,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from heatgate.agent.commands.dispatch import (
     AuditSink,
     CommandContext,
@@ -41,6 +39,7 @@ from heatgate.agent.commands.dispatch import (
 from heatgate.agent.commands.keys import key_id, load_ed25519_public
 from heatgate.agent.commands.verify import WriteBounds
 from heatgate.agent.payloads import AuditBody
+from heatgate.sodium import Ed25519PublicKey
 
 __all__ = [
     "answer",
