@@ -1,4 +1,4 @@
-"""The daemon's public-key and AEAD cryptography, on libsodium (PyNaCl's ``nacl.bindings``).
+"""The daemon's public-key and AEAD cryptography, on libsodium (PyNaCl's compiled module).
 
 ``cryptography`` statically links OpenSSL and registers every binding when imported: about
 8.6 MiB of RSS on the daemon's hot path, against about 1.2 MiB for libsodium (issue 20). So the
@@ -14,11 +14,12 @@ daemon encrypts, verifies and seals with this module only; ``cryptography`` stay
 Authentication failures raise :class:`AuthenticationFailed`; malformed sizes raise ``ValueError``,
 as ``cryptography`` does.
 
-The AEAD calls libsodium through PyNaCl's compiled module (``nacl._sodium``, the one
-``nacl.bindings`` wraps, so no memory is added): ``nacl.bindings``' own wrapper checks and copies
-enough per call to make a 160-byte record about 3 times slower than with ``cryptography``, while
-the direct call is faster than ``cryptography`` for records of that size (``bench.bench_aead``).
-``pynacl`` is pinned below 2 for that reason; the property tests against ``cryptography`` guard it.
+Every call goes to libsodium through PyNaCl's compiled module (``nacl._sodium``, the one
+``nacl.bindings`` wraps): ``nacl.bindings``' own wrapper checks and copies enough per call to make
+a 160-byte record about 3 times slower than with ``cryptography``, while the direct call is faster
+than ``cryptography`` for records of that size (``bench.bench_aead``); and importing
+``nacl.bindings`` loads a module for every libsodium family (another 0.4 MiB of RSS). ``pynacl``
+is pinned below 2 for that reason; the property tests against ``cryptography`` guard it.
 """
 
 from __future__ import annotations
@@ -26,10 +27,8 @@ from __future__ import annotations
 import os
 from typing import Final
 
-from nacl import bindings as _sodium  # first: its import runs sodium_init()
 from nacl._sodium import ffi as _ffi
 from nacl._sodium import lib as _lib
-from nacl.exceptions import BadSignatureError
 
 from heatgate.errors import HeatgateError
 
@@ -44,6 +43,9 @@ __all__ = [
     "X25519PrivateKey",
     "X25519PublicKey",
 ]
+
+if _lib.sodium_init() == -1:  # 0 the first time, 1 after: idempotent and thread-safe
+    raise ImportError("libsodium could not be initialised")
 
 _aead_encrypt = _lib.crypto_aead_chacha20poly1305_ietf_encrypt
 _aead_decrypt = _lib.crypto_aead_chacha20poly1305_ietf_decrypt
@@ -120,11 +122,14 @@ class Ed25519PublicKey:
         """Whether ``signature`` (64 bytes) is this key's signature of ``message``."""
         if len(signature) != SIGNATURE_BYTES:
             return False
-        try:
-            _sodium.crypto_sign_open(bytes(signature) + bytes(message), self._raw)
-        except BadSignatureError:
-            return False
-        return True
+        signed = bytes(signature) + bytes(message)  # libsodium's combined form: signature || message
+        opened = bytearray(len(signed))
+        return (
+            _lib.crypto_sign_open(
+                _from_buffer(opened), _ffi.new("unsigned long long *"), signed, len(signed), self._raw
+            )
+            == 0
+        )
 
 
 class X25519PublicKey:
@@ -163,11 +168,13 @@ class X25519PrivateKey:
         return self._raw
 
     def public_key(self) -> X25519PublicKey:
-        return X25519PublicKey(_sodium.crypto_scalarmult_base(self._raw))
+        public = bytearray(KEY_BYTES)
+        _lib.crypto_scalarmult_base(_from_buffer(public), self._raw)
+        return X25519PublicKey(bytes(public))
 
     def exchange(self, peer: X25519PublicKey) -> bytes:
         """The 32-byte shared secret; ``ValueError`` when it is all zeros (a low-order peer key)."""
-        try:
-            return _sodium.crypto_scalarmult(self._raw, peer.public_bytes_raw())
-        except RuntimeError:
-            raise ValueError("X25519 exchange gave the all-zero secret (low-order public key)") from None
+        shared = bytearray(KEY_BYTES)
+        if _lib.crypto_scalarmult(_from_buffer(shared), self._raw, peer.public_bytes_raw()) != 0:
+            raise ValueError("X25519 exchange gave the all-zero secret (low-order public key)")
+        return bytes(shared)
