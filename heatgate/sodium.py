@@ -124,7 +124,7 @@ class Ed25519PublicKey:
             return False
         signed = bytes(signature) + bytes(message)  # libsodium's combined form: signature || message
         opened = bytearray(len(signed))
-        return (
+        return bool(
             _lib.crypto_sign_open(
                 _from_buffer(opened), _ffi.new("unsigned long long *"), signed, len(signed), self._raw
             )
