@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from heatgate.errors import HeatgateError
+
 __all__ = [
     "DECRYPTION_DEPENDENCIES_LOADED",
     "GENERAL_GLOBAL_CIPHER_TAG",
@@ -38,7 +40,7 @@ GENERAL_GLOBAL_CIPHER_TAG = 219
 """dlms_cosem's ``GeneralGlobalCipher.TAG``: the first byte of an encrypted telegram."""
 
 
-class EncryptedTelegramsUnsupported(RuntimeError):
+class EncryptedTelegramsUnsupported(HeatgateError):
     """Raised if dsmr-parser ever reaches its decryption path (heatgate never asks it to)."""
 
 
@@ -55,8 +57,8 @@ class _Refuses:
         raise EncryptedTelegramsUnsupported(f"{self._name}.{attribute}: heatgate does not read encrypted P1 telegrams")
 
 
-class _DlmsDecryptionError(Exception):
-    pass
+class _DlmsDecryptionError(HeatgateError):
+    """Stands in for dlms_cosem's DecryptionError (only ever named in an ``except``)."""
 
 
 class _GeneralGlobalCipher:
