@@ -8,10 +8,10 @@ baseline tree measured in the same run (issue 20: the daemon's cryptography).
 Each run is a fresh interpreter started in the tree (so ``heatgate`` is that tree's), rich
 blocked as `heatgate run` does, which imports in this order and prints VmRSS after each step:
 asyncio, ssl, sqlite3, msgspec, structlog; the daemon's modules (cli.run, daemon, assembly,
-command wiring, buffer adapter, publisher); a Modbus source (pymodbus); then the buffer and a
-pinned command key in use (open, put, take, close; load an Ed25519 public key file). Runs of the
-two trees alternate; the table gives the median of each step. The P1 source is left out: its
-parser still imports cryptography through dsmr-parser. Prints figures; asserts nothing.
+command wiring, buffer adapter, publisher); a Modbus source (pymodbus); a P1 source
+(dsmr-parser); then the buffer and a pinned command key in use (open, put, take, close; load an
+Ed25519 public key file). Runs of the two trees alternate; the table gives the median of each
+step. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ import heatgate.agent.cli.run, heatgate.agent.daemon, heatgate.agent.assembly, h
 import heatgate.buffer.adapter, heatgate.agent.publish.publisher
 step('heatgate run modules')
 import heatgate.drivers.modbus.source; step('modbus source')
+import heatgate.drivers.p1.source; step('p1 source')
 
 import base64, os, pathlib, tempfile
 from heatgate.buffer.adapter import open_buffer
@@ -71,7 +72,7 @@ with tempfile.TemporaryDirectory() as tmp:
     (directory / 'command.pub').write_bytes(pem)
     load_ed25519_public(directory / 'command.pub')
 step('buffer + pinned key in use')
-loaded = [name for name in ('cryptography', 'nacl') if sys.modules.get(name) is not None]
+loaded = [name for name in ('cryptography', 'nacl', 'dlms_cosem') if sys.modules.get(name) is not None]
 print(json.dumps({'steps': steps, 'loaded': loaded}))
 """
 
