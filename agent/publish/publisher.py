@@ -34,7 +34,6 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -44,9 +43,9 @@ from heatgate.agent.config import MqttConfig
 from heatgate.agent.payloads import STREAMS, StatePayload
 from heatgate.agent.publish.client import Incoming, MqttClient, Will
 from heatgate.agent.publish.errors import ConnectError, ConnectionLost, NotConnected, PublishError, PublishRefused
-from heatgate.agent.publish.packing import Packed, pack, utc_now
+from heatgate.agent.publish.packing import Packed, pack_batch, utc_now
 from heatgate.backoff import Backoff
-from heatgate.buffer.api import Buffer, StoredRecord
+from heatgate.buffer.api import Buffer, TakenBatch
 from heatgate.logs import get_logger
 
 __all__ = ["Publisher"]
@@ -68,7 +67,6 @@ COMMANDS_IN_PROGRESS_MAX = 256
 """Incoming command messages handled at once; more are shed and counted (``commands_shed``)."""
 
 _PUBLISHED = frozenset(STREAMS)
-_stream = attrgetter("stream")
 
 CommandHook = Callable[[str, bytes, dict[str, Any]], Awaitable[None]]
 _state_encoder = msgspec.json.Encoder()
@@ -324,12 +322,12 @@ class Publisher:
                 self._wake.clear()
                 # Taken and packed even with a full window: the packing (CPU) then overlaps the
                 # PUBACKs' round trip instead of following it. One round is held at most.
-                records = await self.buffer.take(TAKE_RECORDS_MAX, exclude_streams=self._excluded())
-                records = await self._drop_unpublishable(records)
-                if records:
+                batch = await self.buffer.take_batch(TAKE_RECORDS_MAX, exclude_streams=self._excluded())
+                batch = await self._drop_unpublishable(batch)
+                if batch.ids:
                     queue = deque(
-                        pack(
-                            records,
+                        pack_batch(
+                            batch,
                             prefix=self.prefix,
                             gateway_id=self.gateway_id,
                             max_payload_bytes=self.config.max_payload_bytes,
@@ -453,18 +451,19 @@ class Publisher:
                 del self._held[stream]
         return self._restricted() | frozenset(self._held)
 
-    async def _drop_unpublishable(self, records: list[StoredRecord]) -> list[StoredRecord]:
+    async def _drop_unpublishable(self, batch: TakenBatch) -> TakenBatch:
         """Records of a stream that is never published (installer-local...) are released, held
         back for good and reported: they must not leave, and must not block the drain."""
-        if set(map(_stream, records)) <= _PUBLISHED:  # C-level: this runs for every drain round
-            return records
-        bad = [r for r in records if r.stream not in STREAMS]
-        streams = sorted({r.stream for r in bad})
-        await self.buffer.release([r.id for r in bad])
-        for stream in streams:
+        streams = batch.streams
+        if streams <= _PUBLISHED:
+            return batch
+        bad = streams - _PUBLISHED
+        batch, dropped = batch.without_streams(bad)
+        await self.buffer.release(dropped)
+        for stream in sorted(bad):
             self._held[stream] = float("inf")
             self._alarm(f"records of stream {stream!r} reached the publisher; that stream is never published")
-        return [r for r in records if r.stream in STREAMS]
+        return batch
 
     def _acknowledged(self) -> None:
         self._last_ack_monotonic = time.monotonic()
