@@ -131,6 +131,7 @@ class MqttClient:
         tls_files: TlsFiles | None = None,
         on_message: Callable[[Incoming], None] | None = None,
         on_lost: Callable[[str], None] | None = None,
+        on_answer: Callable[[int, PublishRefused | None], None] | None = None,
         connect_timeout_s: float = 10.0,
     ) -> None:
         self.config = config
@@ -140,11 +141,13 @@ class MqttClient:
         self._clean_start = clean_start
         self._on_message_cb = on_message
         self._on_lost_cb = on_lost
+        self._on_answer_cb = on_answer
         self._connect_timeout_s = connect_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         # mid -> (future, topic, monotonic time sent); insertion order is send order, so the
-        # first entry is the oldest unacknowledged message.
-        self._pending: dict[int, tuple[asyncio.Future[None], str, float]] = {}
+        # first entry is the oldest unacknowledged message. No future for a message of send():
+        # its answer goes to ``on_answer``.
+        self._pending: dict[int, tuple[asyncio.Future[None] | None, str, float]] = {}
         self._puback_timeout_s = config.puback_timeout_s
         self._connack: asyncio.Future[bool] | None = None
         self._misc_task: asyncio.Task[None] | None = None
@@ -153,6 +156,7 @@ class MqttClient:
         self._writing_now = False  # publish() writes right away: no writer registration for it
         self._writer_added = False  # the loop's writer is registered (only for what a write left)
         self._in_message_cb = False
+        self._flush_scheduled = False
         self.connected = False
         self.lost_reason: str | None = None
         self.session_present = False
@@ -383,26 +387,53 @@ class MqttClient:
             if response_topic is not None:
                 properties.ResponseTopic = response_topic
         future: asyncio.Future[None] = self._loop.create_future()
-        write_now = not self._in_message_cb  # paho must not be re-entered from its own callback
-        self._writing_now = write_now
+        mid = self._queue(topic, payload, qos, retain, properties)
+        if qos == 0:
+            future.set_result(None)
+        else:
+            # Registered before the write: a write that finds the connection dead fails it.
+            self._pending[mid] = (future, topic, time.monotonic())
+        return future
+
+    def send(self, topic: str, payload: bytes) -> int:
+        """Queue a QoS 1 message without a future (the drain's many messages): returns its
+        message id, and ``on_answer(mid, None)`` hears its PUBACK, ``on_answer(mid, refusal)`` a
+        reason code >= 0x80. A lost connection answers nothing: ``on_lost`` hears it, and every
+        message sent and not answered is unacknowledged. Counts for the PUBACK timeout."""
+        if not self.connected or self._loop is None:
+            raise NotConnected()
+        mid = self._queue(topic, payload, 1, False, None)
+        self._pending[mid] = (None, topic, time.monotonic())
+        return mid
+
+    def _queue(self, topic: str, payload: bytes, qos: int, retain: bool, properties: Properties | None) -> int:
+        """Hand the message to paho, and have it written once the caller's turn of the loop ends."""
+        assert self._loop is not None
+        write_soon = not self._in_message_cb  # paho must not be re-entered from its own callback
+        self._writing_now = write_soon
         try:
             info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         finally:
             self._writing_now = False
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionLost(mqtt.error_string(info.rc))
-        if qos == 0:
-            future.set_result(None)
-        else:
-            # Registered before the write: a write that finds the connection dead fails it.
-            self._pending[info.mid] = (future, topic, time.monotonic())
-        if write_now:
+        if write_soon and not self._flush_scheduled:
+            # Everything published in this turn goes out in one burst, right after it: a send per
+            # message as it is made wakes the broker once per message (on loopback, most of a
+            # send's CPU), a burst wakes it once.
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return info.mid
+
+    def _flush(self) -> None:
+        """The burst of messages published in the turn of the loop that just ended, written."""
+        self._flush_scheduled = False
+        if self._fd is not None:
             self._write_now()
-        return future
 
     def _write_now(self) -> None:
-        """Write what paho queued at once, instead of one loop turn (and two epoll changes) per
-        message later; only what the socket does not take waits for the loop's writer."""
+        """Write what paho queued, without waiting for the loop's writer (a loop turn and two
+        epoll changes per message); only what the socket does not take waits for the writer."""
         self._client.loop_write()  # on a dead socket this reports the disconnect (_on_disconnect)
         fd = self._fd
         if fd is not None and self._client.want_write():
@@ -413,6 +444,11 @@ class MqttClient:
         if entry is None:
             return
         future, topic, _sent = entry
+        if future is None:
+            if self._on_answer_cb is not None:
+                refusal = PublishRefused(topic, reason.value, str(reason)) if reason.is_failure else None
+                self._on_answer_cb(mid, refusal)
+            return
         if future.done():
             return
         if reason.is_failure:
@@ -423,7 +459,7 @@ class MqttClient:
     def _fail_pending(self, reason: str) -> None:
         pending, self._pending = self._pending, {}
         for future, _topic, _sent in pending.values():
-            if not future.done():
+            if future is not None and not future.done():
                 future.set_exception(ConnectionLost(reason))
                 future.exception()  # a caller that stopped waiting must not warn "never retrieved"
 

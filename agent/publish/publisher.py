@@ -119,6 +119,9 @@ class Publisher:
         self._command_tasks: set[asyncio.Task[None]] = set()
         self._backoff = Backoff(min_s=mqtt.reconnect_min_s, max_s=mqtt.reconnect_max_s)
         self._inflight_records = 0
+        self._window: dict[int, Packed] = {}  # message id -> drain message in flight
+        self._answers: list[tuple[Packed, PublishRefused | None]] = []  # answered, not yet settled
+        self._waiter: asyncio.Future[None] | None = None  # the drain's wait, resolved by _news()
         self._stats: dict[str, Any] = {
             "connected": False,
             "connected_since": None,
@@ -139,6 +142,7 @@ class Publisher:
     def wake(self) -> None:
         """New records were committed: drain now (a fault goes ahead of the backlog)."""
         self._wake.set()
+        self._news()
 
     @property
     def stray_messages(self) -> int:
@@ -226,7 +230,7 @@ class Publisher:
         broker published (or publishes) the will: the retained state is ``offline`` either way."""
         self._stopping = True
         self._stopped.set()
-        self._wake.set()
+        self.wake()
         if self._running:
             await self._finished.wait()
 
@@ -253,7 +257,8 @@ class Publisher:
             clean_start=False,
             will=will,
             on_message=self._on_message,
-            on_lost=lambda _reason: self._wake.set(),
+            on_lost=lambda _reason: self.wake(),
+            on_answer=self._on_answer,
         )
         self._client = client
         offline_acked = False
@@ -307,12 +312,15 @@ class Publisher:
     async def _drain(self, client: MqttClient) -> bool:
         """Publish until stopped; then say ``offline`` and return whether it was acknowledged
         (PUBACKs come in order: everything sent before it was acknowledged too, and is acked
-        below). Raises :class:`ConnectionLost` when the connection ends."""
-        window: deque[tuple[asyncio.Future[None], Packed]] = deque()
+        below). Raises :class:`ConnectionLost` when the connection ends.
+
+        The window is a dict of the messages in flight by message id; the client reports each
+        answer (:meth:`_on_answer`), which only notes it. The drain settles the answers in bulk
+        (acks their records in the buffer) when it next runs: no future and no wake-up per
+        message, one wait per turn of the loop at most."""
+        window = self._window = {}
+        self._answers = []
         window_max = self.config.inflight_max
-        # One waiter for a stop, for the whole drain: a full window waits on it with its oldest
-        # message at every PUBACK, and a task per wait would cost more than the rest of the turn.
-        stopped: asyncio.Future[Any] = asyncio.ensure_future(self._stopped.wait())
         try:
             while True:
                 if self._stopping:
@@ -336,8 +344,8 @@ class Publisher:
                     )
                     try:
                         while queue and not self._stopping:
-                            while len(window) >= window_max and not self._stopping:
-                                await self._settle(window, wait=True, stopped=stopped)
+                            while len(window) >= window_max and not self._stopping and client.connected:
+                                await self._settle(wait=True)
                             if self._stopping:
                                 break
                             # The connection may have dropped while we waited (for the buffer or
@@ -345,29 +353,25 @@ class Publisher:
                             # the drain, a lost connection like any other.
                             if not client.connected:
                                 raise ConnectionLost(client.lost_reason or "connection closed")
-                            future = client.publish(queue[0].topic, queue[0].payload, qos=1)
-                            packed = queue.popleft()
-                            window.append((future, packed))
+                            packed = queue[0]
+                            window[client.send(packed.topic, packed.payload)] = packed
+                            queue.popleft()
                             self._inflight_records += len(packed.ids)
                     finally:
                         if queue:  # taken but never published (connection lost, stopping)
                             await self.buffer.release([i for p in queue for i in p.ids])
-                    await self._settle(window, wait=False)
-                elif window:
-                    await self._settle(window, wait=True)
+                    await self._settle(wait=False)
+                elif window or self._answers:  # answers may have come while the buffer was asked
+                    await self._settle(wait=True, or_wake=True)
                 else:
                     await self._wake.wait()
         finally:
-            stopped.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stopped
-            # Acknowledged but not yet settled: ack (a clean stop gets PUBACKs up to ``offline``).
-            acked = [i for f, p in window if f.done() and not f.cancelled() and f.exception() is None for i in p.ids]
-            ids = [
-                i for f, p in window if not (f.done() and not f.cancelled() and f.exception() is None) for i in p.ids
-            ]
-            for future, _packed in window:
-                future.cancel()
+            # Answered but not yet settled: ack (a clean stop gets PUBACKs up to ``offline``);
+            # refused, or sent and never answered: release.
+            answers, self._answers = self._answers, []
+            acked = [i for p, refusal in answers if refusal is None for i in p.ids]
+            ids = [i for p, refusal in answers if refusal is not None for i in p.ids]
+            ids.extend(i for p in window.values() for i in p.ids)
             window.clear()
             self._inflight_records = 0
             if acked:
@@ -377,58 +381,51 @@ class Publisher:
             if ids:
                 await self.buffer.release(ids)
 
-    async def _settle(
-        self,
-        window: deque[tuple[asyncio.Future[None], Packed]],
-        *,
-        wait: bool,
-        stopped: asyncio.Future[Any] | None = None,
-    ) -> None:
-        """Ack what the broker acknowledged (from the oldest on); with ``wait``, first wait for the
-        oldest message or, given ``stopped`` (the drain's stop waiter), for a stop; without it, for
-        a wake-up (so that a new fault is taken without delay) or a stop. No deadline here: a
-        message without PUBACK for ``puback_timeout_s`` fails with :class:`ConnectionLost` when
-        the client drops the connection."""
-        if wait and window and not window[0][0].done() and stopped is not None:
-            # ``asyncio.wait`` neither cancels nor wraps either future.
-            await asyncio.wait({window[0][0], stopped}, return_when=asyncio.FIRST_COMPLETED)
-        elif wait and window and not window[0][0].done():
-            oldest: asyncio.Future[Any] = window[0][0]
-            waker: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
+    def _on_answer(self, mid: int, refusal: PublishRefused | None) -> None:
+        """The client's report of a drain message's PUBACK (``refusal`` for a reason code >= 0x80)."""
+        packed = self._window.pop(mid, None)
+        if packed is None:
+            return
+        self._answers.append((packed, refusal))
+        self._news()
+
+    def _news(self) -> None:
+        """Something a waiting drain looks at changed: an answer, new records, a stop, a lost
+        connection."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _settle(self, *, wait: bool, or_wake: bool = False) -> None:
+        """Ack what the broker acknowledged, release and hold back what it refused; with ``wait``
+        and nothing answered yet, first wait for an answer (or, with ``or_wake``, for new
+        records), a stop or a lost connection. No deadline here: a message without PUBACK for
+        ``puback_timeout_s`` ends in a lost connection when the client drops it."""
+        if wait and not self._answers and not (or_wake and self._wake.is_set()) and not self._stopping:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
-                # ``asyncio.wait`` neither cancels nor wraps the message's future; its outcome is
-                # read below. Cancelling this task leaves it to _drain, which releases its records.
-                await asyncio.wait({oldest, waker}, return_when=asyncio.FIRST_COMPLETED)
+                await waiter
             finally:
-                waker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waker
+                self._waiter = None
+        answers, self._answers = self._answers, []
+        if not answers:
+            return
         acked: list[str] = []
-        refused: list[tuple[Packed, PublishRefused]] = []
-        lost: ConnectionLost | None = None
-        while window and window[0][0].done():
-            future, packed = window.popleft()
+        messages = 0
+        for packed, refusal in answers:
             self._inflight_records -= len(packed.ids)
-            exc = future.exception() if not future.cancelled() else ConnectionLost("cancelled")
-            if exc is None:
-                self._acknowledged()
+            if refusal is None:
                 acked.extend(packed.ids)
-                self._stats["published"] += len(packed.ids)
-                self._stats["published_messages"] += 1
-            elif isinstance(exc, PublishRefused):
-                refused.append((packed, exc))
-            else:
-                lost = exc if isinstance(exc, ConnectionLost) else ConnectionLost(str(exc))
-                window.appendleft((future, packed))
-                self._inflight_records += len(packed.ids)
-                break
+                messages += 1
         if acked:
+            self._acknowledged()
+            self._stats["published"] += len(acked)
+            self._stats["published_messages"] += messages
             await self.buffer.ack(acked)
-        for packed, exc in refused:
-            await self.buffer.release(packed.ids)
-            self._refused(packed, exc)
-        if lost is not None:
-            raise lost
+        for packed, refusal in answers:
+            if refusal is not None:
+                await self.buffer.release(packed.ids)
+                self._refused(packed, refusal)
 
     def _refused(self, packed: Packed, exc: PublishRefused) -> None:
         self._stats["refused"] += len(packed.ids)
