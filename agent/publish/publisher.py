@@ -442,11 +442,14 @@ class Publisher:
         log.error("publish.alarm", alarm=alarm)
 
     def _excluded(self) -> frozenset[str]:
+        restricted = self._restricted()
+        if not self._held:  # the usual drain round
+            return restricted
         now = time.monotonic()
         for stream, until in list(self._held.items()):
             if until != float("inf") and until <= now:
                 del self._held[stream]
-        return self._restricted() | frozenset(self._held)
+        return restricted | frozenset(self._held)
 
     async def _drop_unpublishable(self, batch: TakenBatch) -> TakenBatch:
         """Records of a stream that is never published (installer-local...) are released, held
