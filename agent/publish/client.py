@@ -132,6 +132,7 @@ class MqttClient:
         on_message: Callable[[Incoming], None] | None = None,
         on_lost: Callable[[str], None] | None = None,
         on_answer: Callable[[int, PublishRefused | None], None] | None = None,
+        after_read: Callable[[], None] | None = None,
         connect_timeout_s: float = 10.0,
     ) -> None:
         self.config = config
@@ -142,6 +143,7 @@ class MqttClient:
         self._on_message_cb = on_message
         self._on_lost_cb = on_lost
         self._on_answer_cb = on_answer
+        self._after_read_cb = after_read
         self._connect_timeout_s = connect_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         # mid -> (future, topic, monotonic time sent); insertion order is send order, so the
@@ -156,7 +158,7 @@ class MqttClient:
         self._writing_now = False  # publish() writes right away: no writer registration for it
         self._writer_added = False  # the loop's writer is registered (only for what a write left)
         self._in_message_cb = False
-        self._flush_scheduled = False
+        self._flush: asyncio.Handle | None = None  # the write of this turn's messages, scheduled
         self.connected = False
         self.lost_reason: str | None = None
         self.session_present = False
@@ -297,7 +299,7 @@ class MqttClient:
 
     def _add_reader(self, fd: int) -> None:
         if self._fd == fd and self._loop is not None:
-            self._loop.add_reader(fd, self._client.loop_read)
+            self._loop.add_reader(fd, self._on_readable)
 
     def _on_socket_close(self, _c: mqtt.Client, _u: object, sock: Any) -> None:
         fd, self._fd = self._fd, None
@@ -417,17 +419,26 @@ class MqttClient:
             self._writing_now = False
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionLost(mqtt.error_string(info.rc))
-        if write_soon and not self._flush_scheduled:
+        if write_soon and self._flush is None:
             # Everything published in this turn goes out in one burst, right after it: a send per
             # message as it is made wakes the broker once per message (on loopback, most of a
             # send's CPU), a burst wakes it once.
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self._flush = self._loop.call_soon(self._write_burst)
         return info.mid
 
-    def _flush(self) -> None:
+    def _on_readable(self) -> None:
+        """Read what arrived (paho calls back for each packet); then ``after_read`` (the drain
+        sends the next messages for the PUBACKs just read), and what it sent is written at once."""
+        self._client.loop_read()
+        if self._after_read_cb is not None and self.connected:
+            self._after_read_cb()
+            if self._flush is not None:
+                self._flush.cancel()
+                self._write_burst()
+
+    def _write_burst(self) -> None:
         """The burst of messages published in the turn of the loop that just ended, written."""
-        self._flush_scheduled = False
+        self._flush = None
         if self._fd is not None:
             self._write_now()
 

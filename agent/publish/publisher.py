@@ -122,6 +122,8 @@ class Publisher:
         self._window: dict[int, Packed] = {}  # message id -> drain message in flight
         self._answers: list[tuple[Packed, PublishRefused | None]] = []  # answered, not yet settled
         self._waiter: asyncio.Future[None] | None = None  # the drain's wait, resolved by _news()
+        self._ready: deque[Packed] = deque()  # packed, not yet sent (one round at most)
+        self._pump_error: ConnectionLost | None = None
         self._stats: dict[str, Any] = {
             "connected": False,
             "connected_since": None,
@@ -259,6 +261,7 @@ class Publisher:
             on_message=self._on_message,
             on_lost=lambda _reason: self.wake(),
             on_answer=self._on_answer,
+            after_read=self._pump,
         )
         self._client = client
         offline_acked = False
@@ -314,13 +317,15 @@ class Publisher:
         (PUBACKs come in order: everything sent before it was acknowledged too, and is acked
         below). Raises :class:`ConnectionLost` when the connection ends.
 
-        The window is a dict of the messages in flight by message id; the client reports each
-        answer (:meth:`_on_answer`), which only notes it. The drain settles the answers in bulk
-        (acks their records in the buffer) when it next runs: no future and no wake-up per
-        message, one wait per turn of the loop at most."""
-        window = self._window = {}
-        self._answers = []
-        window_max = self.config.inflight_max
+        The drain takes and packs a round of records into ``_ready``; :meth:`_pump` sends from
+        there while the window has room: here, and right after the client read PUBACKs (its
+        ``after_read``), so that a PUBACK is answered by the next message in the same turn of the
+        loop. The window is a dict of the messages in flight by message id; the client reports
+        each answer (:meth:`_on_answer`), which only notes it, and the drain settles the answers
+        in bulk (acks their records in the buffer) when it next runs: no future and no wake-up
+        per message."""
+        window, ready = self._window, self._ready
+        self._pump_error = None
         try:
             while True:
                 if self._stopping:
@@ -328,51 +333,46 @@ class Publisher:
                 if not client.connected:
                     raise ConnectionLost(client.lost_reason or "connection closed")
                 self._wake.clear()
-                # Taken and packed even with a full window: the packing (CPU) then overlaps the
-                # PUBACKs' round trip instead of following it. One round is held at most.
-                batch = await self.buffer.take_batch(TAKE_RECORDS_MAX, exclude_streams=self._excluded())
-                batch = await self._drop_unpublishable(batch)
-                if batch.ids:
-                    queue = deque(
-                        pack_batch(
-                            batch,
-                            prefix=self.prefix,
-                            gateway_id=self.gateway_id,
-                            max_payload_bytes=self.config.max_payload_bytes,
-                            sent_at=utc_now(),
+                had_ready = bool(ready)
+                took = False
+                if not ready:  # one round is held at most: a new fault waits for it only
+                    # Taken and packed even with a full window: the packing (CPU) then overlaps
+                    # the PUBACKs' round trip instead of following it.
+                    batch = await self.buffer.take_batch(TAKE_RECORDS_MAX, exclude_streams=self._excluded())
+                    batch = await self._drop_unpublishable(batch)
+                    if batch.ids:
+                        took = True
+                        ready.extend(
+                            pack_batch(
+                                batch,
+                                prefix=self.prefix,
+                                gateway_id=self.gateway_id,
+                                max_payload_bytes=self.config.max_payload_bytes,
+                                sent_at=utc_now(),
+                            )
                         )
-                    )
-                    try:
-                        while queue and not self._stopping:
-                            while len(window) >= window_max and not self._stopping and client.connected:
-                                await self._settle(wait=True)
-                            if self._stopping:
-                                break
-                            # The connection may have dropped while we waited (for the buffer or
-                            # for PUBACKs that all arrived just before the close): not an error of
-                            # the drain, a lost connection like any other.
-                            if not client.connected:
-                                raise ConnectionLost(client.lost_reason or "connection closed")
-                            packed = queue[0]
-                            window[client.send(packed.topic, packed.payload)] = packed
-                            queue.popleft()
-                            self._inflight_records += len(packed.ids)
-                    finally:
-                        if queue:  # taken but never published (connection lost, stopping)
-                            await self.buffer.release([i for p in queue for i in p.ids])
-                    await self._settle(wait=False)
+                self._pump()
+                if self._pump_error is not None:
+                    error, self._pump_error = self._pump_error, None
+                    raise error
+                if ready:
+                    await self._settle(wait=True)  # the window is full: wait for answers
+                elif took or had_ready:
+                    await self._settle(wait=False)  # the round is sent: take the next at once
                 elif window or self._answers:  # answers may have come while the buffer was asked
                     await self._settle(wait=True, or_wake=True)
                 else:
                     await self._wake.wait()
         finally:
             # Answered but not yet settled: ack (a clean stop gets PUBACKs up to ``offline``);
-            # refused, or sent and never answered: release.
+            # refused, sent and never answered, or packed and never sent: release.
             answers, self._answers = self._answers, []
             acked = [i for p, refusal in answers if refusal is None for i in p.ids]
             ids = [i for p, refusal in answers if refusal is not None for i in p.ids]
             ids.extend(i for p in window.values() for i in p.ids)
+            ids.extend(i for p in ready for i in p.ids)
             window.clear()
+            ready.clear()
             self._inflight_records = 0
             if acked:
                 self._acknowledged()
@@ -380,6 +380,26 @@ class Publisher:
                 await self.buffer.ack(acked)
             if ids:
                 await self.buffer.release(ids)
+
+    def _pump(self) -> None:
+        """Send ready messages while the window has room (and the drain is neither stopping nor
+        disconnected). Runs in the drain and after each read of the client: never raises; a
+        failed send is left for the drain to raise."""
+        client, ready, window = self._client, self._ready, self._window
+        if client is None:
+            return
+        window_max = self.config.inflight_max
+        while ready and len(window) < window_max and not self._stopping and client.connected:
+            packed = ready[0]
+            try:
+                mid = client.send(packed.topic, packed.payload)
+            except PublishError as exc:
+                self._pump_error = exc if isinstance(exc, ConnectionLost) else ConnectionLost(str(exc))
+                self._news()
+                return
+            ready.popleft()
+            window[mid] = packed
+            self._inflight_records += len(packed.ids)
 
     def _on_answer(self, mid: int, refusal: PublishRefused | None) -> None:
         """The client's report of a drain message's PUBACK (``refusal`` for a reason code >= 0x80)."""
@@ -401,7 +421,16 @@ class Publisher:
         and nothing answered yet, first wait for an answer (or, with ``or_wake``, for new
         records), a stop or a lost connection. No deadline here: a message without PUBACK for
         ``puback_timeout_s`` ends in a lost connection when the client drops it."""
-        if wait and not self._answers and not (or_wake and self._wake.is_set()) and not self._stopping:
+        client = self._client
+        if (
+            wait
+            and not self._answers
+            and not (or_wake and self._wake.is_set())
+            and not self._stopping
+            and self._pump_error is None
+            and client is not None
+            and client.connected  # news of a lost connection came before this wait, if at all
+        ):
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await waiter
