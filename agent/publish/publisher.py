@@ -400,6 +400,8 @@ class Publisher:
             ready.popleft()
             window[mid] = packed
             self._inflight_records += len(packed.ids)
+            if not ready:
+                self._news()  # the round is sent: the drain takes the next one
 
     def _on_answer(self, mid: int, refusal: PublishRefused | None) -> None:
         """The client's report of a drain message's PUBACK (``refusal`` for a reason code >= 0x80)."""
@@ -407,7 +409,11 @@ class Publisher:
         if packed is None:
             return
         self._answers.append((packed, refusal))
-        self._news()
+        if not self._ready or not self._window or refusal is not None:
+            # The drain has a round to take, or nothing left in flight to wait for, or a refusal
+            # to hold its stream back for: wake it. While a packed round waits for room, the pump
+            # sends it and the answers are settled with the next wake-up, in bulk.
+            self._news()
 
     def _news(self) -> None:
         """Something a waiting drain looks at changed: an answer, new records, a stop, a lost
