@@ -6,6 +6,14 @@ runs on the loop's thread. Only the blocking TCP connect and TLS handshake run i
 executor; the socket callbacks paho makes from there are handed to the loop with
 ``call_soon_threadsafe``.
 
+Writing: what is published in one turn of the loop is written in one burst right after it
+(and what the drain sends after a read, at once): on loopback most of a send's CPU is waking the
+broker, once per burst instead of once per message. Two ways to publish: :meth:`MqttClient.publish`
+returns a future per message (the birth, ``offline``, command responses); :meth:`MqttClient.send`
+returns the message id only and reports the PUBACK through ``on_answer`` (the drain's many
+messages: no future, no callbacks, no task wake-up per message); ``after_read`` is called after
+each read, so that the drain answers PUBACKs with its next messages in the same turn.
+
 One :class:`MqttClient` is one connection attempt and its life. Reconnecting is the caller's
 job (:mod:`agent.publish.publisher` waits with :func:`agent.backoff.full_jitter_delay_s`),
 with a fresh client each time; the broker keeps the session (clean start off, session expiry)
