@@ -34,20 +34,25 @@ from heatgate.agent.devtools.memory_buffer import (
     telemetry_record,
 )
 from heatgate.agent.publish.publisher import Publisher
+from heatgate.buffer.api import NewRecord
+from heatgate.buffer.batch import BatchBuilder, TakenBatch
+from heatgate.buffer.wire import wire_form
 from heatgate.logs import configure
 
 GW = "gw-bench-0001"
 
 
 class InOrderBuffer:
-    """An ideal buffer (records in order, O(1) take), so that the figures are the publisher's."""
+    """An ideal buffer (records in order, O(1) take apart from slicing its columns), so that the
+    figures are the publisher's. Its records are laid out once, as the buffer hands them out:
+    columns with each record's stored wire form (:class:`heatgate.buffer.batch.TakenBatch`)."""
 
-    def __init__(self, records: list[Any]) -> None:
-        self.queue = records
+    def __init__(self, records: TakenBatch) -> None:
+        self.records = records
         self.next = 0
 
-    async def take(self, limit: int, *, exclude_streams: frozenset[str] = frozenset()) -> list[Any]:
-        out = self.queue[self.next : self.next + limit]
+    async def take_batch(self, limit: int, *, exclude_streams: frozenset[str] = frozenset()) -> TakenBatch:
+        out = self.records.slice(self.next, self.next + limit)
         self.next += len(out)
         return out
 
@@ -58,20 +63,12 @@ class InOrderBuffer:
         raise AssertionError("nothing is released in a benchmark without faults")
 
 
-def _stored(record: Any) -> Any:
-    """The record as the buffer hands it out: with the wire form it stored at commit."""
-    from heatgate.buffer.api import StoredRecord
-    from heatgate.buffer.wire import wire_form
-
-    return StoredRecord(
-        id=record.id,
-        stream=record.stream,
-        route=record.route,
-        priority=record.priority,
-        created_s=record.created_s,
-        payload=record.payload,
-        wire=wire_form(record.id, record.payload),
-    )
+def stored(records: list[NewRecord]) -> TakenBatch:
+    """The records as the buffer hands them out: with the wire form each stored at commit."""
+    batch = BatchBuilder()
+    for r in records:
+        batch.add(r.id, r.stream, r.route, wire_form(r.id, r.payload))
+    return batch.build()
 
 
 def cpu_s() -> float:
@@ -206,11 +203,11 @@ def main() -> None:
             )
             for max_payload in (16 * 1024, 64 * 1024):
                 grid_records = max(records, args.messages * max_payload // per_reading)
-                stored = [_stored(telemetry_record(i)) for i in range(grid_records)]
+                grid = stored([telemetry_record(i) for i in range(grid_records)])
                 for window in windows:
                     ours_runs, raw_runs, raw_cpu, ratios = [], [], [], []
                     for _ in range(args.repeat):
-                        ours = asyncio.run(drain(broker, InOrderBuffer(stored), grid_records, window, max_payload))
+                        ours = asyncio.run(drain(broker, InOrderBuffer(grid), grid_records, window, max_payload))
                         size = int(grid_records * per_reading / ours["messages"])
                         raw, cpu_us = raw_paho(broker, os.urandom(size), int(ours["messages"]), window)
                         ours_runs.append(ours)

@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 
 from heatgate.buffer.aead import DEFAULT_CIPHER, check_cipher
 from heatgate.buffer.api import BufferStats, NewRecord, StoredRecord
+from heatgate.buffer.batch import TakenBatch
 from heatgate.buffer.errors import BufferClosed, BufferFault, RecordsNotStored, StoreError
 from heatgate.buffer.store import Store
 
@@ -164,6 +165,12 @@ class AsyncBuffer:
         """Up to ``limit`` committed records not in flight, lowest priority number first, then
         oldest; records of ``exclude_streams`` are skipped. They stay stored until ack/release."""
         result: list[StoredRecord] = await self._call(lambda s: s.take(limit, exclude_streams))
+        return result
+
+    async def take_batch(self, limit: int, *, exclude_streams: frozenset[str] = frozenset()) -> TakenBatch:
+        """What :meth:`take` hands out, as columns (:class:`heatgate.buffer.batch.TakenBatch`),
+        built by the writer thread as it decrypts each row."""
+        result: TakenBatch = await self._call(lambda s: s.take_batch(limit, exclude_streams))
         return result
 
     async def ack(self, ids: Sequence[str]) -> None:

@@ -16,7 +16,9 @@ from typing import Protocol
 
 import msgspec
 
-__all__ = ["Buffer", "BufferStats", "NewRecord", "StoredRecord", "StreamStats"]
+from heatgate.buffer.batch import TakenBatch
+
+__all__ = ["Buffer", "BufferStats", "NewRecord", "StoredRecord", "StreamStats", "TakenBatch"]
 
 
 class NewRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -85,6 +87,12 @@ class Buffer(Protocol):
     async def take(self, limit: int, *, exclude_streams: frozenset[str] = frozenset()) -> list[StoredRecord]:
         """Committed records not already in flight: lowest priority number first, oldest first.
         They stay stored (and in flight) until ``ack`` or ``release``."""
+        ...
+
+    async def take_batch(self, limit: int, *, exclude_streams: frozenset[str] = frozenset()) -> TakenBatch:
+        """What :meth:`take` hands out (same order, same in-flight marking), as columns: ids,
+        wire forms, running sizes and runs of stream and route (:mod:`heatgate.buffer.batch`).
+        The publisher drains with this: no object per record to read back."""
         ...
 
     async def ack(self, ids: Sequence[str]) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from heatgate.buffer.aead import associated_data, check_cipher
 from heatgate.buffer.api import BufferStats, NewRecord, StoredRecord, StreamStats
+from heatgate.buffer.batch import BatchBuilder, TakenBatch
 from heatgate.buffer.data_keys import DataKeys
 from heatgate.buffer.epochs import default_epoch_s
 from heatgate.buffer.errors import BufferBusy, RecordsNotStored, StoreError
@@ -309,9 +310,40 @@ class Store:
 
     def take(self, limit: int, exclude_streams: frozenset[str]) -> list[StoredRecord]:
         """Committed, not-in-flight records by lane (priority) then age; marks them in flight."""
+        out: list[StoredRecord] = []
+        for rid, stream, route, priority, created_s, form, plain in self._take_rows(limit, exclude_streams):
+            wire, payload = (None, plain) if form == _FORM_BODY else (plain, body_of(rid, plain))
+            out.append(
+                StoredRecord(
+                    id=rid,
+                    stream=stream,
+                    route=route,
+                    priority=priority,
+                    created_s=created_s,
+                    payload=payload,
+                    wire=wire,
+                )
+            )
+        return out
+
+    def take_batch(self, limit: int, exclude_streams: frozenset[str]) -> TakenBatch:
+        """What :meth:`take` hands out, as columns with the wire forms (made here for rows that
+        hold only the body)."""
+        batch = BatchBuilder()
+        add = batch.add
+        for rid, stream, route, _priority, _created_s, form, plain in self._take_rows(limit, exclude_streams):
+            add(rid, stream, route, plain if form == _FORM_WIRE else wire_form(rid, plain))
+        return batch.build()
+
+    def _take_rows(
+        self, limit: int, exclude_streams: frozenset[str]
+    ) -> list[tuple[str, str, str, int, float, int, bytes]]:
+        """Up to ``limit`` committed, not-in-flight rows by lane then age, decrypted:
+        ``(id, stream, route, priority, created_s, form, plaintext)``. Marks them in flight;
+        rows that fail authentication are quarantined instead."""
         if limit <= 0:
             return []
-        out: list[StoredRecord] = []
+        out: list[tuple[str, str, str, int, float, int, bytes]] = []
         bad: list[tuple[int, str]] = []
         skip = len(self._inflight)
         sql = f"SELECT {_SELECT_COLUMNS} FROM records WHERE seq <= ?"
@@ -321,17 +353,18 @@ class Store:
             params.extend(sorted(exclude_streams))
         sql += " ORDER BY priority, created_s LIMIT ?"
         params.append(limit + skip)
+        inflight = self._inflight
         for seq, rid, stream, route, priority, created_s, number, sealed, form in self.conn.execute(sql, params):
-            if rid in self._inflight:
+            if rid in inflight:
                 continue
-            record = self._open(rid, stream, route, priority, created_s, number, sealed, form)
-            if record is None:
+            plain = self._decrypt(rid, stream, route, priority, created_s, number, sealed, form)
+            if plain is None:
                 bad.append((seq, stream))
                 continue
-            out.append(record)
+            out.append((rid, stream, route, priority, created_s, form, plain))
             if len(out) >= limit:
                 break
-        self._inflight.update(r.id for r in out)
+        inflight.update(row[0] for row in out)
         if bad:
             self._quarantine(bad)
         return out
@@ -348,20 +381,37 @@ class Store:
         form: int,
     ) -> StoredRecord | None:
         """The row decrypted, or None if it fails authentication (or has no key, or an unknown form)."""
+        plain = self._decrypt(rid, stream, route, priority, created_s, number, sealed, form)
+        if plain is None:
+            return None
+        wire, payload = (None, plain) if form == _FORM_BODY else (plain, body_of(rid, plain))
+        return StoredRecord(
+            id=rid, stream=stream, route=route, priority=priority, created_s=created_s, payload=payload, wire=wire
+        )
+
+    def _decrypt(
+        self,
+        rid: str,
+        stream: str,
+        route: str,
+        priority: int,
+        created_s: float,
+        number: int,
+        sealed: bytes,
+        form: int,
+    ) -> bytes | None:
+        """The row's plaintext (its body or its wire form, as ``form`` says), or None if it fails
+        authentication (or has no key, or an unknown form)."""
         epoch = self._data_keys.by_number(number)
         if epoch is None or epoch.cipher is None or epoch.stream != stream or form not in (_FORM_BODY, _FORM_WIRE):
             return None
         try:
-            plain = epoch.cipher.open(sealed, associated_data(rid, stream, route, priority, created_s, number, form))
+            plain: bytes = epoch.cipher.open(
+                sealed, associated_data(rid, stream, route, priority, created_s, number, form)
+            )
         except AuthenticationFailed:
             return None
-        if form == _FORM_BODY:
-            wire, payload = None, plain
-        else:
-            wire, payload = plain, body_of(rid, plain)
-        return StoredRecord(
-            id=rid, stream=stream, route=route, priority=priority, created_s=created_s, payload=payload, wire=wire
-        )
+        return plain
 
     def _quarantine(self, bad: Sequence[tuple[int, str]]) -> None:
         self.begin()

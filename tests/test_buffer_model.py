@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from heatgate.buffer.adapter import AsyncBuffer, open_buffer
 from heatgate.buffer.api import NewRecord
 from heatgate.buffer.ids import IdGenerator
-from tests.support.buffer import PRIORITY, RETENTION_S, ROUTE, T0, Clock
+from heatgate.buffer.wire import wire_form
+from tests.support.buffer import PRIORITY, RETENTION_S, ROUTE, T0, Clock, columns_of
 from tests.support.leaks import run_async
 
 KEY = bytes(32)
@@ -19,7 +20,9 @@ STREAMS = ("service", "telemetry", "analytics")
 
 op = st.one_of(
     st.tuples(st.just("put"), st.sampled_from(STREAMS), st.integers(1, 5)),
-    st.tuples(st.just("take"), st.integers(0, 8), st.sets(st.sampled_from(STREAMS), max_size=2)),
+    st.tuples(
+        st.sampled_from(("take", "take_batch")), st.integers(0, 8), st.sets(st.sampled_from(STREAMS), max_size=2)
+    ),
     st.tuples(st.just("ack"), st.integers(0, 10), st.none()),
     st.tuples(st.just("release"), st.integers(0, 10), st.none()),
     st.tuples(st.just("restart"), st.none(), st.none()),
@@ -63,16 +66,23 @@ async def _run(db: Path, ops: list[tuple[str, object, object]]) -> None:
                     )
                 await buffer.put(batch)
                 stored.update((r.id, r) for r in batch)
-            elif kind == "take":
+            elif kind in ("take", "take_batch"):
                 assert isinstance(a, int) and isinstance(b, set)
                 expected = sorted(
                     (r for r in stored.values() if r.id not in inflight and r.stream not in b),
                     key=lambda r: (r.priority, r.created_s),
                 )[:a]
-                got = await buffer.take(a, exclude_streams=frozenset(b))
-                assert [r.id for r in got] == [r.id for r in expected]
-                assert all(r.payload == stored[r.id].payload for r in got)
-                inflight.extend(r.id for r in got)
+                if kind == "take":
+                    got = await buffer.take(a, exclude_streams=frozenset(b))
+                    assert [r.id for r in got] == [r.id for r in expected]
+                    assert all(r.payload == stored[r.id].payload for r in got)
+                    inflight.extend(r.id for r in got)
+                else:
+                    taken = await buffer.take_batch(a, exclude_streams=frozenset(b))
+                    assert taken.ids == [r.id for r in expected]
+                    assert taken.wires == [wire_form(r.id, r.payload) for r in expected]
+                    assert columns_of(taken) == [(r.id, r.stream, r.route) for r in expected]
+                    inflight.extend(taken.ids)
             elif kind in ("ack", "release"):
                 assert isinstance(a, int)
                 chosen, inflight = inflight[:a], inflight[a:]

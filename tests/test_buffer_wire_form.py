@@ -81,3 +81,17 @@ def test_a_version_1_database_is_migrated_and_its_rows_still_publish(tmp_path: P
     assert sql(db, "PRAGMA user_version")[0][0] == SCHEMA_VERSION == 2
     assert sql(db, "SELECT count(*) FROM records")[0][0] == 0
     assert integrity(db) == "ok"
+
+
+def test_take_batch_makes_the_wire_form_of_rows_that_hold_only_the_body(tmp_path: Path) -> None:
+    db = tmp_path / "b.db"
+    old = records("telemetry", 3, tag="old")
+    with_buffer(db, lambda b: b.put(old))
+    _downgrade_to_v1(db)
+
+    async def body(buffer: AsyncBuffer) -> None:
+        taken = await buffer.take_batch(10)
+        assert taken.ids == [r.id for r in old]
+        assert taken.wires == [wire_form(r.id, r.payload) for r in old]
+
+    with_buffer(db, body)

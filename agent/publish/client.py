@@ -6,6 +6,14 @@ runs on the loop's thread. Only the blocking TCP connect and TLS handshake run i
 executor; the socket callbacks paho makes from there are handed to the loop with
 ``call_soon_threadsafe``.
 
+Writing: what is published in one turn of the loop is written in one burst right after it
+(and what the drain sends after a read, at once): on loopback most of a send's CPU is waking the
+broker, once per burst instead of once per message. Two ways to publish: :meth:`MqttClient.publish`
+returns a future per message (the birth, ``offline``, command responses); :meth:`MqttClient.send`
+returns the message id only and reports the PUBACK through ``on_answer`` (the drain's many
+messages: no future, no callbacks, no task wake-up per message); ``after_read`` is called after
+each read, so that the drain answers PUBACKs with its next messages in the same turn.
+
 One :class:`MqttClient` is one connection attempt and its life. Reconnecting is the caller's
 job (:mod:`agent.publish.publisher` waits with :func:`agent.backoff.full_jitter_delay_s`),
 with a fresh client each time; the broker keeps the session (clean start off, session expiry)
@@ -131,6 +139,8 @@ class MqttClient:
         tls_files: TlsFiles | None = None,
         on_message: Callable[[Incoming], None] | None = None,
         on_lost: Callable[[str], None] | None = None,
+        on_answer: Callable[[int, PublishRefused | None], None] | None = None,
+        after_read: Callable[[], None] | None = None,
         connect_timeout_s: float = 10.0,
     ) -> None:
         self.config = config
@@ -140,11 +150,14 @@ class MqttClient:
         self._clean_start = clean_start
         self._on_message_cb = on_message
         self._on_lost_cb = on_lost
+        self._on_answer_cb = on_answer
+        self._after_read_cb = after_read
         self._connect_timeout_s = connect_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         # mid -> (future, topic, monotonic time sent); insertion order is send order, so the
-        # first entry is the oldest unacknowledged message.
-        self._pending: dict[int, tuple[asyncio.Future[None], str, float]] = {}
+        # first entry is the oldest unacknowledged message. No future for a message of send():
+        # its answer goes to ``on_answer``.
+        self._pending: dict[int, tuple[asyncio.Future[None] | None, str, float]] = {}
         self._puback_timeout_s = config.puback_timeout_s
         self._connack: asyncio.Future[bool] | None = None
         self._misc_task: asyncio.Task[None] | None = None
@@ -153,6 +166,7 @@ class MqttClient:
         self._writing_now = False  # publish() writes right away: no writer registration for it
         self._writer_added = False  # the loop's writer is registered (only for what a write left)
         self._in_message_cb = False
+        self._flush: asyncio.Handle | None = None  # the write of this turn's messages, scheduled
         self.connected = False
         self.lost_reason: str | None = None
         self.session_present = False
@@ -293,7 +307,7 @@ class MqttClient:
 
     def _add_reader(self, fd: int) -> None:
         if self._fd == fd and self._loop is not None:
-            self._loop.add_reader(fd, self._client.loop_read)
+            self._loop.add_reader(fd, self._on_readable)
 
     def _on_socket_close(self, _c: mqtt.Client, _u: object, sock: Any) -> None:
         fd, self._fd = self._fd, None
@@ -383,26 +397,62 @@ class MqttClient:
             if response_topic is not None:
                 properties.ResponseTopic = response_topic
         future: asyncio.Future[None] = self._loop.create_future()
-        write_now = not self._in_message_cb  # paho must not be re-entered from its own callback
-        self._writing_now = write_now
+        mid = self._queue(topic, payload, qos, retain, properties)
+        if qos == 0:
+            future.set_result(None)
+        else:
+            # Registered before the write: a write that finds the connection dead fails it.
+            self._pending[mid] = (future, topic, time.monotonic())
+        return future
+
+    def send(self, topic: str, payload: bytes) -> int:
+        """Queue a QoS 1 message without a future (the drain's many messages): returns its
+        message id, and ``on_answer(mid, None)`` hears its PUBACK, ``on_answer(mid, refusal)`` a
+        reason code >= 0x80. A lost connection answers nothing: ``on_lost`` hears it, and every
+        message sent and not answered is unacknowledged. Counts for the PUBACK timeout."""
+        if not self.connected or self._loop is None:
+            raise NotConnected()
+        mid = self._queue(topic, payload, 1, False, None)
+        self._pending[mid] = (None, topic, time.monotonic())
+        return mid
+
+    def _queue(self, topic: str, payload: bytes, qos: int, retain: bool, properties: Properties | None) -> int:
+        """Hand the message to paho, and have it written once the caller's turn of the loop ends."""
+        assert self._loop is not None
+        write_soon = not self._in_message_cb  # paho must not be re-entered from its own callback
+        self._writing_now = write_soon
         try:
             info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         finally:
             self._writing_now = False
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionLost(mqtt.error_string(info.rc))
-        if qos == 0:
-            future.set_result(None)
-        else:
-            # Registered before the write: a write that finds the connection dead fails it.
-            self._pending[info.mid] = (future, topic, time.monotonic())
-        if write_now:
+        if write_soon and self._flush is None:
+            # Everything published in this turn goes out in one burst, right after it: a send per
+            # message as it is made wakes the broker once per message (on loopback, most of a
+            # send's CPU), a burst wakes it once.
+            self._flush = self._loop.call_soon(self._write_burst)
+        return info.mid
+
+    def _on_readable(self) -> None:
+        """Read what arrived (paho calls back for each packet); then ``after_read`` (the drain
+        sends the next messages for the PUBACKs just read), and what it sent is written at once."""
+        self._client.loop_read()
+        if self._after_read_cb is not None and self.connected:
+            self._after_read_cb()
+            if self._flush is not None:
+                self._flush.cancel()
+                self._write_burst()
+
+    def _write_burst(self) -> None:
+        """The burst of messages published in the turn of the loop that just ended, written."""
+        self._flush = None
+        if self._fd is not None:
             self._write_now()
-        return future
 
     def _write_now(self) -> None:
-        """Write what paho queued at once, instead of one loop turn (and two epoll changes) per
-        message later; only what the socket does not take waits for the loop's writer."""
+        """Write what paho queued, without waiting for the loop's writer (a loop turn and two
+        epoll changes per message); only what the socket does not take waits for the writer."""
         self._client.loop_write()  # on a dead socket this reports the disconnect (_on_disconnect)
         fd = self._fd
         if fd is not None and self._client.want_write():
@@ -413,6 +463,11 @@ class MqttClient:
         if entry is None:
             return
         future, topic, _sent = entry
+        if future is None:
+            if self._on_answer_cb is not None:
+                refusal = PublishRefused(topic, reason.value, str(reason)) if reason.is_failure else None
+                self._on_answer_cb(mid, refusal)
+            return
         if future.done():
             return
         if reason.is_failure:
@@ -423,7 +478,7 @@ class MqttClient:
     def _fail_pending(self, reason: str) -> None:
         pending, self._pending = self._pending, {}
         for future, _topic, _sent in pending.values():
-            if not future.done():
+            if future is not None and not future.done():
                 future.set_exception(ConnectionLost(reason))
                 future.exception()  # a caller that stopped waiting must not warn "never retrieved"
 

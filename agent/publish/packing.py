@@ -7,35 +7,46 @@ gateway, sent_at) encoded by msgspec with an empty ``records`` array, and the re
 forms (``{"id":…,"body":…}``, stored by the buffer when each record was committed) joined by
 commas into that array: bytes are joined, no record is encoded per drain. The result is the
 same bytes msgspec makes of the whole typed message (tests/test_publish_wire.py checks).
+
+The records come as columns (:class:`~heatgate.buffer.batch.TakenBatch`: ids, the wire forms
+as one run of bytes, running sizes, runs of one route): a message's records are found by
+bisecting the running sizes and cut out of the bytes at once, so packing does no Python step
+per record.
 """
 
 from __future__ import annotations
 
 import time
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
-from itertools import accumulate
-from operator import attrgetter
+from functools import lru_cache
 
 import msgspec
 
 from heatgate.agent.payloads import STREAMS, RawMessage, RawRecord, schema_name
 from heatgate.buffer.api import StoredRecord
+from heatgate.buffer.batch import BatchBuilder, TakenBatch
 
-__all__ = ["ANALYTICS_PREFIX", "Packed", "pack", "topic_for", "utc_now"]
+__all__ = ["ANALYTICS_PREFIX", "Packed", "pack", "pack_batch", "topic_for", "utc_now"]
 
 ANALYTICS_PREFIX = "analytics/"
 _encoder = msgspec.json.Encoder()
-_stream, _route, _id, _wire = attrgetter("stream"), attrgetter("route"), attrgetter("id"), attrgetter("wire")
 _EMPTY_RECORDS = b'"records":[]}'
+
+
+_second_text: tuple[int, str] = (-1, "")
+"""The last whole second formatted (a drain round asks several times a millisecond)."""
 
 
 def utc_now() -> str:
     """UTC now, ISO 8601 with milliseconds and a ``Z``."""
+    global _second_text
     now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    second = int(now)
+    if _second_text[0] != second:
+        _second_text = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second_text[1]}.{int(now % 1 * 1000):03d}Z"
 
 
 def topic_for(prefix: str, gateway_id: str, route: str) -> str:
@@ -52,7 +63,7 @@ class Packed:
     topic: str
     payload: bytes
     stream: str
-    ids: tuple[str, ...]
+    ids: Sequence[str]
 
 
 def pack(
@@ -63,52 +74,57 @@ def pack(
     max_payload_bytes: int,
     sent_at: str,
 ) -> list[Packed]:
+    """:func:`pack_batch` of records handed out one object each (a wire form is made for a
+    record that has only its body)."""
+    batch = BatchBuilder()
+    for r in records:
+        batch.add(r.id, r.stream, r.route, r.wire if r.wire is not None else _wire_of(r))
+    return pack_batch(
+        batch.build(), prefix=prefix, gateway_id=gateway_id, max_payload_bytes=max_payload_bytes, sent_at=sent_at
+    )
+
+
+def pack_batch(
+    batch: TakenBatch,
+    *,
+    prefix: str,
+    gateway_id: str,
+    max_payload_bytes: int,
+    sent_at: str,
+) -> list[Packed]:
     """Group records by route (order kept within a route, routes in order of first appearance)
     and pack each group into messages of at most ``max_payload_bytes`` (a single record larger
     than that goes alone). Records of unpublished streams must be filtered out before."""
-    records = list(records)
-    # Per-record steps are C-level (map over attribute getters): a drain round is up to 512
-    # records, and Python work per record is what the publisher costs beyond raw paho.
-    streams, routes = set(map(_stream, records)), set(map(_route, records))
-    groups: dict[tuple[str, str], list[StoredRecord]]
-    if len(streams) == 1 and len(routes) == 1:  # the usual round: one route
-        groups = {(streams.pop(), routes.pop()): records}
-    else:
-        groups = {}
-        for record in records:
-            groups.setdefault((record.stream, record.route), []).append(record)
+    spans: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    start = 0
+    for stream, route, end in batch.runs:
+        spans.setdefault((stream, route), []).append((start, end))
+        start = end
     packed: list[Packed] = []
-    for (stream, route), group in groups.items():
+    for (stream, route), group in spans.items():
         if stream not in STREAMS:
             raise ValueError(f"stream {stream!r} is not published")
-        analytics = route.startswith(ANALYTICS_PREFIX)
-        gateway = None if analytics else gateway_id
+        gateway = None if route.startswith(ANALYTICS_PREFIX) else gateway_id
         topic = topic_for(prefix, gateway_id, route)
         head, tail = _envelope(stream, gateway, sent_at)
-        wires: list[bytes | None] = list(map(_wire, group))
-        if None in wires:  # rows stored before the wire form was (buffer schema version 1)
-            wires = [w if w is not None else _wire_of(r) for w, r in zip(wires, group, strict=True)]
-        ids = list(map(_id, group))
-        # Running totals of the records' sizes; with a comma each (the first one's stands for
-        # the envelope's closing bracket), record i ends at sizes[i] + i + 1. A message ends where
-        # that would pass the bound: found by bisection, not by a Python step per record.
-        end_of = partial(_end_of, list(accumulate(map(len, wires))))  # type: ignore[arg-type]
+        # The usual round is one run of one route: the batch itself (a view of it).
+        records = batch.spans(group) if len(group) > 1 or group[0] != (0, len(batch)) else batch
+        ids, offsets = records.ids, records.offsets
+        # Records a..b-1 joined by commas take offsets[b] - offsets[a] - 1 bytes: a message ends
+        # where that would pass the bound, found by bisection over the running sizes, and its
+        # records are one run of bytes: no Python step per record.
         budget = max_payload_bytes - len(head) - len(tail) + 1
-        start, base = 0, 0
-        everything = range(len(group))
-        while start < len(group):
+        a, stop = 0, len(ids)
+        while a < stop:
             # an oversized record goes alone
-            end = max(bisect_right(everything, base + budget, lo=start, key=end_of), start + 1)
-            payload = b"".join((head, b",".join(wires[start:end]), tail))  # type: ignore[arg-type]
-            packed.append(Packed(topic=topic, payload=payload, stream=stream, ids=tuple(ids[start:end])))
-            base, start = end_of(end - 1), end
+            b = max(bisect_right(offsets, offsets[a] + budget, a + 1, stop + 1) - 1, a + 1)
+            payload = b"".join((head, records.joined(a, b), tail))
+            packed.append(Packed(topic=topic, payload=payload, stream=stream, ids=ids[a:b]))
+            a = b
     return packed
 
 
-def _end_of(sizes: list[int], i: int) -> int:
-    return sizes[i] + i + 1
-
-
+@lru_cache(maxsize=16)
 def _envelope(stream: str, gateway: str | None, sent_at: str) -> tuple[bytes, bytes]:
     """The typed envelope encoded with no records, split where the records go:
     ``(b'{…,"records":[', b']}')``."""

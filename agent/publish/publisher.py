@@ -34,7 +34,6 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -44,9 +43,9 @@ from heatgate.agent.config import MqttConfig
 from heatgate.agent.payloads import STREAMS, StatePayload
 from heatgate.agent.publish.client import Incoming, MqttClient, Will
 from heatgate.agent.publish.errors import ConnectError, ConnectionLost, NotConnected, PublishError, PublishRefused
-from heatgate.agent.publish.packing import Packed, pack, utc_now
+from heatgate.agent.publish.packing import Packed, pack_batch, utc_now
 from heatgate.backoff import Backoff
-from heatgate.buffer.api import Buffer, StoredRecord
+from heatgate.buffer.api import Buffer, TakenBatch
 from heatgate.logs import get_logger
 
 __all__ = ["Publisher"]
@@ -68,7 +67,6 @@ COMMANDS_IN_PROGRESS_MAX = 256
 """Incoming command messages handled at once; more are shed and counted (``commands_shed``)."""
 
 _PUBLISHED = frozenset(STREAMS)
-_stream = attrgetter("stream")
 
 CommandHook = Callable[[str, bytes, dict[str, Any]], Awaitable[None]]
 _state_encoder = msgspec.json.Encoder()
@@ -121,6 +119,11 @@ class Publisher:
         self._command_tasks: set[asyncio.Task[None]] = set()
         self._backoff = Backoff(min_s=mqtt.reconnect_min_s, max_s=mqtt.reconnect_max_s)
         self._inflight_records = 0
+        self._window: dict[int, Packed] = {}  # message id -> drain message in flight
+        self._answers: list[tuple[Packed, PublishRefused | None]] = []  # answered, not yet settled
+        self._waiter: asyncio.Future[None] | None = None  # the drain's wait, resolved by _news()
+        self._ready: deque[Packed] = deque()  # packed, not yet sent (one round at most)
+        self._pump_error: ConnectionLost | None = None
         self._stats: dict[str, Any] = {
             "connected": False,
             "connected_since": None,
@@ -141,6 +144,7 @@ class Publisher:
     def wake(self) -> None:
         """New records were committed: drain now (a fault goes ahead of the backlog)."""
         self._wake.set()
+        self._news()
 
     @property
     def stray_messages(self) -> int:
@@ -228,7 +232,7 @@ class Publisher:
         broker published (or publishes) the will: the retained state is ``offline`` either way."""
         self._stopping = True
         self._stopped.set()
-        self._wake.set()
+        self.wake()
         if self._running:
             await self._finished.wait()
 
@@ -255,7 +259,9 @@ class Publisher:
             clean_start=False,
             will=will,
             on_message=self._on_message,
-            on_lost=lambda _reason: self._wake.set(),
+            on_lost=lambda _reason: self.wake(),
+            on_answer=self._on_answer,
+            after_read=self._pump,
         )
         self._client = client
         offline_acked = False
@@ -309,12 +315,17 @@ class Publisher:
     async def _drain(self, client: MqttClient) -> bool:
         """Publish until stopped; then say ``offline`` and return whether it was acknowledged
         (PUBACKs come in order: everything sent before it was acknowledged too, and is acked
-        below). Raises :class:`ConnectionLost` when the connection ends."""
-        window: deque[tuple[asyncio.Future[None], Packed]] = deque()
-        window_max = self.config.inflight_max
-        # One waiter for a stop, for the whole drain: a full window waits on it with its oldest
-        # message at every PUBACK, and a task per wait would cost more than the rest of the turn.
-        stopped: asyncio.Future[Any] = asyncio.ensure_future(self._stopped.wait())
+        below). Raises :class:`ConnectionLost` when the connection ends.
+
+        The drain takes and packs a round of records into ``_ready``; :meth:`_pump` sends from
+        there while the window has room: here, and right after the client read PUBACKs (its
+        ``after_read``), so that a PUBACK is answered by the next message in the same turn of the
+        loop. The window is a dict of the messages in flight by message id; the client reports
+        each answer (:meth:`_on_answer`), which only notes it, and the drain settles the answers
+        in bulk (acks their records in the buffer) when it next runs: no future and no wake-up
+        per message."""
+        window, ready = self._window, self._ready
+        self._pump_error = None
         try:
             while True:
                 if self._stopping:
@@ -322,55 +333,46 @@ class Publisher:
                 if not client.connected:
                     raise ConnectionLost(client.lost_reason or "connection closed")
                 self._wake.clear()
-                # Taken and packed even with a full window: the packing (CPU) then overlaps the
-                # PUBACKs' round trip instead of following it. One round is held at most.
-                records = await self.buffer.take(TAKE_RECORDS_MAX, exclude_streams=self._excluded())
-                records = await self._drop_unpublishable(records)
-                if records:
-                    queue = deque(
-                        pack(
-                            records,
-                            prefix=self.prefix,
-                            gateway_id=self.gateway_id,
-                            max_payload_bytes=self.config.max_payload_bytes,
-                            sent_at=utc_now(),
+                had_ready = bool(ready)
+                took = False
+                if not ready:  # one round is held at most: a new fault waits for it only
+                    # Taken and packed even with a full window: the packing (CPU) then overlaps
+                    # the PUBACKs' round trip instead of following it.
+                    batch = await self.buffer.take_batch(TAKE_RECORDS_MAX, exclude_streams=self._excluded())
+                    batch = await self._drop_unpublishable(batch)
+                    if batch.ids:
+                        took = True
+                        ready.extend(
+                            pack_batch(
+                                batch,
+                                prefix=self.prefix,
+                                gateway_id=self.gateway_id,
+                                max_payload_bytes=self.config.max_payload_bytes,
+                                sent_at=utc_now(),
+                            )
                         )
-                    )
-                    try:
-                        while queue and not self._stopping:
-                            while len(window) >= window_max and not self._stopping:
-                                await self._settle(window, wait=True, stopped=stopped)
-                            if self._stopping:
-                                break
-                            # The connection may have dropped while we waited (for the buffer or
-                            # for PUBACKs that all arrived just before the close): not an error of
-                            # the drain, a lost connection like any other.
-                            if not client.connected:
-                                raise ConnectionLost(client.lost_reason or "connection closed")
-                            future = client.publish(queue[0].topic, queue[0].payload, qos=1)
-                            packed = queue.popleft()
-                            window.append((future, packed))
-                            self._inflight_records += len(packed.ids)
-                    finally:
-                        if queue:  # taken but never published (connection lost, stopping)
-                            await self.buffer.release([i for p in queue for i in p.ids])
-                    await self._settle(window, wait=False)
-                elif window:
-                    await self._settle(window, wait=True)
+                self._pump()
+                if self._pump_error is not None:
+                    error, self._pump_error = self._pump_error, None
+                    raise error
+                if ready:
+                    await self._settle(wait=True)  # the window is full: wait for answers
+                elif took or had_ready:
+                    await self._settle(wait=False)  # the round is sent: take the next at once
+                elif window or self._answers:  # answers may have come while the buffer was asked
+                    await self._settle(wait=True, or_wake=True)
                 else:
                     await self._wake.wait()
         finally:
-            stopped.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stopped
-            # Acknowledged but not yet settled: ack (a clean stop gets PUBACKs up to ``offline``).
-            acked = [i for f, p in window if f.done() and not f.cancelled() and f.exception() is None for i in p.ids]
-            ids = [
-                i for f, p in window if not (f.done() and not f.cancelled() and f.exception() is None) for i in p.ids
-            ]
-            for future, _packed in window:
-                future.cancel()
+            # Answered but not yet settled: ack (a clean stop gets PUBACKs up to ``offline``);
+            # refused, sent and never answered, or packed and never sent: release.
+            answers, self._answers = self._answers, []
+            acked = [i for p, refusal in answers if refusal is None for i in p.ids]
+            ids = [i for p, refusal in answers if refusal is not None for i in p.ids]
+            ids.extend(i for p in window.values() for i in p.ids)
+            ids.extend(i for p in ready for i in p.ids)
             window.clear()
+            ready.clear()
             self._inflight_records = 0
             if acked:
                 self._acknowledged()
@@ -379,58 +381,86 @@ class Publisher:
             if ids:
                 await self.buffer.release(ids)
 
-    async def _settle(
-        self,
-        window: deque[tuple[asyncio.Future[None], Packed]],
-        *,
-        wait: bool,
-        stopped: asyncio.Future[Any] | None = None,
-    ) -> None:
-        """Ack what the broker acknowledged (from the oldest on); with ``wait``, first wait for the
-        oldest message or, given ``stopped`` (the drain's stop waiter), for a stop; without it, for
-        a wake-up (so that a new fault is taken without delay) or a stop. No deadline here: a
-        message without PUBACK for ``puback_timeout_s`` fails with :class:`ConnectionLost` when
-        the client drops the connection."""
-        if wait and window and not window[0][0].done() and stopped is not None:
-            # ``asyncio.wait`` neither cancels nor wraps either future.
-            await asyncio.wait({window[0][0], stopped}, return_when=asyncio.FIRST_COMPLETED)
-        elif wait and window and not window[0][0].done():
-            oldest: asyncio.Future[Any] = window[0][0]
-            waker: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
+    def _pump(self) -> None:
+        """Send ready messages while the window has room (and the drain is neither stopping nor
+        disconnected). Runs in the drain and after each read of the client: never raises; a
+        failed send is left for the drain to raise."""
+        client, ready, window = self._client, self._ready, self._window
+        if client is None:
+            return
+        window_max = self.config.inflight_max
+        while ready and len(window) < window_max and not self._stopping and client.connected:
+            packed = ready[0]
             try:
-                # ``asyncio.wait`` neither cancels nor wraps the message's future; its outcome is
-                # read below. Cancelling this task leaves it to _drain, which releases its records.
-                await asyncio.wait({oldest, waker}, return_when=asyncio.FIRST_COMPLETED)
+                mid = client.send(packed.topic, packed.payload)
+            except PublishError as exc:
+                self._pump_error = exc if isinstance(exc, ConnectionLost) else ConnectionLost(str(exc))
+                self._news()
+                return
+            ready.popleft()
+            window[mid] = packed
+            self._inflight_records += len(packed.ids)
+            if not ready:
+                self._news()  # the round is sent: the drain takes the next one
+
+    def _on_answer(self, mid: int, refusal: PublishRefused | None) -> None:
+        """The client's report of a drain message's PUBACK (``refusal`` for a reason code >= 0x80)."""
+        packed = self._window.pop(mid, None)
+        if packed is None:
+            return
+        self._answers.append((packed, refusal))
+        if not self._ready or not self._window or refusal is not None:
+            # The drain has a round to take, or nothing left in flight to wait for, or a refusal
+            # to hold its stream back for: wake it. While a packed round waits for room, the pump
+            # sends it and the answers are settled with the next wake-up, in bulk.
+            self._news()
+
+    def _news(self) -> None:
+        """Something a waiting drain looks at changed: an answer, new records, a stop, a lost
+        connection."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _settle(self, *, wait: bool, or_wake: bool = False) -> None:
+        """Ack what the broker acknowledged, release and hold back what it refused; with ``wait``
+        and nothing answered yet, first wait for an answer (or, with ``or_wake``, for new
+        records), a stop or a lost connection. No deadline here: a message without PUBACK for
+        ``puback_timeout_s`` ends in a lost connection when the client drops it."""
+        client = self._client
+        if (
+            wait
+            and not self._answers
+            and not (or_wake and self._wake.is_set())
+            and not self._stopping
+            and self._pump_error is None
+            and client is not None
+            and client.connected  # news of a lost connection came before this wait, if at all
+        ):
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
             finally:
-                waker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waker
+                self._waiter = None
+        answers, self._answers = self._answers, []
+        if not answers:
+            return
         acked: list[str] = []
-        refused: list[tuple[Packed, PublishRefused]] = []
-        lost: ConnectionLost | None = None
-        while window and window[0][0].done():
-            future, packed = window.popleft()
+        messages = 0
+        for packed, refusal in answers:
             self._inflight_records -= len(packed.ids)
-            exc = future.exception() if not future.cancelled() else ConnectionLost("cancelled")
-            if exc is None:
-                self._acknowledged()
+            if refusal is None:
                 acked.extend(packed.ids)
-                self._stats["published"] += len(packed.ids)
-                self._stats["published_messages"] += 1
-            elif isinstance(exc, PublishRefused):
-                refused.append((packed, exc))
-            else:
-                lost = exc if isinstance(exc, ConnectionLost) else ConnectionLost(str(exc))
-                window.appendleft((future, packed))
-                self._inflight_records += len(packed.ids)
-                break
+                messages += 1
         if acked:
+            self._acknowledged()
+            self._stats["published"] += len(acked)
+            self._stats["published_messages"] += messages
             await self.buffer.ack(acked)
-        for packed, exc in refused:
-            await self.buffer.release(packed.ids)
-            self._refused(packed, exc)
-        if lost is not None:
-            raise lost
+        for packed, refusal in answers:
+            if refusal is not None:
+                await self.buffer.release(packed.ids)
+                self._refused(packed, refusal)
 
     def _refused(self, packed: Packed, exc: PublishRefused) -> None:
         self._stats["refused"] += len(packed.ids)
@@ -447,24 +477,28 @@ class Publisher:
         log.error("publish.alarm", alarm=alarm)
 
     def _excluded(self) -> frozenset[str]:
+        restricted = self._restricted()
+        if not self._held:  # the usual drain round
+            return restricted
         now = time.monotonic()
         for stream, until in list(self._held.items()):
             if until != float("inf") and until <= now:
                 del self._held[stream]
-        return self._restricted() | frozenset(self._held)
+        return restricted | frozenset(self._held)
 
-    async def _drop_unpublishable(self, records: list[StoredRecord]) -> list[StoredRecord]:
+    async def _drop_unpublishable(self, batch: TakenBatch) -> TakenBatch:
         """Records of a stream that is never published (installer-local...) are released, held
         back for good and reported: they must not leave, and must not block the drain."""
-        if set(map(_stream, records)) <= _PUBLISHED:  # C-level: this runs for every drain round
-            return records
-        bad = [r for r in records if r.stream not in STREAMS]
-        streams = sorted({r.stream for r in bad})
-        await self.buffer.release([r.id for r in bad])
-        for stream in streams:
+        streams = batch.streams
+        if streams <= _PUBLISHED:
+            return batch
+        bad = streams - _PUBLISHED
+        batch, dropped = batch.without_streams(bad)
+        await self.buffer.release(dropped)
+        for stream in sorted(bad):
             self._held[stream] = float("inf")
             self._alarm(f"records of stream {stream!r} reached the publisher; that stream is never published")
-        return [r for r in records if r.stream in STREAMS]
+        return batch
 
     def _acknowledged(self) -> None:
         self._last_ack_monotonic = time.monotonic()

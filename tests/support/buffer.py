@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from heatgate.buffer.api import NewRecord
+from heatgate.buffer.batch import TakenBatch
 from heatgate.buffer.data_keys import key_ad
 from heatgate.buffer.ids import IdGenerator
 from heatgate.buffer.keys import DerivedKeys
@@ -96,4 +97,21 @@ def data_keys(db: Path, master_key: bytes) -> dict[int, bytes]:
         out[int(number)] = keys.unwrap(
             bytes(wrapped), key_ad(int(number), str(stream), float(start_s), float(end_s), str(cipher))
         )
+    return out
+
+
+def columns_of(batch: TakenBatch) -> list[tuple[str, str, str]]:
+    """Each record of a batch as ``(id, stream, route)``, once the columns are checked to agree:
+    one wire form and one running size per id, runs that cover the batch, each a new route."""
+    assert len(batch.wires) == len(batch.ids) == len(batch.offsets) - 1
+    sizes = [after - before for before, after in zip(batch.offsets, batch.offsets[1:], strict=False)]
+    assert sizes == [len(wire) + 1 for wire in batch.wires]
+    out: list[tuple[str, str, str]] = []
+    start, previous = 0, None
+    for stream, route, end in batch.runs:
+        assert end > start, "runs are never empty"
+        assert (stream, route) != previous, "a run ends where the stream or the route changes"
+        out.extend((batch.ids[i], stream, route) for i in range(start, end))
+        start, previous = end, (stream, route)
+    assert start == len(batch.ids)
     return out
