@@ -271,7 +271,8 @@ class Gateway:
     def wait_status(
         self, predicate: Callable[[dict[str, Any]], bool], *, timeout_s: float = 20.0, what: str = "a status"
     ) -> dict[str, Any]:
-        """Poll the status socket until ``predicate(document)`` holds; fail if the agent exits."""
+        """Poll the status socket until ``predicate(document)`` holds; fail if the agent exits.
+        A predicate that reads a part not there yet (KeyError, IndexError, TypeError) does not hold."""
         last: list[dict[str, Any]] = []
 
         def check() -> dict[str, Any] | None:
@@ -282,7 +283,11 @@ class Gateway:
             document = self.status()
             if document is not None:
                 last[:] = [document]
-                if predicate(document):
+                try:
+                    holds = predicate(document)
+                except (KeyError, IndexError, TypeError):
+                    holds = False  # a part the predicate reads is not there yet (a source still starting)
+                if holds:
                     return document
             return None
 
