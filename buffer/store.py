@@ -310,21 +310,7 @@ class Store:
 
     def take(self, limit: int, exclude_streams: frozenset[str]) -> list[StoredRecord]:
         """Committed, not-in-flight records by lane (priority) then age; marks them in flight."""
-        out: list[StoredRecord] = []
-        for rid, stream, route, priority, created_s, form, plain in self._take_rows(limit, exclude_streams):
-            wire, payload = (None, plain) if form == _FORM_BODY else (plain, body_of(rid, plain))
-            out.append(
-                StoredRecord(
-                    id=rid,
-                    stream=stream,
-                    route=route,
-                    priority=priority,
-                    created_s=created_s,
-                    payload=payload,
-                    wire=wire,
-                )
-            )
-        return out
+        return [_stored_record(*row) for row in self._take_rows(limit, exclude_streams)]
 
     def take_batch(self, limit: int, exclude_streams: frozenset[str]) -> TakenBatch:
         """What :meth:`take` hands out, as columns with the wire forms (made here for rows that
@@ -368,26 +354,6 @@ class Store:
         if bad:
             self._quarantine(bad)
         return out
-
-    def _open(
-        self,
-        rid: str,
-        stream: str,
-        route: str,
-        priority: int,
-        created_s: float,
-        number: int,
-        sealed: bytes,
-        form: int,
-    ) -> StoredRecord | None:
-        """The row decrypted, or None if it fails authentication (or has no key, or an unknown form)."""
-        plain = self._decrypt(rid, stream, route, priority, created_s, number, sealed, form)
-        if plain is None:
-            return None
-        wire, payload = (None, plain) if form == _FORM_BODY else (plain, body_of(rid, plain))
-        return StoredRecord(
-            id=rid, stream=stream, route=route, priority=priority, created_s=created_s, payload=payload, wire=wire
-        )
 
     def _decrypt(
         self,
@@ -738,11 +704,11 @@ class Store:
             f"SELECT {_SELECT_COLUMNS} FROM records WHERE seq <= ? ORDER BY created_s, seq", (self.committed_seq,)
         ).fetchall()
         for seq, rid, stream, route, priority, created_s, number, sealed, form in rows:
-            record = self._open(rid, stream, route, priority, created_s, number, sealed, form)
-            if record is None:
+            plain = self._decrypt(rid, stream, route, priority, created_s, number, sealed, form)
+            if plain is None:
                 bad.append((seq, stream))
                 continue
-            out.append(record)
+            out.append(_stored_record(rid, stream, route, priority, created_s, form, plain))
         if bad:
             self._quarantine(bad)
         return out
@@ -860,3 +826,13 @@ class _StoredRows:
                 return  # nothing more stored
             after = (page[-1].created_s, page[-1].key)
             want_bytes = max(1, want_bytes - acc)
+
+
+def _stored_record(
+    rid: str, stream: str, route: str, priority: int, created_s: float, form: int, plain: bytes
+) -> StoredRecord:
+    """A decrypted row as the buffer hands it out: its body, and its wire form when stored as one."""
+    wire, payload = (None, plain) if form == _FORM_BODY else (plain, body_of(rid, plain))
+    return StoredRecord(
+        id=rid, stream=stream, route=route, priority=priority, created_s=created_s, payload=payload, wire=wire
+    )
