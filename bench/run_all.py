@@ -206,6 +206,12 @@ def collect_peer_raw(output: str) -> list[Row]:
 
 
 def benches(args: argparse.Namespace) -> list[Bench]:
+    agent_runs = [
+        *("--duration-s", str(args.agent_duration_s)),
+        *("--x100-duration-s", str(args.x100_duration_s)),
+        *("--warmup-s", "8"),
+    ]
+    agent_timeout_s = 120 + 2 * (args.agent_duration_s + args.x100_duration_s)
     return [
         Bench(
             "buffer",
@@ -220,36 +226,15 @@ def benches(args: argparse.Namespace) -> list[Bench]:
         Bench(
             "agent",
             "bench.bench_agent",
-            [
-                "--duration-s",
-                str(args.agent_duration_s),
-                "--x100-duration-s",
-                str(args.x100_duration_s),
-                "--warmup-s",
-                "8",
-                "--modules",
-                "--json",
-            ],
-            120 + 2 * (args.agent_duration_s + args.x100_duration_s),
+            [*agent_runs, "--modules", "--json"],
+            agent_timeout_s,
             collect_agent,
         ),
         Bench(
             "pi",
             "bench.bench_agent",
-            [
-                "--duration-s",
-                str(args.agent_duration_s),
-                "--x100-duration-s",
-                str(args.x100_duration_s),
-                "--warmup-s",
-                "8",
-                "--cpu",
-                "1",
-                "--cpu-quota-pct",
-                "25",
-                "--json",
-            ],
-            120 + 2 * (args.agent_duration_s + args.x100_duration_s),
+            [*agent_runs, "--cpu", "1", "--cpu-quota-pct", "25", "--json"],
+            agent_timeout_s,
             collect_pi,
         ),
         Bench(
