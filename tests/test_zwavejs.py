@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from heatgate.agent.devtools.harness import Gateway, wait_until
+from heatgate.agent.devtools.harness import Gateway, published_records, wait_until
 from heatgate.agent.devtools.localbroker import Broker
 from heatgate.agent.devtools.subscriber import Subscriber
 from heatgate.agent.devtools.zwavejs_mock import MockNetwork, node_missing_reason, smartstart_qr
@@ -420,15 +420,7 @@ def _records(subscriber: Subscriber) -> list[tuple[str, dict[str, object]]]:
 
 
 def _records_of(payloads: Sequence[bytes]) -> list[tuple[str, dict[str, object]]]:
-    out = []
-    for payload in payloads:
-        try:
-            document = json.loads(payload)
-        except ValueError:
-            continue
-        if isinstance(document, dict):
-            out += [(str(document.get("stream")), r["body"]) for r in document.get("records", []) if "body" in r]
-    return out
+    return [(stream, record["body"]) for stream, record in published_records(payloads) if "body" in record]
 
 
 @pytest.mark.broker

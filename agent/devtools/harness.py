@@ -151,17 +151,24 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def published_ids(payloads: Iterable[bytes]) -> list[str]:
-    """Every record id in published record messages (state messages have none), duplicates kept."""
-    ids: list[str] = []
+def published_records(payloads: Iterable[bytes]) -> list[tuple[str, dict[str, Any]]]:
+    """Every record of published record messages, with its message's stream (state messages
+    have none), duplicates kept."""
+    records: list[tuple[str, dict[str, Any]]] = []
     for payload in payloads:
         try:
             document = json.loads(payload)
         except ValueError:
             continue
         if isinstance(document, dict):
-            ids.extend(r["id"] for r in document.get("records", []) if isinstance(r, dict) and "id" in r)
-    return ids
+            stream = str(document.get("stream"))
+            records.extend((stream, r) for r in document.get("records", []) if isinstance(r, dict))
+    return records
+
+
+def published_ids(payloads: Iterable[bytes]) -> list[str]:
+    """Every record id in published record messages (state messages have none), duplicates kept."""
+    return [record["id"] for _, record in published_records(payloads) if "id" in record]
 
 
 @dataclass
