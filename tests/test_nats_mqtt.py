@@ -121,6 +121,12 @@ def test_retained_state_is_kept_in_jetstream_and_seen_by_late_subscribers(node: 
             while not publisher.status()["connected"]:
                 await asyncio.sleep(0.01)
             if step == "online":
+                # "Connected" comes before the birth is published: a subscriber that has seen it
+                # (live or retained) means the broker has it, so the next one subscribes late.
+                with _sub(node, [state_topic]) as early:
+                    await asyncio.to_thread(
+                        early.wait_for, lambda ms: any(json.loads(m.payload)["state"] == "online" for m in ms)
+                    )
                 with _sub(node, [state_topic]) as late:
                     retained = await asyncio.to_thread(late.wait_for, lambda ms: len(ms) >= 1)
                 assert retained[0].retain and json.loads(retained[0].payload)["state"] == "online"
