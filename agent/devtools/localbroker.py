@@ -8,6 +8,7 @@ never by sleeping a fixed time. ``stop()``/``start()`` keep the port, for outage
 from __future__ import annotations
 
 import getpass
+import random
 import shutil
 import socket
 import ssl
@@ -27,7 +28,32 @@ class BrokerError(HeatgateError):
     """The local broker could not be started."""
 
 
+_LISTEN_PORTS = range(20000, 32768)
+"""Where test servers listen: below Linux's default ephemeral range (32768-60999). A port the
+kernel hands out with ``bind(0)`` is one it also hands to outgoing connections, so a server
+started a moment later can find it taken by another process's client socket."""
+
+
+def _ephemeral_ports() -> range:
+    try:
+        low, high = (int(part) for part in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return range(32768, 61000)
+    return range(low, high + 1)
+
+
 def free_port() -> int:
+    """A loopback TCP port free now, outside the ephemeral range (where one is left)."""
+    ephemeral = _ephemeral_ports()
+    candidates = [port for port in _LISTEN_PORTS if port not in ephemeral]
+    for _ in range(50):
+        port = random.choice(candidates) if candidates else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
