@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 import time
@@ -123,6 +124,21 @@ def _props_dict(properties: Properties | None) -> dict[str, Any]:
     }
 
 
+class _ErrorKeeper(logging.Logger):
+    """What paho logs, reduced to its last error (the detail of a lost connection).
+
+    paho formats a line for ``on_log`` for every packet in and out (two per message); a logger
+    gets the format and its arguments instead, and this one formats only errors."""
+
+    def __init__(self, client: MqttClient) -> None:
+        super().__init__("heatgate.paho")
+        self._client = client
+
+    def log(self, level: int, msg: object, *args: object, **_kwargs: Any) -> None:
+        if level >= logging.ERROR:
+            self._client._last_log_error = str(msg) % args if args else str(msg)
+
+
 class MqttClient:
     """One MQTT connection. Create, ``await connect()``, publish/subscribe, ``await disconnect()``.
 
@@ -199,7 +215,7 @@ class MqttClient:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
-        client.on_log = self._on_log
+        client.enable_logger(_ErrorKeeper(self))
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
@@ -281,10 +297,6 @@ class MqttClient:
         self._fail_pending(detail)
         if was_connected and self._on_lost_cb is not None:
             self._on_lost_cb(detail)
-
-    def _on_log(self, _c: mqtt.Client, _u: object, level: int, message: str) -> None:
-        if level == mqtt.MQTT_LOG_ERR:
-            self._last_log_error = message
 
     # ---- the socket on the event loop -------------------------------------------------------
 

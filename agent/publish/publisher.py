@@ -2,11 +2,12 @@
 
 ``run()`` loops for ever: connect (capped exponential backoff with full jitter between
 attempts, :func:`agent.backoff.full_jitter_delay_s`), publish the retained birth ``online``,
-subscribe to the commands it serves, then drain. Each drain round takes a few records
-(service lane first, because the buffer hands out the lowest priority number first), packs them
-per route into messages of at most ``max_payload_bytes`` and publishes them at QoS 1, keeping at
-most ``inflight_max`` messages unacknowledged. Rounds are short, so a fault put while a week of
-backlog drains is taken in the next round, ahead of the backlog.
+subscribe to the commands it serves, then drain. Each drain round takes about
+:data:`ROUND_MESSAGES` messages' worth of records (service lane first, because the buffer hands
+out the lowest priority number first), packs them per route into messages of at most
+``max_payload_bytes`` and publishes them at QoS 1, keeping at most ``inflight_max`` messages
+unacknowledged. Rounds are short, so a fault put while a week of backlog drains is taken in the
+next round, ahead of the backlog.
 
 Records are acked in the buffer (deleted) only when the PUBACK of their message arrived. On a
 lost connection they are released and go again with the same ids; a PUBACK with a reason code
@@ -54,8 +55,14 @@ log = get_logger("heatgate.publish")
 
 REFUSED_HOLD_S = 60.0
 """How long a stream whose publish the broker refused is held back before trying again."""
-TAKE_RECORDS_MAX = 512
-"""Records per drain round: small enough that a new fault waits for at most one round."""
+ROUND_MESSAGES = 8
+"""A drain round takes about this many messages' worth of records: few enough that a new fault
+waits for little (one round is held at most), enough that a round's fixed costs (the buffer's
+thread hop, packing, settling) are shared by several messages."""
+ROUND_RECORDS_MIN = 512
+ENVELOPE_BYTES_MAX = 256
+"""A message's envelope (schema, stream, gateway, sent_at) takes fewer bytes than this."""
+ROUND_RECORDS_MAX = 4096
 BIRTH_TIMEOUT_S = 10.0
 """A new connection proves itself sooner: its birth is acknowledged within this (or within
 ``mqtt.puback_timeout_s`` if shorter), else it is dropped. Measured from the birth's own send."""
@@ -123,6 +130,7 @@ class Publisher:
         self._answers: list[tuple[Packed, PublishRefused | None]] = []  # answered, not yet settled
         self._waiter: asyncio.Future[None] | None = None  # the drain's wait, resolved by _news()
         self._ready: deque[Packed] = deque()  # packed, not yet sent (one round at most)
+        self._round_records = ROUND_RECORDS_MIN  # records per round, from the last round's sizes
         self._pump_error: ConnectionLost | None = None
         self._stats: dict[str, Any] = {
             "connected": False,
@@ -338,10 +346,11 @@ class Publisher:
                 if not ready:  # one round is held at most: a new fault waits for it only
                     # Taken and packed even with a full window: the packing (CPU) then overlaps
                     # the PUBACKs' round trip instead of following it.
-                    batch = await self.buffer.take_batch(TAKE_RECORDS_MAX, exclude_streams=self._excluded())
+                    batch = await self.buffer.take_batch(self._round_records, exclude_streams=self._excluded())
                     batch = await self._drop_unpublishable(batch)
                     if batch.ids:
                         took = True
+                        self._size_rounds(batch)
                         ready.extend(
                             pack_batch(
                                 batch,
@@ -380,6 +389,13 @@ class Publisher:
                 await self.buffer.ack(acked)
             if ids:
                 await self.buffer.release(ids)
+
+    def _size_rounds(self, batch: TakenBatch) -> None:
+        """Size the next rounds to :data:`ROUND_MESSAGES` full messages of records as large as
+        these (a round of whole messages leaves no short message at its end)."""
+        record_bytes = max(1, (batch.offsets[-1] - batch.offsets[0]) // len(batch))
+        per_message = max(1, (self.config.max_payload_bytes - ENVELOPE_BYTES_MAX) // record_bytes)
+        self._round_records = min(ROUND_RECORDS_MAX, max(ROUND_RECORDS_MIN, ROUND_MESSAGES * per_message))
 
     def _pump(self) -> None:
         """Send ready messages while the window has room (and the drain is neither stopping nor
