@@ -174,14 +174,14 @@ class AsyncBuffer:
         return result
 
     async def ack(self, ids: Sequence[str]) -> None:
-        """Delete acknowledged records (counted as published)."""
-        ids = list(ids)
-        await self._call(lambda s: s.ack(ids))
+        """Delete acknowledged records (counted as published). ``ids`` is read on the writer
+        thread (the publisher hands over views of its batches: no step per id on the loop);
+        the caller does not change it afterwards."""
+        await self._call(lambda s: s.ack(list(ids)))
 
     async def release(self, ids: Sequence[str]) -> None:
-        """Hand these out again on a later take, with the same ids."""
-        ids = list(ids)
-        await self._call(lambda s: s.release(ids))
+        """Hand these out again on a later take, with the same ids (read as for :meth:`ack`)."""
+        await self._call(lambda s: s.release(list(ids)))
 
     async def purge_stream(self, stream: str) -> int:
         """Delete the stream's records, destroy its data keys, truncate the WAL; rows removed."""

@@ -7,15 +7,23 @@ object per record, reading them back costs Python work per record on the event l
 drain round; as columns, built where each row is touched anyway (the buffer's writer thread,
 which decrypts it), the drain bisects running sizes and cuts one message's records out of one
 run of bytes instead.
+
+Ids are not touched one by one on the event loop either: a message's ids are an :class:`IdView`
+(a range of the batch's list, not a copy), and what the publisher acks or releases is an
+:class:`IdChain` of such views, which the buffer expands on its writer thread. The loop's work
+per drain round is then per message, not per record.
 """
 
 from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from typing import overload
 
-__all__ = ["BatchBuilder", "Run", "TakenBatch", "WireBytes"]
+__all__ = ["BatchBuilder", "IdChain", "IdView", "Run", "TakenBatch", "WireBytes"]
 
 Run = tuple[str, str, int]
 """``(stream, route, end)``: the records from the previous run's end (0 for the first run) up to
@@ -23,6 +31,98 @@ Run = tuple[str, str, int]
 
 
 WireBytes = bytes | bytearray | memoryview
+
+
+class IdView(Sequence[str]):
+    """Items ``start..stop-1`` of a list of ids, without copying them (a slice of a list takes a
+    reference to each id; this takes one to the list)."""
+
+    __slots__ = ("_ids", "_start", "_stop")
+    _ids: Sequence[str]
+    _start: int
+    _stop: int
+
+    def __init__(self, ids: Sequence[str], start: int = 0, stop: int | None = None) -> None:
+        if isinstance(ids, IdView):  # a view of a view is a view of the list
+            start, stop = ids._start + start, ids._start + (len(ids) if stop is None else stop)
+            ids = ids._ids
+        self._ids = ids
+        self._start = start
+        self._stop = len(ids) if stop is None else stop
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> IdView: ...
+
+    def __getitem__(self, index: int | slice) -> str | IdView:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise ValueError("an IdView is sliced with step 1 only")
+            return IdView(self._ids, self._start + start, self._start + max(start, stop))
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("IdView index out of range")
+        return self._ids[self._start + index]
+
+    def __iter__(self) -> Iterator[str]:
+        return map(self._ids.__getitem__, range(self._start, self._stop))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"IdView({list(self)!r})"
+
+
+class IdChain(Sequence[str]):
+    """Several sequences of ids one after the other, without joining them: what the publisher
+    acks or releases in one call. Its length is known at once; the ids are read when the buffer
+    iterates it (on its writer thread)."""
+
+    __slots__ = ("_length", "_parts")
+
+    def __init__(self, parts: Iterable[Sequence[str]] = ()) -> None:
+        self._parts = [part for part in parts if len(part)]
+        self._length = sum(len(part) for part in self._parts)
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError("IdChain index out of range")
+        for part in self._parts:
+            if index < len(part):
+                return part[index]
+            index -= len(part)
+        raise AssertionError("unreachable")
+
+    def __iter__(self) -> Iterator[str]:
+        return chain.from_iterable(self._parts)
+
+    def __repr__(self) -> str:
+        return f"IdChain({list(self)!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +136,7 @@ class TakenBatch:
     by commas are one run of ``offsets[b] - offsets[a] - 1`` bytes (:meth:`joined`).
     """
 
-    ids: list[str]
+    ids: Sequence[str]
     wire_bytes: WireBytes
     offsets: array[int]
     runs: list[Run]
@@ -73,7 +173,7 @@ class TakenBatch:
                 break
         base = self.offsets[0]
         return TakenBatch(
-            ids=self.ids[start:stop],
+            ids=IdView(self.ids, start, stop),
             wire_bytes=memoryview(self.wire_bytes)[self.offsets[start] - base : self.offsets[stop] - base],
             offsets=self.offsets[start : stop + 1],
             runs=runs,
@@ -94,7 +194,7 @@ class TakenBatch:
 
     def without_streams(self, streams: frozenset[str]) -> tuple[TakenBatch, list[str]]:
         """This batch without the records of ``streams``, and the ids of those records."""
-        kept, dropped = BatchBuilder(), []
+        kept, dropped = BatchBuilder(), list[str]()
         start = 0
         for stream, route, end in self.runs:
             if stream in streams:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from heatgate.agent.devtools.memory_buffer import MemoryBuffer
 from heatgate.buffer.adapter import AsyncBuffer
 from heatgate.buffer.api import StoredRecord
-from heatgate.buffer.batch import BatchBuilder, TakenBatch
+from heatgate.buffer.batch import BatchBuilder, IdChain, IdView, TakenBatch
 from heatgate.buffer.wire import wire_form
 from tests.support.buffer import T0, columns_of, records
 from tests.support.leaks import run_async
@@ -103,3 +104,55 @@ def test_a_batch_without_streams_keeps_the_others_in_order(
     assert columns_of(kept) == [(i, s, r) for i, s, r, _w in flat if s not in dropped]
     assert kept.wires == [w for _i, s, _r, w in flat if s not in dropped]
     assert dropped_ids == [i for i, s, _r, _w in flat if s in dropped]
+
+
+_ids = st.lists(st.text(alphabet="0123456789abcdef", min_size=1, max_size=4), max_size=20)
+_bounds = st.integers(-25, 25)
+
+
+@given(ids=_ids, start=st.integers(0, 22), stop=st.integers(0, 22), inner=st.tuples(_bounds, _bounds))
+def test_an_id_view_reads_as_the_slice_it_stands_for(
+    ids: list[str], start: int, stop: int, inner: tuple[int, int]
+) -> None:
+    start, stop = min(start, len(ids)), min(stop, len(ids))
+    stop = max(start, stop)
+    view, expected = IdView(ids, start, stop), ids[start:stop]
+    assert len(view) == len(expected)
+    assert list(view) == expected
+    assert view == expected
+    assert [view[i] for i in range(-len(expected), len(expected))] == [
+        expected[i] for i in range(-len(expected), len(expected))
+    ]
+    with pytest.raises(IndexError):
+        view[len(expected)]
+    a, b = inner
+    assert list(view[a:b]) == expected[a:b]  # a view of a view, by slicing
+    lo, hi = max(0, min(a, len(view))), max(0, min(b, len(view)))
+    assert list(IdView(view, lo, max(lo, hi))) == expected[lo:hi]  # and by construction
+
+
+@given(parts=st.lists(_ids, max_size=5))
+def test_an_id_chain_reads_as_its_parts_joined(parts: list[list[str]]) -> None:
+    chain = IdChain(IdView(p) for p in parts)
+    joined = [i for p in parts for i in p]
+    assert len(chain) == len(joined)
+    assert list(chain) == joined
+    assert [chain[i] for i in range(-len(joined), len(joined))] == [joined[i] for i in range(-len(joined), len(joined))]
+    assert bool(chain) == bool(joined)
+
+
+def test_a_batch_taken_in_rounds_is_acked_by_views_on_the_writer_thread(tmp_path: Path) -> None:
+    telemetry = records("telemetry", 6, created_s=T0, tag="t")
+
+    async def body(buffer: AsyncBuffer) -> None:
+        await buffer.put(telemetry)
+        batch = await buffer.take_batch(10)
+        first, rest = batch.slice(0, 4), batch.slice(4, 6)
+        assert isinstance(first.ids, IdView)
+        await buffer.release(IdChain([rest.ids]))
+        await buffer.ack(IdChain([first.ids[:2], first.ids[2:]]))
+        again = await buffer.take_batch(10)
+        assert list(again.ids) == [r.id for r in telemetry[4:]]  # released, the acked ones gone
+        assert await buffer.count("telemetry") == 2
+
+    with_buffer(tmp_path / "buffer.db", body)

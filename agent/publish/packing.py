@@ -10,8 +10,8 @@ same bytes msgspec makes of the whole typed message (tests/test_publish_wire.py 
 
 The records come as columns (:class:`~heatgate.buffer.batch.TakenBatch`: ids, the wire forms
 as one run of bytes, running sizes, runs of one route): a message's records are found by
-bisecting the running sizes and cut out of the bytes at once, so packing does no Python step
-per record.
+bisecting the running sizes and cut out of the bytes at once, and its ids are a view of the
+batch's (:class:`~heatgate.buffer.batch.IdView`), so packing does no Python step per record.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import msgspec
 
 from heatgate.agent.payloads import STREAMS, RawMessage, RawRecord, schema_name
 from heatgate.buffer.api import StoredRecord
-from heatgate.buffer.batch import BatchBuilder, TakenBatch
+from heatgate.buffer.batch import BatchBuilder, IdView, TakenBatch
 
 __all__ = ["ANALYTICS_PREFIX", "Packed", "pack", "pack_batch", "topic_for", "utc_now"]
 
@@ -119,7 +119,7 @@ def pack_batch(
             # an oversized record goes alone
             b = max(bisect_right(offsets, offsets[a] + budget, a + 1, stop + 1) - 1, a + 1)
             payload = b"".join((head, records.joined(a, b), tail))
-            packed.append(Packed(topic=topic, payload=payload, stream=stream, ids=ids[a:b]))
+            packed.append(Packed(topic=topic, payload=payload, stream=stream, ids=IdView(ids, a, b)))
             a = b
     return packed
 

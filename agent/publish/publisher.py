@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -47,6 +47,7 @@ from heatgate.agent.publish.errors import ConnectError, ConnectionLost, NotConne
 from heatgate.agent.publish.packing import Packed, pack_batch, utc_now
 from heatgate.backoff import Backoff
 from heatgate.buffer.api import Buffer, TakenBatch
+from heatgate.buffer.batch import IdChain
 from heatgate.logs import get_logger
 
 __all__ = ["Publisher"]
@@ -56,9 +57,12 @@ log = get_logger("heatgate.publish")
 REFUSED_HOLD_S = 60.0
 """How long a stream whose publish the broker refused is held back before trying again."""
 ROUND_MESSAGES = 8
-"""A drain round takes about this many messages' worth of records: few enough that a new fault
-waits for little (one round is held at most), enough that a round's fixed costs (the buffer's
-thread hop, packing, settling) are shared by several messages."""
+"""A drain round takes up to this many messages' worth of records, so that a round's fixed costs
+(the buffer's thread hop, packing, settling) are shared by several messages..."""
+ROUND_TAKE_BUDGET_S = 0.005
+"""...as long as the buffer hands them out within this: a fault committed meanwhile waits for the
+round being taken (one round is held at most). A slow buffer gets rounds of
+:data:`ROUND_RECORDS_MIN`."""
 ROUND_RECORDS_MIN = 512
 ENVELOPE_BYTES_MAX = 256
 """A message's envelope (schema, stream, gateway, sent_at) takes fewer bytes than this."""
@@ -346,11 +350,13 @@ class Publisher:
                 if not ready:  # one round is held at most: a new fault waits for it only
                     # Taken and packed even with a full window: the packing (CPU) then overlaps
                     # the PUBACKs' round trip instead of following it.
+                    asked_at = time.monotonic()
                     batch = await self.buffer.take_batch(self._round_records, exclude_streams=self._excluded())
+                    take_s = time.monotonic() - asked_at
                     batch = await self._drop_unpublishable(batch)
                     if batch.ids:
                         took = True
-                        self._size_rounds(batch)
+                        self._size_rounds(batch, take_s)
                         ready.extend(
                             pack_batch(
                                 batch,
@@ -376,10 +382,12 @@ class Publisher:
             # Answered but not yet settled: ack (a clean stop gets PUBACKs up to ``offline``);
             # refused, sent and never answered, or packed and never sent: release.
             answers, self._answers = self._answers, []
-            acked = [i for p, refusal in answers if refusal is None for i in p.ids]
-            ids = [i for p, refusal in answers if refusal is not None for i in p.ids]
-            ids.extend(i for p in window.values() for i in p.ids)
-            ids.extend(i for p in ready for i in p.ids)
+            acked = IdChain(p.ids for p, refusal in answers if refusal is None)
+            ids = IdChain(
+                [p.ids for p, refusal in answers if refusal is not None]
+                + [p.ids for p in window.values()]
+                + [p.ids for p in ready]
+            )
             window.clear()
             ready.clear()
             self._inflight_records = 0
@@ -390,12 +398,17 @@ class Publisher:
             if ids:
                 await self.buffer.release(ids)
 
-    def _size_rounds(self, batch: TakenBatch) -> None:
-        """Size the next rounds to :data:`ROUND_MESSAGES` full messages of records as large as
-        these (a round of whole messages leaves no short message at its end)."""
-        record_bytes = max(1, (batch.offsets[-1] - batch.offsets[0]) // len(batch))
+    def _size_rounds(self, batch: TakenBatch, take_s: float) -> None:
+        """Size the next rounds: :data:`ROUND_MESSAGES` full messages of records as large as
+        these (whole messages: no short one at a round's end), or what the buffer hands out in
+        :data:`ROUND_TAKE_BUDGET_S` at the pace it took this batch, whichever is fewer."""
+        records = len(batch)
+        record_bytes = max(1, (batch.offsets[-1] - batch.offsets[0]) // records)
         per_message = max(1, (self.config.max_payload_bytes - ENVELOPE_BYTES_MAX) // record_bytes)
-        self._round_records = min(ROUND_RECORDS_MAX, max(ROUND_RECORDS_MIN, ROUND_MESSAGES * per_message))
+        wanted = ROUND_MESSAGES * per_message
+        if take_s > 0:
+            wanted = min(wanted, int(records * ROUND_TAKE_BUDGET_S / take_s))
+        self._round_records = min(ROUND_RECORDS_MAX, max(ROUND_RECORDS_MIN, wanted))
 
     def _pump(self) -> None:
         """Send ready messages while the window has room (and the drain is neither stopping nor
@@ -461,18 +474,17 @@ class Publisher:
         answers, self._answers = self._answers, []
         if not answers:
             return
-        acked: list[str] = []
-        messages = 0
+        acked: list[Sequence[str]] = []
         for packed, refusal in answers:
             self._inflight_records -= len(packed.ids)
             if refusal is None:
-                acked.extend(packed.ids)
-                messages += 1
+                acked.append(packed.ids)
         if acked:
+            ids = IdChain(acked)
             self._acknowledged()
-            self._stats["published"] += len(acked)
-            self._stats["published_messages"] += messages
-            await self.buffer.ack(acked)
+            self._stats["published"] += len(ids)
+            self._stats["published_messages"] += len(acked)
+            await self.buffer.ack(ids)
         for packed, refusal in answers:
             if refusal is not None:
                 await self.buffer.release(packed.ids)
