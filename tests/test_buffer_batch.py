@@ -39,7 +39,7 @@ def test_take_batch_hands_out_what_take_would_in_columns_and_marks_it_in_flight(
         await buffer.release(first.ids[:2])
         again = await buffer.take_batch(10, exclude_streams=frozenset({"telemetry"}))
         assert again.ids == first.ids[:2]
-        await buffer.ack(first.ids + [r.id for r in rest])
+        await buffer.ack([*first.ids, *(r.id for r in rest)])
         assert await buffer.count() == 0
 
     with_buffer(tmp_path / "b.db", body)
