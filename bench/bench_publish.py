@@ -186,8 +186,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--big", action="store_true", help="500,000-record backlog, more messages")
     parser.add_argument("--records", type=int, default=None)
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved publisher/raw pairs per row")
-    parser.add_argument("--messages", type=int, default=600, help="at least this many messages per run")
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved publisher/raw pairs per row")
+    parser.add_argument("--messages", type=int, default=1500, help="at least this many messages per run")
     parser.add_argument(
         "--distinct-raw",
         action="store_true",
