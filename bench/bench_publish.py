@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.bench_publish            # seconds
     .venv/bin/python -m bench.bench_publish --big      # 500,000-record backlog for fault latency
     .venv/bin/python -m bench.bench_publish --distinct-raw   # also raw paho with a distinct payload per message
+    .venv/bin/python -m bench.bench_publish --loop-paho      # also paho on heatgate's loop, no drain
 
 Prints: drain msgs/s and readings/s of the Publisher (in-memory buffer, and the real encrypted
 buffer) against a raw paho QoS 1 publisher of equal-size messages with the same in-flight window,
@@ -36,6 +37,7 @@ from heatgate.agent.devtools.memory_buffer import (
     open_real_buffer,
     telemetry_record,
 )
+from heatgate.agent.publish.client import MqttClient
 from heatgate.agent.publish.publisher import Publisher
 from heatgate.buffer.api import NewRecord
 from heatgate.buffer.batch import BatchBuilder, IdView, TakenBatch
@@ -107,6 +109,35 @@ def raw_paho(broker: Broker, payloads: Sequence[bytes], count: int, window: int)
     client.disconnect()
     client.loop_stop()
     return count / elapsed, cpu / count * 1e6
+
+
+async def loop_paho(broker: Broker, payload: bytes, count: int, window: int) -> float:
+    """msgs/s of paho driven by heatgate's own client on the event loop (one thread, as the
+    drain), publishing one payload at QoS 1 with ``window`` in flight and nothing else: the drain
+    without the drain. The gap between this and the publisher is what the drain itself costs."""
+    sent = acked = 0
+    done = asyncio.get_running_loop().create_future()
+
+    def pump() -> None:
+        nonlocal sent
+        while sent < count and sent - acked < window:
+            client.send("bench/loop", payload)
+            sent += 1
+
+    def on_answer(_mid: int, _refusal: object) -> None:
+        nonlocal acked
+        acked += 1
+        if acked == count and not done.done():
+            done.set_result(None)
+
+    client = MqttClient(MqttConfig(url=broker.url, inflight_max=window), on_answer=on_answer, after_read=pump)
+    await client.connect()
+    start = time.perf_counter()
+    pump()
+    await asyncio.wait_for(done, 120)
+    elapsed = time.perf_counter() - start
+    await client.disconnect()
+    return count / elapsed
 
 
 async def drain(broker: Broker, buffer: Any, records: int, window: int, max_payload: int) -> dict[str, float]:
@@ -194,6 +225,12 @@ def main() -> None:
         help="also a raw paho run per pair that publishes a distinct payload per message (as many bytes in all "
         "as the publisher's records, so both read cold data), reported as a second ratio beside the target's",
     )
+    parser.add_argument(
+        "--loop-paho",
+        action="store_true",
+        help="also paho on heatgate's event loop with nothing else (one payload, as raw paho): its ratio to "
+        "raw paho is the one-thread ceiling, the publisher's ratio to it what the drain costs",
+    )
     args = parser.parse_args()
     windows = (4, 16, 32, 128) if args.big else (4, 32, 128)
     configure(level="warning")
@@ -218,10 +255,12 @@ def main() -> None:
                 grid = stored([telemetry_record(i) for i in range(grid_records)])
                 for window in windows:
                     ours_runs, raw_runs, raw_cpu, ratios, distinct_ratios = [], [], [], [], []
+                    loop_ratios: list[tuple[float, float]] = []
                     for _ in range(args.repeat):
                         ours = asyncio.run(drain(broker, InOrderBuffer(grid), grid_records, window, max_payload))
                         size = int(grid_records * per_reading / ours["messages"])
-                        raw, cpu_us = raw_paho(broker, [os.urandom(size)], int(ours["messages"]), window)
+                        raw_payload = os.urandom(size)
+                        raw, cpu_us = raw_paho(broker, [raw_payload], int(ours["messages"]), window)
                         ours_runs.append(ours)
                         raw_runs.append(raw)
                         raw_cpu.append(cpu_us)
@@ -230,6 +269,9 @@ def main() -> None:
                             pool = [os.urandom(size) for _ in range(int(ours["messages"]))]
                             distinct, _ = raw_paho(broker, pool, len(pool), window)
                             distinct_ratios.append(ours["msgs_s"] / distinct)
+                        if args.loop_paho:
+                            on_loop = asyncio.run(loop_paho(broker, raw_payload, int(ours["messages"]), window))
+                            loop_ratios.append((on_loop / raw, ours["msgs_s"] / on_loop))
                     mid = statistics.median
                     per_message = grid_records / mid(o["messages"] for o in ours_runs)
                     print(
@@ -245,6 +287,12 @@ def main() -> None:
                             f" | ratio vs raw with distinct payloads {mid(distinct_ratios):.2f} "
                             f"(runs {min(distinct_ratios):.2f}..{max(distinct_ratios):.2f})"
                             if distinct_ratios
+                            else ""
+                        )
+                        + (
+                            f" | paho on the loop / raw {mid(r for r, _ in loop_ratios):.2f}, "
+                            f"publisher / paho on the loop {mid(d for _, d in loop_ratios):.2f}"
+                            if loop_ratios
                             else ""
                         )
                     )
