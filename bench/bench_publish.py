@@ -230,6 +230,12 @@ async def fault_latency(broker: Broker, directory: Path, backlog: int, faults: i
     return latencies
 
 
+def _spread(ratios: list[float]) -> str:
+    """``median (runs lowest..highest)``: how every ratio of the bench is printed (and parsed by
+    ``bench.run_all``)."""
+    return f"{statistics.median(ratios):.2f} (runs {min(ratios):.2f}..{max(ratios):.2f})"
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -311,22 +317,16 @@ def main() -> None:
                         f"publisher {mid(o['msgs_s'] for o in ours_runs):6.0f} msgs/s "
                         f"{mid(o['readings_s'] for o in ours_runs):7.0f} readings/s | "
                         f"raw paho {mid(raw_runs):6.0f} msgs/s (≈{size} B) | "
-                        f"ratio {mid(ratios):.2f} (runs {min(ratios):.2f}..{max(ratios):.2f}) | "
+                        f"ratio {_spread(ratios)} | "
                         f"CPU µs/msg {mid(o['cpu_us_per_reading'] for o in ours_runs) * per_message:.0f} "
                         f"vs raw {mid(raw_cpu):.0f} | "
                         f"{mid(o['cpu_us_per_reading'] for o in ours_runs):.1f} µs/reading"
                         + (
-                            f" | ratio vs raw with distinct payloads {mid(distinct_ratios):.2f} "
-                            f"(runs {min(distinct_ratios):.2f}..{max(distinct_ratios):.2f})"
+                            f" | ratio vs raw with distinct payloads {_spread(distinct_ratios)}"
                             if distinct_ratios
                             else ""
                         )
-                        + (
-                            f" | ratio with a warm pool {mid(warm_ratios):.2f} "
-                            f"(runs {min(warm_ratios):.2f}..{max(warm_ratios):.2f})"
-                            if warm_ratios
-                            else ""
-                        )
+                        + (f" | ratio with a warm pool {_spread(warm_ratios)}" if warm_ratios else "")
                         + (
                             f" | paho on the loop / raw {mid(r for r, _ in loop_ratios):.2f}, "
                             f"publisher / paho on the loop {mid(d for _, d in loop_ratios):.2f}"

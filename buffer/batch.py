@@ -21,9 +21,14 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
-__all__ = ["BatchBuilder", "IdChain", "IdView", "Run", "TakenBatch", "WireBytes"]
+from heatgate.buffer.wire import wire_form
+
+if TYPE_CHECKING:
+    from heatgate.buffer.api import StoredRecord
+
+__all__ = ["BatchBuilder", "IdChain", "IdView", "Run", "TakenBatch", "WireBytes", "batch_of"]
 
 Run = tuple[str, str, int]
 """``(stream, route, end)``: the records from the previous run's end (0 for the first run) up to
@@ -239,3 +244,12 @@ class BatchBuilder:
         if self.ids:
             runs.append((self._stream, self._route, len(self.ids)))  # type: ignore[arg-type]
         return TakenBatch(ids=self.ids, wire_bytes=self.wire_bytes, offsets=self.offsets, runs=runs)
+
+
+def batch_of(records: Iterable[StoredRecord]) -> TakenBatch:
+    """Records handed out one object each, as columns (a wire form is made for a record stored
+    with its body only)."""
+    batch = BatchBuilder()
+    for r in records:
+        batch.add(r.id, r.stream, r.route, r.wire if r.wire is not None else wire_form(r.id, r.payload))
+    return batch.build()

@@ -13,9 +13,8 @@ from pathlib import Path
 from heatgate.agent.payloads import AnalyticsBody, FaultBody, TelemetryBody, body_encoder
 from heatgate.buffer.adapter import AsyncBuffer, open_buffer
 from heatgate.buffer.api import BufferStats, NewRecord, StoredRecord, StreamStats
-from heatgate.buffer.batch import BatchBuilder, TakenBatch
+from heatgate.buffer.batch import TakenBatch, batch_of
 from heatgate.buffer.ids import new_id
-from heatgate.buffer.wire import wire_form
 
 __all__ = ["MemoryBuffer", "analytics_record", "fault_record", "open_real_buffer", "telemetry_record"]
 
@@ -47,10 +46,7 @@ class MemoryBuffer:
 
     async def take_batch(self, limit: int, *, exclude_streams: frozenset[str] = frozenset()) -> TakenBatch:
         """:meth:`take` (so that a subclass's ``take`` is what the publisher gets), as columns."""
-        batch = BatchBuilder()
-        for r in await self.take(limit, exclude_streams=exclude_streams):
-            batch.add(r.id, r.stream, r.route, r.wire if r.wire is not None else wire_form(r.id, r.payload))
-        return batch.build()
+        return batch_of(await self.take(limit, exclude_streams=exclude_streams))
 
     async def ack(self, ids: Sequence[str]) -> None:
         for i in ids:

@@ -24,9 +24,9 @@ from functools import lru_cache
 
 import msgspec
 
-from heatgate.agent.payloads import STREAMS, RawMessage, RawRecord, schema_name
+from heatgate.agent.payloads import STREAMS, RawMessage, schema_name
 from heatgate.buffer.api import StoredRecord
-from heatgate.buffer.batch import BatchBuilder, IdView, TakenBatch
+from heatgate.buffer.batch import IdView, TakenBatch, batch_of
 
 __all__ = ["ANALYTICS_PREFIX", "Packed", "pack", "pack_batch", "topic_for", "utc_now"]
 
@@ -76,11 +76,8 @@ def pack(
 ) -> list[Packed]:
     """:func:`pack_batch` of records handed out one object each (a wire form is made for a
     record that has only its body)."""
-    batch = BatchBuilder()
-    for r in records:
-        batch.add(r.id, r.stream, r.route, r.wire if r.wire is not None else _wire_of(r))
     return pack_batch(
-        batch.build(), prefix=prefix, gateway_id=gateway_id, max_payload_bytes=max_payload_bytes, sent_at=sent_at
+        batch_of(records), prefix=prefix, gateway_id=gateway_id, max_payload_bytes=max_payload_bytes, sent_at=sent_at
     )
 
 
@@ -133,8 +130,3 @@ def _envelope(stream: str, gateway: str | None, sent_at: str) -> tuple[bytes, by
     )
     assert empty.endswith(_EMPTY_RECORDS), "records must stay the envelope's last field"
     return empty[:-2], empty[-2:]
-
-
-def _wire_of(record: StoredRecord) -> bytes:
-    """The wire form of a record the buffer handed out with its body only."""
-    return _encoder.encode(RawRecord(id=record.id, body=msgspec.Raw(record.payload)))

@@ -64,9 +64,9 @@ ROUND_TAKE_BUDGET_S = 0.005
 round being taken (one round is held at most). A slow buffer gets rounds of
 :data:`ROUND_RECORDS_MIN`."""
 ROUND_RECORDS_MIN = 512
+ROUND_RECORDS_MAX = 4096
 ENVELOPE_BYTES_MAX = 256
 """A message's envelope (schema, stream, gateway, sent_at) takes fewer bytes than this."""
-ROUND_RECORDS_MAX = 4096
 BIRTH_TIMEOUT_S = 10.0
 """A new connection proves itself sooner: its birth is acknowledged within this (or within
 ``mqtt.puback_timeout_s`` if shorter), else it is dropped. Measured from the birth's own send."""
