@@ -15,16 +15,31 @@ import os
 import termios
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import serial
 
 from heatgate.backoff import Backoff
 from heatgate.drivers.reading import DriverError
 
-__all__ = ["LineSettings", "PortLost", "PortUnavailable", "SerialLink", "line_settings"]
+__all__ = [
+    "REOPEN_MAX_S",
+    "REOPEN_MIN_S",
+    "LineSettings",
+    "PortLost",
+    "PortUnavailable",
+    "SerialLink",
+    "line_settings",
+]
 
 READ_CHUNK_BYTES = 4096
+
+REOPEN_MIN_S: Final = 0.5
+REOPEN_MAX_S: Final = 5.0
+"""The cap on the wait between tries to reopen a local serial port. A try is one ``open(2)`` of a
+device node on this gateway, with no server to spare and no fleet to spread (the jitter of
+:mod:`heatgate.backoff` is for those), so the cap is what bounds how long a replugged cable waits
+to be read again: at most this long, not the 30 s of a network retry."""
 
 
 class PortUnavailable(DriverError):

@@ -11,7 +11,7 @@ from heatgate.drivers.p1.errors import P1ChecksumError, P1ParseError
 from heatgate.drivers.p1.settings import P1Source
 from heatgate.drivers.p1.telegram import P1Decoder
 from heatgate.drivers.reading import ReadingSink
-from heatgate.drivers.serialport import LineSettings, PortKeeper, SerialLink, line_settings
+from heatgate.drivers.serialport import REOPEN_MAX_S, REOPEN_MIN_S, LineSettings, PortKeeper, SerialLink, line_settings
 from heatgate.logs import get_logger
 
 __all__ = ["P1Runner", "serial_settings_for"]
@@ -31,10 +31,12 @@ class P1Runner:
     failure counts, ``tariff`` and the ``equipment_id`` identifier; device ``gas``
     (``gas-meter``, timestamped by the M-Bus reading) with ``gas_delivered_m3`` and
     ``gas_equipment_id``. A bad telegram is counted and dropped. When the port goes away,
-    :meth:`run` logs it once, reopens with capped jittered backoff and logs the return once.
+    :meth:`run` logs it once, reopens with backoff capped at ``REOPEN_MAX_S`` and logs the return once.
     """
 
-    def __init__(self, config: P1Source, *, reopen_min_s: float = 0.5, reopen_max_s: float = 30.0) -> None:
+    def __init__(
+        self, config: P1Source, *, reopen_min_s: float = REOPEN_MIN_S, reopen_max_s: float = REOPEN_MAX_S
+    ) -> None:
         self.name = config.name
         self.config = config
         self._settings = serial_settings_for(config)

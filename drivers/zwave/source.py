@@ -10,7 +10,7 @@ from typing import Any
 
 from heatgate.backoff import Backoff
 from heatgate.drivers.reading import PointKind, Reading, ReadingSink
-from heatgate.drivers.serialport import PortKeeper, SerialLink, line_settings
+from heatgate.drivers.serialport import REOPEN_MAX_S, REOPEN_MIN_S, PortKeeper, SerialLink, line_settings
 from heatgate.drivers.zwave import commandclasses as cc
 from heatgate.drivers.zwave.frames import DataFrame, ZwaveError
 from heatgate.drivers.zwave.host import FUNC_APPLICATION_COMMAND, FUNC_BRIDGE_COMMAND, HostStats, ZwaveHost
@@ -64,8 +64,8 @@ class ZwaveRunner:
         self,
         config: ZwaveSource,
         *,
-        reopen_min_s: float = 0.5,
-        reopen_max_s: float = 30.0,
+        reopen_min_s: float = REOPEN_MIN_S,
+        reopen_max_s: float = REOPEN_MAX_S,
         reset_wait_s: float = 1.5,
         host_options: dict[str, float] | None = None,
         # host_options: ZwaveHost timing (ack_timeout_s, response_timeout_s, retry_base_s, retry_step_s).
