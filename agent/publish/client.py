@@ -54,6 +54,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from heatgate.agent.config import MqttConfig
 from heatgate.agent.publish.errors import ConnectError, ConnectionLost, NotConnected, PublishRefused
+from heatgate.agent.publish.short_ack import client_class
 
 __all__ = ["Incoming", "MqttClient", "TlsFiles", "Will", "build_tls_context"]
 
@@ -187,7 +188,7 @@ class MqttClient:
         self.lost_reason: str | None = None
         self.session_present = False
 
-        self._client = mqtt.Client(
+        self._client = client_class()(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
