@@ -135,8 +135,9 @@ def raw_paho(broker: Broker, payloads: Sequence[bytes], count: int, window: int)
 
 async def loop_paho(broker: Broker, payload: bytes, count: int, window: int) -> float:
     """msgs/s of paho driven by heatgate's own client on the event loop (one thread, as the
-    drain), publishing one payload at QoS 1 with ``window`` in flight and nothing else: the drain
-    without the drain. The gap between this and the publisher is what the drain itself costs."""
+    drain; PUBACKs read as the agent reads them, :mod:`heatgate.agent.publish.short_ack`),
+    publishing one payload at QoS 1 with ``window`` in flight and nothing else: the drain without
+    the drain. The gap between this and the publisher is what the drain itself costs."""
     sent = acked = 0
     done = asyncio.get_running_loop().create_future()
 
@@ -262,8 +263,9 @@ def main() -> None:
     parser.add_argument(
         "--loop-paho",
         action="store_true",
-        help="also paho on heatgate's event loop with nothing else (one payload, as raw paho): its ratio to "
-        "raw paho is the one-thread ceiling, the publisher's ratio to it what the drain costs",
+        help="also heatgate's MQTT client (paho, PUBACKs read as the agent reads them) on its event loop with "
+        "nothing else (one payload, as raw paho): its ratio to raw paho is the client's ceiling, the "
+        "publisher's ratio to it what the drain costs",
     )
     args = parser.parse_args()
     windows = (4, 16, 32, 128) if args.big else (4, 32, 128)
