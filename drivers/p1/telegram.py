@@ -1,4 +1,9 @@
-"""A framed telegram -> dsmr-parser (CRC checked) -> :class:`Reading` values. Pure.
+"""A framed telegram -> CRC checked -> dsmr-parser -> :class:`Reading` values. Pure.
+
+The CRC is checked here, as dsmr-parser checks it (its regular expressions pick the same content
+and checksum, so the same telegrams pass and fail), but with a table-driven CRC-16
+(:mod:`heatgate.drivers.p1.crc`): dsmr-parser's makes a ctypes object and parses a hex string
+per byte, 634 µs of a 1.6 ms decode on a desktop core against 93 µs here (docs/benchmarks.md).
 
 Point names follow the customer's view: *delivered* is energy the grid delivered to the
 home, *returned* is what the home fed back (dsmr-parser calls these ``USED`` and
@@ -8,13 +13,15 @@ pipeline decides whether they are pseudonymised or dropped. Nothing here logs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from heatgate.drivers.p1.dsmr import SPECS, InvalidChecksumError, ParseError, TelegramParser
+from heatgate.drivers.p1.crc import crc16_arc
+from heatgate.drivers.p1.dsmr import SPECS, ParseError, TelegramParser
 from heatgate.drivers.p1.errors import P1ChecksumError, P1ParseError
 from heatgate.drivers.reading import PointKind, Reading
 
@@ -67,6 +74,11 @@ for _phase in (1, 2, 3):
 
 _TARIFF_TEXT = {1: "low", 2: "normal"}
 
+# dsmr-parser's (``TelegramParser.validate_checksum``): ``((?<=\!)[0-9A-Z]{1,4})+`` matches
+# once at most (after four characters no ``!`` precedes), so the group needs no repetition.
+_CRC_CONTENT = re.compile(r"/.+!", re.DOTALL)
+_CRC_VALUE = re.compile(r"(?<=!)[0-9A-Z]{1,4}")
+
 _MBUS_TYPE_NAMES = ("MBUS_DEVICE_TYPE", "DEVICE_TYPE")
 _MBUS_ID_NAMES = ("MBUS_EQUIPMENT_IDENTIFIER", "EQUIPMENT_IDENTIFIER_GAS")
 _MBUS_READING_NAMES = ("MBUS_METER_READING", "HOURLY_GAS_METER_READING", "GAS_METER_READING")
@@ -79,7 +91,9 @@ class P1Decoder:
     def __init__(self, dsmr_version: str, *, source: str) -> None:
         self.dsmr_version = dsmr_version
         self.source = source
-        self._parser = TelegramParser(spec_for(dsmr_version), apply_checksum_validation=True)
+        spec = spec_for(dsmr_version)
+        self._parser = TelegramParser(spec, apply_checksum_validation=False)
+        self._checksum = bool(spec["checksum_support"])
 
     def decode(self, frame: bytes, *, received_ts: float) -> list[Reading]:
         """Readings of one telegram. Raises :class:`P1ChecksumError` or :class:`P1ParseError`."""
@@ -88,13 +102,34 @@ class P1Decoder:
         except UnicodeDecodeError as exc:
             raise P1ParseError(f"telegram is not ASCII at byte {exc.start}", source=self.source) from exc
         try:
+            if self._checksum:
+                self._check_crc(text)
             telegram = self._parser.parse(text)
-        except InvalidChecksumError as exc:
-            expected, actual = _crc_fields(text)
-            raise P1ChecksumError(str(exc), expected=expected, actual=actual, source=self.source) from exc
         except (ParseError, ValueError, IndexError, ArithmeticError) as exc:
             raise P1ParseError(f"telegram rejected: {exc}", source=self.source) from exc
         return list(self._readings(telegram, received_ts))
+
+    def _check_crc(self, text: str) -> None:
+        """dsmr-parser's ``validate_checksum`` on :func:`crc16_arc`: the content from the first
+        ``/`` to the last ``!``, the checksum the first 1-4 of ``[0-9A-Z]`` after a ``!``.
+        Raises :class:`P1ChecksumError`, dsmr-parser's ``ParseError`` for a telegram without
+        either, ``ValueError`` for a checksum that is not hex (as dsmr-parser does)."""
+        content = _CRC_CONTENT.search(text)
+        checksum = _CRC_VALUE.search(text)
+        if content is None or checksum is None:
+            raise ParseError(
+                "Failed to perform CRC validation because the telegram is incomplete. "
+                "The checksum and/or content values are missing."
+            )
+        expected = int(checksum.group(0), 16)
+        actual = crc16_arc(content.group(0).encode("ascii"))
+        if actual != expected:
+            raise P1ChecksumError(
+                f"Invalid telegram. The CRC checksum '{actual}' does not match the expected '{expected}'",
+                expected=expected,
+                actual=actual,
+                source=self.source,
+            )
 
     def _readings(self, telegram: Any, received_ts: float) -> Iterable[Reading]:
         stamp = getattr(telegram, "P1_MESSAGE_TIMESTAMP", None)
@@ -184,15 +219,3 @@ def _epoch(value: object) -> float | None:
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.timestamp()
     return None
-
-
-def _crc_fields(text: str) -> tuple[int, int]:
-    """(expected from the telegram, computed) for the error's fields."""
-    from heatgate.drivers.p1.crc import crc16_arc
-
-    bang = text.rfind("!")
-    try:
-        expected = int(text[bang + 1 : bang + 5], 16)
-    except ValueError:
-        expected = -1
-    return expected, crc16_arc(text[: bang + 1].encode("ascii"))
