@@ -30,7 +30,7 @@ class _DsmrChecked(P1Decoder):
     def __init__(self, dsmr_version: str) -> None:
         super().__init__(dsmr_version, source="p1")
         self._parser = TelegramParser(spec_for(dsmr_version), apply_checksum_validation=True)
-        self._checksum = False
+        self._checks_crc = False
 
 
 def _outcome(decoder: P1Decoder, frame: bytes) -> tuple[Any, ...]:

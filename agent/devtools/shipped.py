@@ -102,7 +102,7 @@ class ShippedSims:
         self.processes["meter"] = spawn_sim(
             self.root / "sim-meter.log", "meter", "--rtu", "--link", str(self.meter_link)
         )
-        self.processes["p1"] = spawn_sim(self.root / "sim-p1.log", "p1", "--link", str(self.p1_link))
+        self._spawn_p1()
         self.processes["zwave"] = spawn_sim(self.root / "sim-zwave.log", "zwave", "--link", str(self.zwave_link))
         self.wait_ready()
         return self
@@ -130,6 +130,20 @@ class ShippedSims:
         wait_until(lambda: not listening(self.heatpump_port), timeout_s=10, what="the heat pump's port closed")
         self._spawn_heatpump(args)
         self.wait_ready()
+
+    def unplug_p1(self) -> None:
+        """Stop the P1 simulator: its pseudo-terminal closes, as a pulled cable (the link is
+        left pointing at nothing)."""
+        stop_process(self.processes.pop("p1", None))
+
+    def plug_p1(self) -> None:
+        """Start the P1 simulator again on the same link."""
+        self.p1_link.unlink(missing_ok=True)
+        self._spawn_p1()
+        self.wait_ready()
+
+    def _spawn_p1(self) -> None:
+        self.processes["p1"] = spawn_sim(self.root / "sim-p1.log", "p1", "--link", str(self.p1_link))
 
     def close(self) -> None:
         for process in self.processes.values():

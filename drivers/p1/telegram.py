@@ -76,8 +76,8 @@ _TARIFF_TEXT = {1: "low", 2: "normal"}
 
 # dsmr-parser's (``TelegramParser.validate_checksum``): ``((?<=\!)[0-9A-Z]{1,4})+`` matches
 # once at most (after four characters no ``!`` precedes), so the group needs no repetition.
-_CRC_CONTENT = re.compile(r"/.+!", re.DOTALL)
-_CRC_VALUE = re.compile(r"(?<=!)[0-9A-Z]{1,4}")
+_CRC_CONTENT = re.compile(rb"/.+!", re.DOTALL)
+_CRC_VALUE = re.compile(rb"(?<=!)[0-9A-Z]{1,4}")
 
 _MBUS_TYPE_NAMES = ("MBUS_DEVICE_TYPE", "DEVICE_TYPE")
 _MBUS_ID_NAMES = ("MBUS_EQUIPMENT_IDENTIFIER", "EQUIPMENT_IDENTIFIER_GAS")
@@ -93,7 +93,7 @@ class P1Decoder:
         self.source = source
         spec = spec_for(dsmr_version)
         self._parser = TelegramParser(spec, apply_checksum_validation=False)
-        self._checksum = bool(spec["checksum_support"])
+        self._checks_crc = bool(spec["checksum_support"])
 
     def decode(self, frame: bytes, *, received_ts: float) -> list[Reading]:
         """Readings of one telegram. Raises :class:`P1ChecksumError` or :class:`P1ParseError`."""
@@ -102,27 +102,27 @@ class P1Decoder:
         except UnicodeDecodeError as exc:
             raise P1ParseError(f"telegram is not ASCII at byte {exc.start}", source=self.source) from exc
         try:
-            if self._checksum:
-                self._check_crc(text)
+            if self._checks_crc:
+                self._check_crc(frame)
             telegram = self._parser.parse(text)
         except (ParseError, ValueError, IndexError, ArithmeticError) as exc:
             raise P1ParseError(f"telegram rejected: {exc}", source=self.source) from exc
         return list(self._readings(telegram, received_ts))
 
-    def _check_crc(self, text: str) -> None:
+    def _check_crc(self, frame: bytes) -> None:
         """dsmr-parser's ``validate_checksum`` on :func:`crc16_arc`: the content from the first
         ``/`` to the last ``!``, the checksum the first 1-4 of ``[0-9A-Z]`` after a ``!``.
         Raises :class:`P1ChecksumError`, dsmr-parser's ``ParseError`` for a telegram without
         either, ``ValueError`` for a checksum that is not hex (as dsmr-parser does)."""
-        content = _CRC_CONTENT.search(text)
-        checksum = _CRC_VALUE.search(text)
+        content = _CRC_CONTENT.search(frame)  # on the bytes (ASCII, checked before): no re-encoding
+        checksum = _CRC_VALUE.search(frame)
         if content is None or checksum is None:
             raise ParseError(
                 "Failed to perform CRC validation because the telegram is incomplete. "
                 "The checksum and/or content values are missing."
             )
         expected = int(checksum.group(0), 16)
-        actual = crc16_arc(content.group(0).encode("ascii"))
+        actual = crc16_arc(content.group(0))
         if actual != expected:
             raise P1ChecksumError(
                 f"Invalid telegram. The CRC checksum '{actual}' does not match the expected '{expected}'",
